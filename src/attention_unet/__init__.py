@@ -1,0 +1,18 @@
+"""attention-unet: train, evaluate and apply the Attention U-Net for 2D biomedical segmentation.
+
+The heavy imports (torch) happen on first use of ``AttentionUNet``, ``ModelConfig`` or
+``load_model``, so that ``attention-unet --help`` starts at once.
+"""
+
+from typing import Any
+
+__version__ = "0.1.0"
+__all__ = ["AttentionUNet", "ModelConfig", "load_model", "__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("AttentionUNet", "ModelConfig", "load_model"):
+        from . import model
+
+        return getattr(model, name)
+    raise AttributeError(f"module 'attention_unet' has no attribute {name!r}")

@@ -1,0 +1,158 @@
+"""The ``attention-unet`` command. This module imports no torch, so ``--help`` is instant; each
+subcommand imports what it needs after parsing. ``main(argv) -> int`` is what tests call."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any, Sequence
+
+from . import __version__
+from .errors import InputError
+
+PRESET_NAMES = ("seed", "medium", "small")
+
+
+def _train_parser(sub: Any) -> None:
+    p = sub.add_parser("train", help="train a model", description="Train an Attention U-Net. Defaults reproduce the reference report; flags override --config.")
+    # defaults are None so that only the flags given override the YAML file and TrainConfig defaults
+    p.add_argument("--config", help="YAML file of options (keys as the long flags, with underscores)")
+    p.add_argument("--data", help="dataset folder or .zip (default: the embedded sample)")
+    p.add_argument("--preset", choices=PRESET_NAMES)
+    p.add_argument("--gate", choices=("channel", "scalar"))
+    p.add_argument("--no-attention", dest="attention", action="store_const", const=False, help="plain U-Net of the same widths")
+    p.add_argument("--width", type=int)
+    p.add_argument("--depth", type=int)
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--loss", choices=("bce", "dice", "bce+dice"))
+    p.add_argument("--input", help="resize256 (report) or crop:N (native-resolution crops, scale-jittered)")
+    p.add_argument("--scale", type=float, nargs=2, metavar=("MIN", "MAX"), help="crop-mode scale range (default 0.25 2)")
+    p.add_argument("--augment", choices=("none", "geometric", "full"))
+    p.add_argument("--balance", action="store_const", const=True, help="oversample rare modalities")
+    p.add_argument("--samples-per-epoch", type=int)
+    p.add_argument("--norm", choices=("fixed", "percentile"))
+    p.add_argument("--scheduler", choices=("plateau", "cosine"))
+    p.add_argument("--monitor", choices=("val_loss", "val_f1"))
+    p.add_argument("--early-stopping", type=int, help="patience in epochs")
+    p.add_argument("--max-minutes", type=float, help="wall-clock budget")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--out", help="run folder (default: runs/<time>)")
+    p.add_argument("--resume", nargs="?", const="last", help="resume from a checkpoint (default: OUT/checkpoints/last.ckpt)")
+    p.add_argument("--split-file", help="reuse a split.json")
+    p.add_argument("--workers", type=int, help="data-loader worker processes")
+    p.add_argument("--accelerator", choices=("cpu", "gpu", "mps", "auto"))
+    p.add_argument("--devices", help="number of devices or 'auto'")
+    p.add_argument("--num-nodes", type=int)
+    p.add_argument("--strategy", help="auto, ddp, ddp_spawn, ...")
+    p.add_argument("--sync-bn", action="store_const", const=True, help="SyncBatchNorm across processes")
+    p.add_argument("--precision", help="32-true, bf16-mixed, 16-mixed")
+    p.add_argument("--limit-batches", type=float, help=argparse.SUPPRESS)
+
+
+def _model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", help="model file, model folder or training run folder (default: the shipped model)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, mps")
+
+
+def _inference_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tile", type=int, default=512, help="tile size of sliding-window inference")
+    p.add_argument("--batch-size", type=int, default=4, help="tiles per batch")
+    p.add_argument("--tta", action="store_true", help="average over flips (8 views)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="attention-unet", description="Attention U-Net for 2D biomedical image segmentation.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _train_parser(sub)
+
+    p = sub.add_parser("evaluate", help="score a model on a dataset split")
+    _model_args(p)
+    p.add_argument("--data", help="dataset folder or .zip (default: the embedded sample)")
+    p.add_argument("--split", choices=("test", "valid", "train", "all"), default="test")
+    p.add_argument("--split-file", help="split.json (default: the run's, else the reference split)")
+    p.add_argument("--protocol", choices=("resize256", "native"), default="resize256")
+    p.add_argument("--out", help="folder for score.csv, summary.json and strips (default: evaluation/)")
+    p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    p.add_argument("--no-strips", dest="strips", action="store_false", help="skip the image | mask | prediction strips")
+    _inference_args(p)
+
+    p = sub.add_parser("predict", help="segment images")
+    p.add_argument("inputs", nargs="+", help="files, folders (recursive) or globs")
+    p.add_argument("--out", required=True, help="output folder (mirrors the inputs' relative paths)")
+    _model_args(p)
+    _inference_args(p)
+    p.add_argument("--save-prob", action="store_true", help="also write <name>_prob.tif (float32)")
+    p.add_argument("--attention", action="store_true", help="write each gate's coefficient map as a heat-map PNG")
+    p.add_argument("--engine", choices=("torch", "onnx"), default="torch")
+    p.add_argument("--threshold", type=float, default=0.5)
+
+    p = sub.add_parser("export", help="export a model to ONNX or TorchScript")
+    _model_args(p)
+    p.add_argument("--onnx", help="output .onnx path")
+    p.add_argument("--torchscript", help="output .pt path")
+    p.add_argument("--int8", action="store_true", help="also write a dynamically quantised int8 ONNX (<name>.int8.onnx)")
+
+    p = sub.add_parser("demo", help="train the small preset on the embedded sample, evaluate, show strips")
+    p.add_argument("--out", default="runs/demo")
+    p.add_argument("--minutes", type=float, default=3.0, help="training budget")
+    return parser
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.command == "train":
+        from .train import TrainConfig, fit
+
+        values = {}
+        if args.config:
+            import yaml
+
+            try:
+                values = yaml.safe_load(open(args.config)) or {}
+            except (OSError, yaml.YAMLError) as exc:
+                raise InputError(f"{args.config}: cannot read YAML config ({exc})") from None
+            if not isinstance(values, dict):
+                raise InputError(f"{args.config}: a config file must be a mapping of option: value")
+        values.update({k: v for k, v in vars(args).items() if v is not None and k not in ("command", "config", "debug")})
+        run_dir = fit(TrainConfig.from_dict(values, args.config or "options"))
+        print(f"run folder: {run_dir}  (model: {run_dir / 'model'})")
+        return 0
+    if args.command == "evaluate":
+        from .evaluate import evaluate_command
+
+        return evaluate_command(args)
+    if args.command == "predict":
+        from .predict import predict_command
+
+        return predict_command(args)
+    if args.command == "export":
+        from .export import export_command
+
+        return export_command(args)
+    if args.command == "demo":
+        from .evaluate import demo
+
+        return demo(args.out, args.minutes)
+    raise AssertionError(args.command)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit code (2 for bad input, 1 when some files failed)."""
+    args = build_parser().parse_args(argv)
+    try:
+        return _run(args)
+    except (InputError, FileNotFoundError) as exc:
+        if args.debug:
+            raise
+        print(f"attention-unet: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("attention-unet: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,298 @@
+"""Reading images and masks, the two dataset layouts, the reference split, normalisation, augmentation.
+
+Layouts:
+
+* raw (Kaggle/BBBC038): ``<id>/images/<id>.png`` and ``<id>/masks/*.png`` (one PNG per nucleus),
+  as a folder or straight from the ``.zip``;
+* flat ("processed"): ``images/`` and ``masks/`` with matching file stems, paired by stem. 8-bit
+  masks are binary (JPG thresholded at 127, others at > 0); 16/32-bit integer masks are instance labels.
+
+Decoded datasets are cached as ``.npz`` (no pickle) under ``$ATTENTION_UNET_CACHE`` or
+``~/.cache/attention-unet`` so that the 29k mask PNGs of DSB-2018 are decoded once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import math
+import os
+import zipfile
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+from scipy import ndimage
+
+from .errors import InputError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+NORMALISATIONS = ("fixed", "percentile")
+SAMPLE_DIR = Path(__file__).parent / "sample"
+
+
+@dataclass
+class Record:
+    """One image with its instance labels (0 = background, 1..n = nuclei)."""
+
+    id: str
+    image: np.ndarray  # H x W x 3, uint8 or uint16
+    labels: np.ndarray  # H x W, int32
+
+    @property
+    def mask(self) -> np.ndarray:
+        return self.labels > 0
+
+
+# ---------------------------------------------------------------------------------------- reading
+
+
+def decode_image(data: bytes | str | Path, name: str = "") -> np.ndarray:
+    """Decode PNG/JPG/BMP/TIFF (first page) from bytes or a path; raise InputError if unreadable."""
+    name = name or str(data)
+    try:
+        if name.lower().endswith((".tif", ".tiff")):
+            import tifffile
+
+            source = io.BytesIO(data) if isinstance(data, bytes) else data
+            return tifffile.imread(source, key=0)
+        import imageio.v3 as iio
+
+        return iio.imread(data, extension=Path(name).suffix.lower() or None)
+    except Exception as exc:  # the decoders raise many types; the user needs the file name
+        raise InputError(f"{name}: cannot read image ({type(exc).__name__}: {exc})") from None
+
+
+def to_rgb(image: np.ndarray, name: str = "image") -> np.ndarray:
+    """H x W x 3 of the input dtype: grey is repeated, alpha dropped."""
+    if image.ndim == 2:
+        return np.repeat(image[:, :, None], 3, axis=2)
+    if image.ndim == 3 and image.shape[2] in (3, 4):
+        return np.ascontiguousarray(image[:, :, :3])
+    if image.ndim == 3 and image.shape[2] in (1, 2):
+        return np.repeat(image[:, :, :1], 3, axis=2)
+    raise InputError(f"{name}: unsupported image shape {image.shape} (expected H x W, H x W x 3 or H x W x 4)")
+
+
+def mask_to_labels(mask: np.ndarray, name: str) -> np.ndarray:
+    """Instance labels from a mask file: integer >8-bit masks are labels; 8-bit ones are binary and
+    split into connected components; JPG masks are thresholded at 127."""
+    if mask.ndim == 3:
+        mask = mask[..., :3].max(axis=2)
+    if mask.dtype in (np.uint16, np.uint32, np.int32, np.int64) and mask.max() > 1:
+        return mask.astype(np.int32)
+    threshold = 127 if name.lower().endswith((".jpg", ".jpeg")) else 0
+    return ndimage.label(mask > threshold)[0].astype(np.int32)
+
+
+# --------------------------------------------------------------------------------------- layouts
+
+
+def _raw_items_from_zip(path: Path) -> Iterable[Record]:
+    with zipfile.ZipFile(path) as archive:
+        names = archive.namelist()
+        images = {n.split("/")[-3]: n for n in names if "/images/" in n and n.lower().endswith(IMAGE_SUFFIXES)}
+        masks: dict[str, list[str]] = {}
+        for n in names:
+            parts = n.split("/")
+            if len(parts) >= 3 and parts[-2] == "masks" and n.lower().endswith(IMAGE_SUFFIXES):
+                masks.setdefault(parts[-3], []).append(n)
+        if not images:
+            raise InputError(f"{path}: no '<id>/images/<id>.png' entries in this archive")
+        for image_id in sorted(images):
+            image = to_rgb(decode_image(archive.read(images[image_id]), f"{path}:{images[image_id]}"))
+            labels = _stack_instance_masks(
+                [decode_image(archive.read(m), f"{path}:{m}") for m in sorted(masks.get(image_id, []))], image.shape[:2]
+            )
+            yield Record(image_id, image, labels)
+
+
+def _raw_items_from_folder(path: Path) -> Iterable[Record]:
+    folders = sorted(p for p in path.iterdir() if (p / "images").is_dir())
+    for folder in folders:
+        files = sorted(f for f in (folder / "images").iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise InputError(f"{folder / 'images'}: no image file")
+        image = to_rgb(decode_image(files[0]), str(files[0]))
+        mask_files = sorted(f for f in (folder / "masks").glob("*") if f.suffix.lower() in IMAGE_SUFFIXES)
+        yield Record(folder.name, image, _stack_instance_masks([decode_image(m) for m in mask_files], image.shape[:2]))
+
+
+def _stack_instance_masks(masks: Sequence[np.ndarray], shape: tuple[int, ...]) -> np.ndarray:
+    labels = np.zeros(shape, np.int32)
+    for index, mask in enumerate(masks, start=1):
+        if mask.ndim == 3:
+            mask = mask.max(axis=2)
+        labels[mask > 0] = index
+    return labels
+
+
+def _flat_items(path: Path) -> Iterable[Record]:
+    def by_stem(folder: Path) -> dict[str, Path]:
+        found: dict[str, Path] = {}
+        for f in sorted(folder.rglob("*")):
+            if f.suffix.lower() in IMAGE_SUFFIXES:
+                stem = str(f.relative_to(folder).with_suffix(""))
+                if stem in found:
+                    raise InputError(f"{f}: two files with the stem '{stem}' ({found[stem].name}, {f.name})")
+                found[stem] = f
+        return found
+
+    images, masks = by_stem(path / "images"), by_stem(path / "masks")
+    unmatched = sorted(set(images) ^ set(masks))
+    if unmatched:
+        shown = ", ".join(str(images.get(s) or masks.get(s)) for s in unmatched[:5])
+        more = f" and {len(unmatched) - 5} more" if len(unmatched) > 5 else ""
+        raise InputError(f"{path}: image without mask or mask without image: {shown}{more}")
+    for stem in sorted(images):
+        image = to_rgb(decode_image(images[stem]), str(images[stem]))
+        labels = mask_to_labels(decode_image(masks[stem]), str(masks[stem]))
+        if labels.shape != image.shape[:2]:
+            raise InputError(f"{masks[stem]}: mask is {labels.shape}, image {images[stem].name} is {image.shape[:2]}")
+        yield Record(stem, image, labels)
+
+
+def iter_records(data: str | Path) -> Iterable[Record]:
+    """Records of a dataset in either layout (folder or .zip), sorted by id."""
+    path = Path(data)
+    if not path.exists():
+        raise InputError(f"{path}: no such file or folder")
+    if path.is_file():
+        if not zipfile.is_zipfile(path):
+            raise InputError(f"{path}: not a .zip archive or a dataset folder")
+        return _raw_items_from_zip(path)
+    if (path / "images").is_dir() and (path / "masks").is_dir():
+        return _flat_items(path)
+    if any((p / "images").is_dir() for p in path.iterdir()):
+        return _raw_items_from_folder(path)
+    raise InputError(f"{path}: neither 'images/' + 'masks/' nor '<id>/images/' folders inside")
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("ATTENTION_UNET_CACHE", Path.home() / ".cache" / "attention-unet"))
+
+
+def _fingerprint(path: Path) -> str:
+    """Cheap identity of a dataset: path, sizes and modification times of its files."""
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    h = hashlib.sha256(str(path.resolve()).encode())
+    for f in files:
+        st = f.stat()
+        h.update(f"{f}:{st.st_size}:{st.st_mtime_ns}".encode())
+    return h.hexdigest()[:16]
+
+
+def load_records(data: str | Path, use_cache: bool = True) -> list[Record]:
+    """All records of a dataset, decoded once and cached as .npz (the package sample is never cached)."""
+    path = Path(data)
+    if not use_cache or not path.exists() or path.resolve().is_relative_to(SAMPLE_DIR.resolve()):
+        return list(iter_records(path))
+    cache = cache_dir() / f"{path.name}-{_fingerprint(path)}.npz"
+    if cache.is_file():
+        with np.load(cache, allow_pickle=False) as z:
+            ids = json.loads(str(z["ids"]))
+            return [Record(i, z[f"{i}/image"], z[f"{i}/labels"]) for i in ids]
+    records = list(iter_records(path))
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    arrays = {"ids": np.array(json.dumps([r.id for r in records]))}
+    for r in records:
+        arrays[f"{r.id}/image"], arrays[f"{r.id}/labels"] = r.image, r.labels
+    tmp = cache.with_suffix(".tmp.npz")
+    np.savez(tmp, **arrays)
+    tmp.replace(cache)
+    return records
+
+
+def default_data() -> Path:
+    """The embedded DSB-2018 sample: the default dataset of every command."""
+    return SAMPLE_DIR
+
+
+# ----------------------------------------------------------------------------------------- split
+
+
+def reference_split(ids: Sequence[str]) -> dict[str, list[str]]:
+    """The report's 60/20/20 split: sorted ids, n = int(0.2 N), train_test_split(random_state=42) twice."""
+    from sklearn.model_selection import train_test_split
+
+    ids = sorted(ids)
+    n = int(0.2 * len(ids))
+    if n < 1:
+        raise InputError(f"need at least 5 images for a train/valid/test split, got {len(ids)}")
+    train, valid = train_test_split(ids, test_size=n, random_state=42)
+    train, test = train_test_split(train, test_size=n, random_state=42)
+    return {"train": list(train), "valid": list(valid), "test": list(test)}
+
+
+def load_split(path: str | Path) -> dict[str, list[str]]:
+    try:
+        split = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise InputError(f"{path}: cannot read split file ({exc})") from None
+    if not isinstance(split, dict) or not {"train", "valid", "test"} <= set(split):
+        raise InputError(f"{path}: a split file needs 'train', 'valid' and 'test' lists")
+    return {k: list(split[k]) for k in ("train", "valid", "test")}
+
+
+def select(records: Sequence[Record], split: dict[str, list[str]], part: str) -> list[Record]:
+    """The records of one split part ('all' for every record); unknown ids are an error."""
+    if part == "all":
+        return list(records)
+    wanted = split[part]
+    by_id = {r.id: r for r in records}
+    missing = [i for i in wanted if i not in by_id]
+    if missing:
+        raise InputError(f"split part '{part}' names {len(missing)} ids not in the data, e.g. {missing[0]}")
+    return [by_id[i] for i in wanted]
+
+
+# ------------------------------------------------------------------------------- normalisation
+
+
+def normalisation_range(image: np.ndarray, mode: str = "percentile") -> tuple[float, float]:
+    """(low, high) mapped to 0..1: 'fixed' is 0..dtype maximum (the report's /255 for 8-bit);
+    'percentile' the image's 1st..99.8th percentile (robust to exposure), from ~1M pixels at most.
+    Computed once per image, so tiles of one image share it."""
+    if mode == "fixed":
+        return 0.0, float(np.iinfo(image.dtype).max) if np.issubdtype(image.dtype, np.integer) else 1.0
+    if mode != "percentile":
+        raise InputError(f"unknown normalisation '{mode}' (choose from {', '.join(NORMALISATIONS)})")
+    step = max(1, int(math.sqrt(image.shape[0] * image.shape[1] / 1e6)))
+    lo, hi = np.percentile(image[::step, ::step], (1.0, 99.8))
+    return float(lo), float(max(hi, lo + 1e-6))
+
+
+def normalise(image: np.ndarray, mode: str = "percentile", value_range: tuple[float, float] | None = None) -> np.ndarray:
+    """float32 image mapped by :func:`normalisation_range` (or the given range); percentile mode clips to 0..1."""
+    lo, hi = value_range or normalisation_range(image, mode)
+    out = (image.astype(np.float32) - lo) * (1.0 / (hi - lo))
+    return np.clip(out, 0.0, 1.0, out=out) if mode == "percentile" else out
+
+
+def resize(array: np.ndarray, size: tuple[int, int], nearest: bool = False) -> np.ndarray:
+    """Resize to (height, width): bilinear for images, nearest for labels."""
+    import cv2
+
+    if array.shape[:2] == tuple(size):
+        return array
+    interp = cv2.INTER_NEAREST if nearest else cv2.INTER_LINEAR
+    src = array.astype(np.float32) if array.dtype == np.int32 else array
+    out = cv2.resize(src, (size[1], size[0]), interpolation=interp)
+    return out.astype(array.dtype) if array.dtype == np.int32 else out
+
+
+def modality(image: np.ndarray) -> str:
+    """'fluorescence' (grey, dark background), 'brightfield' (grey, bright background) or
+    'stained' (colour): channel spread and mean brightness of the 8-bit-scaled image."""
+    x = normalise(image, "fixed")
+    colour = float(np.abs(x - x.mean(axis=2, keepdims=True)).mean()) > 0.01
+    if colour:
+        return "stained"
+    return "brightfield" if float(x.mean()) > 0.3 else "fluorescence"
+
+
+def count_by(values: Iterable[str]) -> dict[str, int]:
+    return dict(sorted(Counter(values).items()))

@@ -1,0 +1,141 @@
+"""Scoring a model on a dataset split (the ``evaluate`` command) and the offline ``demo``.
+
+Protocols: ``resize256`` (the report's: image and mask resized to 256 x 256, threshold 0.5) and
+``native`` (prediction at the image's own size against its own mask). Pixel metrics are per image,
+then the mean over images; object metrics compare instance labels (see :mod:`metrics`).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import data, metrics
+from .errors import InputError
+from .predict import Predictor, instances, load_runner, to_uint8
+
+OBJECT_METRICS = ("dsb_score", "tp_fp_fn_ratio_at_0.5", "relative_count_error")
+
+
+def choose_split(model_path: str | None, data_path: str | Path, records: list[data.Record], split_file: str | None) -> dict[str, list[str]]:
+    """--split-file, else the training run's split.json when it trained on this data, else the
+    reference split of this data's ids."""
+    if split_file:
+        return data.load_split(split_file)
+    if model_path:
+        run = Path(model_path)
+        run = run if run.is_dir() else run.parent
+        for folder in (run, run.parent):
+            config = folder / "config.yaml"
+            if (folder / "split.json").is_file() and config.is_file():
+                import yaml
+
+                trained_on = (yaml.safe_load(config.read_text()) or {}).get("data") or str(data.default_data())
+                if Path(trained_on).resolve() == Path(data_path).resolve():
+                    return data.load_split(folder / "split.json")
+    return data.reference_split([r.id for r in records])
+
+
+def strip(image: np.ndarray, true: np.ndarray, pred: np.ndarray) -> np.ndarray:
+    """The report's figure: image | ground truth | prediction, side by side (8-bit RGB)."""
+    grey = lambda m: np.repeat((m > 0).astype(np.uint8)[..., None] * 255, 3, axis=2)  # noqa: E731
+    gap = np.full((image.shape[0], 4, 3), 128, np.uint8)
+    return np.concatenate([to_uint8(image), gap, grey(true), gap, grey(pred)], axis=1)
+
+
+def score_records(predictor: Predictor, records: list[data.Record], protocol: str, strips_dir: Path | None) -> list[dict[str, Any]]:
+    """Per-image rows: id, modality, size, pixel metrics and object metrics."""
+    from tqdm import tqdm
+
+    rows = []
+    for r in tqdm(records, desc=f"evaluate ({protocol})", unit="image", file=sys.stderr):
+        image, labels = r.image, r.labels
+        if protocol == "resize256":
+            image, labels = data.resize(image, (256, 256)), data.resize(labels, (256, 256), nearest=True)
+        prob = predictor.probability(image)
+        pred = prob > 0.5
+        row: dict[str, Any] = {"id": r.id, "modality": data.modality(r.image), "height": r.image.shape[0], "width": r.image.shape[1]}
+        row.update(metrics.pixel_scores(pred, labels > 0))
+        row.update(metrics.object_scores(labels, instances(prob)))
+        rows.append(row)
+        if strips_dir is not None:
+            import imageio.v3 as iio
+
+            iio.imwrite(strips_dir / f"{r.id}.png", strip(image, labels, pred))
+    return rows
+
+
+def summarise(rows: list[dict[str, Any]], protocol: str) -> dict[str, Any]:
+    summary: dict[str, Any] = {"protocol": protocol, "n_images": len(rows)}
+    summary.update(metrics.mean_scores(rows, metrics.PIXEL_METRICS + OBJECT_METRICS))
+    by_kind = {}
+    for kind in sorted({r["modality"] for r in rows}):
+        group = [r for r in rows if r["modality"] == kind]
+        by_kind[kind] = {"n_images": len(group), **metrics.mean_scores(group, ("f1", "jaccard", "dsb_score"))}
+    summary["by_modality"] = by_kind
+    return summary
+
+
+def format_table(summary: dict[str, Any]) -> str:
+    lines = [f"protocol {summary['protocol']}, {summary['n_images']} images, mean per image", ""]
+    lines.append("| metric | value |")
+    lines.append("|---|---|")
+    for key in metrics.PIXEL_METRICS + OBJECT_METRICS:
+        lines.append(f"| {key} | {summary[key]:.3f} |")
+    lines.append("")
+    for kind, values in summary["by_modality"].items():
+        lines.append(f"{kind}: {values['n_images']} images, F1 {values['f1']:.3f}, Jaccard {values['jaccard']:.3f}, DSB score {values['dsb_score']:.3f}")
+    return "\n".join(lines)
+
+
+def evaluate(model: str | None, data_path: str | Path | None, split: str = "test", protocol: str = "resize256", out: str | Path = "evaluation",
+             split_file: str | None = None, strips: bool = True, tile: int = 512, batch_size: int = 4, tta: bool = False, device: str = "cpu") -> dict[str, Any]:
+    """Score a model; writes score.csv, summary.json and strips/ under ``out``; returns the summary."""
+    from argparse import Namespace
+
+    data_path = data_path or data.default_data()
+    records = data.load_records(data_path)
+    chosen = data.select(records, choose_split(model, data_path, records, split_file), split)
+    if not chosen:
+        raise InputError(f"{data_path}: the '{split}' part is empty")
+    runner, norm = load_runner(Namespace(model=model, device=device))
+    out = Path(out)
+    strips_dir = out / "strips" if strips else None
+    (strips_dir or out).mkdir(parents=True, exist_ok=True)
+    rows = score_records(Predictor(runner, norm, tile, batch_size, tta), chosen, protocol, strips_dir)
+    with open(out / "score.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    summary = summarise(rows, protocol)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def evaluate_command(args) -> int:
+    summary = evaluate(args.model, args.data, args.split, args.protocol, args.out or "evaluation", args.split_file,
+                       args.strips, args.tile, args.batch_size, args.tta, args.device)
+    if args.json:
+        print(json.dumps({k: summary[k] for k in ("protocol", "n_images", *metrics.PIXEL_METRICS)}))
+    else:
+        print(format_table(summary))
+        out = Path(args.out or "evaluation")
+        print(f"\nper-image scores: {out / 'score.csv'}" + (f"; strips: {out / 'strips'}" if args.strips else ""))
+    return 0
+
+
+def demo(out: str, minutes: float) -> int:
+    """Train the small preset on the embedded sample for a few minutes, then evaluate its test part."""
+    from .train import TrainConfig, fit
+
+    run = fit(TrainConfig(preset="small", input="crop:128", augment="full", norm="percentile", loss="bce+dice", lr=1e-3,
+                          scheduler="cosine", samples_per_epoch=400, epochs=12, monitor="val_f1", max_minutes=minutes, out=out))
+    summary = evaluate(str(run), None, "test", "resize256", Path(out) / "evaluation")
+    print(format_table(summary))
+    print(f"\nstrips (image | ground truth | prediction): {Path(out) / 'evaluation' / 'strips'}")
+    return 0

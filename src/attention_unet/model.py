@@ -1,0 +1,225 @@
+"""Attention U-Net for 2D segmentation (Oktay et al. 2018, https://arxiv.org/abs/1804.03999).
+
+One readable file: the config dataclass, the network, named presets, and saving/loading as
+safetensors with the config in the file's metadata (and a ``config.json`` beside it for people).
+
+Gating follows the reference report: the deeper decoder features are first upsampled (bilinear x2)
+and the *upsampled* features are the gating signal of the additive attention gate on the skip
+connection of the same resolution. (Oktay et al. gate with the coarser features before upsampling;
+the report's order keeps gate and skip at one resolution and needs no resampling of the coefficients.)
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["ModelConfig", "AttentionUNet", "PRESETS", "save_model", "load_model", "count_parameters"]
+
+WEIGHTS_NAME = "model.safetensors"
+CONFIG_NAME = "config.json"
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Constructor arguments of :class:`AttentionUNet`; saved with every model."""
+
+    in_channels: int = 3  # RGB; grey images are repeated to three channels by the data module
+    out_channels: int = 1  # one logit per pixel: nucleus vs background
+    width: int = 64  # channels of the first encoder block; each level doubles it (report: 64)
+    depth: int = 3  # number of 2x2 poolings (report: 3, bridge 512 at width 64)
+    gate: str = "channel"  # "channel": one coefficient per skip channel (report); "scalar": Oktay's psi
+    attention: bool = True  # False gives a plain U-Net of the same widths, for comparisons
+
+    def __post_init__(self) -> None:
+        if self.gate not in ("channel", "scalar"):
+            raise ValueError(f"gate must be 'channel' or 'scalar', not {self.gate!r}")
+        if self.depth < 1 or self.width < 1:
+            raise ValueError("depth and width must be positive")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ModelConfig":
+        """Build from a dict, ignoring keys this version does not know (forward compatibility)."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+PRESETS: dict[str, ModelConfig] = {
+    "seed": ModelConfig(width=64, depth=3),  # the reference report's network
+    "medium": ModelConfig(width=32, depth=3),  # a CPU compromise
+    "small": ModelConfig(width=16, depth=3),  # trains in minutes on two CPU cores
+}
+
+
+class ConvBlock(nn.Sequential):
+    """Two 3x3 convolutions, each followed by BatchNorm and ReLU."""
+
+    def __init__(self, cin: int, cout: int) -> None:
+        super().__init__(
+            nn.Conv2d(cin, cout, 3, padding=1, bias=False),
+            nn.BatchNorm2d(cout),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(cout, cout, 3, padding=1, bias=False),
+            nn.BatchNorm2d(cout),
+            nn.ReLU(inplace=True),
+        )
+
+
+class AttentionGate(nn.Module):
+    """Additive attention gate: a = sigmoid(psi(relu(BN(Wg g) + BN(Ws s)))); returns a * s and a.
+
+    Args:
+        gate_channels: channels of the gating signal g (the upsampled deeper features).
+        skip_channels: channels of the skip connection s; also the inner width.
+        scalar: one coefficient per pixel (Oktay et al.) instead of one per skip channel (report).
+    """
+
+    def __init__(self, gate_channels: int, skip_channels: int, scalar: bool = False) -> None:
+        super().__init__()
+        inner = skip_channels
+        self.w_gate = nn.Sequential(nn.Conv2d(gate_channels, inner, 1, bias=False), nn.BatchNorm2d(inner))
+        self.w_skip = nn.Sequential(nn.Conv2d(skip_channels, inner, 1, bias=False), nn.BatchNorm2d(inner))
+        self.psi = nn.Conv2d(inner, 1 if scalar else skip_channels, 1)
+
+    def forward(self, g: torch.Tensor, s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        a = torch.sigmoid(self.psi(F.relu(self.w_gate(g) + self.w_skip(s))))
+        return a * s, a
+
+
+class DecoderBlock(nn.Module):
+    """Upsample x2 (bilinear), gate the skip with the upsampled features, concatenate, conv block."""
+
+    def __init__(self, cin: int, cskip: int, attention: bool, scalar: bool) -> None:
+        super().__init__()
+        self.gate = AttentionGate(cin, cskip, scalar) if attention else None
+        self.conv = ConvBlock(cin + cskip, cskip)
+
+    def forward(self, x: torch.Tensor, skip: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        x = F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
+        coeff = None
+        if self.gate is not None:
+            skip, coeff = self.gate(x, skip)
+        return self.conv(torch.cat([x, skip], dim=1)), coeff
+
+
+class AttentionUNet(nn.Module):
+    """Attention U-Net returning logits (apply a sigmoid for probabilities).
+
+    Any height and width are accepted: the input is reflect-padded to a multiple of ``2**depth``
+    and the output cropped back. ``forward_with_attention`` also returns every gate's coefficients
+    (deepest gate first); plain ``forward`` keeps none of them.
+
+    Args:
+        config: widths, depth, gate kind; see :class:`ModelConfig`.
+    """
+
+    def __init__(self, config: ModelConfig | None = None) -> None:
+        super().__init__()
+        self.config = config = config or ModelConfig()
+        widths = [config.width * 2**i for i in range(config.depth + 1)]
+        self.encoders = nn.ModuleList(
+            [ConvBlock(cin, cout) for cin, cout in zip([config.in_channels, *widths[:-2]], widths[:-1])]
+        )
+        self.bridge = ConvBlock(widths[-2], widths[-1])
+        scalar = config.gate == "scalar"
+        self.decoders = nn.ModuleList(
+            [DecoderBlock(widths[i + 1], widths[i], config.attention, scalar) for i in reversed(range(config.depth))]
+        )
+        self.head = nn.Conv2d(widths[0], config.out_channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._run(x, keep_attention=False)[0]
+
+    def forward_with_attention(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Logits and every gate's coefficients (deepest first), each at its own level's resolution,
+        cropped to the part that covers the input (not the padding)."""
+        return self._run(x, keep_attention=True)
+
+    def _run(self, x: torch.Tensor, keep_attention: bool) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        height, width = x.shape[-2:]
+        multiple = 2**self.config.depth
+        pad_h, pad_w = (-height) % multiple, (-width) % multiple
+        if pad_h or pad_w or torch.jit.is_tracing():  # traced graphs (ONNX, TorchScript) always pad
+            mode = "reflect" if pad_h < height and pad_w < width else "replicate"
+            x = F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
+        skips = []
+        for encoder in self.encoders:
+            x = encoder(x)
+            skips.append(x)
+            x = F.max_pool2d(x, 2)
+        x = self.bridge(x)
+        maps: list[torch.Tensor] = []
+        for decoder, skip in zip(self.decoders, reversed(skips)):
+            x, coeff = decoder(x, skip)
+            if keep_attention and coeff is not None:
+                stride = (height + pad_h) // coeff.shape[-2]
+                maps.append(coeff[..., : -(-height // stride), : -(-width // stride)])
+        return self.head(x)[..., :height, :width], maps
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of trainable parameters."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def save_model(model: AttentionUNet, directory: str | Path, metadata: dict[str, Any] | None = None) -> Path:
+    """Write ``model.safetensors`` (config and metadata inside) and a readable ``config.json``."""
+    from safetensors.torch import save_file
+
+    from . import __version__
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    info = {"model": asdict(model.config), "version": __version__, **(metadata or {})}
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    path = directory / WEIGHTS_NAME
+    save_file(state, str(path), metadata={"attention_unet": json.dumps(info)})
+    (directory / CONFIG_NAME).write_text(json.dumps(info, indent=2) + "\n")
+    return path
+
+
+def _resolve_weights(path: Path) -> Path:
+    """Accept a weights file, a model folder, or a training run folder (its ``model/``)."""
+    for candidate in (path, path / WEIGHTS_NAME, path / "model" / WEIGHTS_NAME):
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError(f"{path}: no {WEIGHTS_NAME} found (give a model file, model folder or run folder)")
+
+
+def read_model_info(path: str | Path) -> dict[str, Any]:
+    """The metadata stored in a model file: model config, version, training config, metrics."""
+    from safetensors import safe_open
+
+    weights = _resolve_weights(Path(path))
+    with safe_open(str(weights), framework="pt") as f:
+        meta = f.metadata() or {}
+    if "attention_unet" not in meta:
+        raise ValueError(f"{weights}: not an attention-unet model (no config in its metadata)")
+    return json.loads(meta["attention_unet"])
+
+
+def pretrained_path() -> Path:
+    """Where the shipped pretrained model lives inside the package."""
+    return Path(__file__).parent / "weights" / WEIGHTS_NAME
+
+
+def load_model(path: str | Path | None = None, device: str | torch.device = "cpu") -> AttentionUNet:
+    """Rebuild a saved model in eval mode; with no path, the shipped pretrained nuclei model."""
+    from safetensors.torch import load_file
+
+    if path is None:
+        path = pretrained_path()
+        if not path.is_file():
+            raise FileNotFoundError("no pretrained model is shipped with this version; pass a model path")
+    weights = _resolve_weights(Path(path))
+    info = read_model_info(weights)
+    model = AttentionUNet(ModelConfig.from_dict(info["model"]))
+    model.load_state_dict(load_file(str(weights)))
+    model.info = info  # type: ignore[attr-defined]
+    return model.to(device).eval()

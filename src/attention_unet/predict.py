@@ -1,0 +1,298 @@
+"""Inference: sliding-window probabilities, instance labels, and the ``predict`` command's outputs.
+
+Tiles are evenly spaced with the last one flush to the image edge and blended with a Gaussian
+weight map that has no zeros (as in nnU-Net); the normalisation range is computed once per image
+so all tiles share it. Memory grows with tile and batch size, plus two float32 accumulators of the
+image's size, not with the network's activations on the whole image.
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+import math
+import sys
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+from scipy import ndimage
+
+from . import data
+from .errors import InputError
+
+Runner = Callable[[np.ndarray], tuple[np.ndarray, list[np.ndarray]]]
+
+
+def tile_starts(length: int, tile: int, overlap: float = 0.25) -> list[int]:
+    """Evenly spaced tile origins covering 0..length, the last flush with the end.
+
+    >>> tile_starts(1000, 512)
+    [0, 244, 488]
+    >>> tile_starts(300, 512)
+    [0]
+    """
+    if length <= tile:
+        return [0]
+    n = math.ceil((length - tile) / (tile * (1 - overlap))) + 1
+    return [round(i * (length - tile) / (n - 1)) for i in range(n)]
+
+
+@lru_cache(maxsize=8)
+def gaussian_weights(height: int, width: int) -> np.ndarray:
+    """Tile weights: a Gaussian with sigma = size / 8, floored at 1e-3 of its peak (never zero)."""
+    y = np.exp(-0.5 * ((np.arange(height) - (height - 1) / 2) / (height / 8)) ** 2)
+    x = np.exp(-0.5 * ((np.arange(width) - (width - 1) / 2) / (width / 8)) ** 2)
+    return np.maximum(np.outer(y, x), 1e-3).astype(np.float32)
+
+
+def torch_runner(model: "torch.nn.Module", device: str = "cpu", attention: bool = False) -> Runner:  # noqa: F821
+    """Wrap a model as a function: float32 NCHW batch -> (probabilities N x H x W, gate maps)."""
+    import torch
+    import torch.nn.functional as F
+
+    model = model.to(device).eval()
+
+    def run(batch: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+        with torch.inference_mode():
+            x = torch.from_numpy(batch).to(device).contiguous(memory_format=torch.channels_last)
+            if not attention:
+                return torch.sigmoid(model(x))[:, 0].float().cpu().numpy(), []
+            logits, maps = model.forward_with_attention(x)
+            size = x.shape[-2:]
+            maps = [F.interpolate(m.mean(1, keepdim=True), size=size, mode="bilinear")[:, 0].cpu().numpy() for m in maps]
+            return torch.sigmoid(logits)[:, 0].float().cpu().numpy(), maps
+
+    return run
+
+
+@dataclass
+class Predictor:
+    """Probability maps of whole images by sliding-window inference with optional flip TTA."""
+
+    run: Runner
+    norm: str = "fixed"
+    tile: int = 512
+    batch_size: int = 4
+    tta: bool = False
+    overlap: float = 0.25
+
+    def probability(self, image: np.ndarray) -> np.ndarray:
+        """H x W float32 foreground probability of an H x W x 3 image."""
+        return self.probability_and_attention(image)[0]
+
+    def probability_and_attention(self, image: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+        height, width = image.shape[:2]
+        value_range = data.normalisation_range(image, self.norm)
+        th, tw = min(self.tile, height), min(self.tile, width)
+        weights = gaussian_weights(th, tw)
+        origins = [(y, x) for y in tile_starts(height, th, self.overlap) for x in tile_starts(width, tw, self.overlap)]
+        total = np.zeros((height, width), np.float32)
+        norm = np.zeros((height, width), np.float32)
+        gates: list[np.ndarray] = []
+        for start in range(0, len(origins), self.batch_size):
+            chunk = origins[start : start + self.batch_size]
+            batch = np.stack([data.normalise(image[y : y + th, x : x + tw], self.norm, value_range) for y, x in chunk])
+            probs, maps = self._views(batch.transpose(0, 3, 1, 2).copy())
+            if maps and not gates:
+                gates = [np.zeros((height, width), np.float32) for _ in maps]
+            for k, (y, x) in enumerate(chunk):
+                total[y : y + th, x : x + tw] += probs[k] * weights
+                norm[y : y + th, x : x + tw] += weights
+                for acc, m in zip(gates, maps):
+                    acc[y : y + th, x : x + tw] += m[k] * weights
+        return total / norm, [g / norm for g in gates]
+
+    def _views(self, batch: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+        """Probabilities (and gate maps) averaged over the 8 flips/rotations when tta is on."""
+        if not self.tta:
+            return self.run(batch)
+        probs, maps = None, None
+        for k in range(4):
+            for flip in (False, True):
+                view = np.rot90(batch, k, axes=(2, 3))
+                view = view[..., ::-1] if flip else view
+                p, m = self.run(np.ascontiguousarray(view))
+                undo = lambda a: np.rot90(a[..., ::-1] if flip else a, -k, axes=(1, 2))  # noqa: E731
+                probs = undo(p) if probs is None else probs + undo(p)
+                maps = [undo(a) for a in m] if maps is None else [s + undo(a) for s, a in zip(maps, m)]
+        return probs / 8, [m / 8 for m in maps or []]
+
+
+# ------------------------------------------------------------------------------------ instances
+
+
+def instances(prob: np.ndarray, threshold: float = 0.5, min_area: int = 8, h: float = 1.0) -> np.ndarray:
+    """Instance labels: connected components of prob > threshold, each split by a watershed on
+    its distance transform seeded at h-maxima (so touching nuclei separate). Works per component,
+    so memory stays proportional to the largest nucleus cluster, not to the image."""
+    from skimage.morphology import h_maxima
+    from skimage.segmentation import watershed
+
+    components, _ = ndimage.label(prob > threshold)
+    labels = np.zeros(prob.shape, np.int32)
+    next_label = 1
+    for index, box in enumerate(ndimage.find_objects(components), start=1):
+        if box is None:
+            continue
+        box = tuple(slice(max(0, s.start - 1), s.stop + 1) for s in box)
+        region = components[box] == index
+        area = int(region.sum())
+        if area < min_area:
+            continue
+        distance = ndimage.distance_transform_edt(region)
+        markers, n = ndimage.label(h_maxima(ndimage.gaussian_filter(distance, 1.0), h) & region)
+        if n > 1:
+            split = watershed(-distance, markers, mask=region)
+            labels[box][split > 0] = split[split > 0] + next_label - 1
+            next_label += n
+        else:
+            labels[box][region] = next_label
+            next_label += 1
+    return labels
+
+
+# ------------------------------------------------------------------------------------- the command
+
+
+def find_inputs(inputs: list[str]) -> Iterator[tuple[Path, Path]]:
+    """(file, path relative to its input root) for files, folders (recursive) and globs."""
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            for f in sorted(path.rglob("*")):
+                if f.is_file() and f.suffix.lower() in data.IMAGE_SUFFIXES:
+                    yield f, f.relative_to(path)
+        elif path.is_file():
+            yield path, Path(path.name)
+        elif glob.has_magic(item):
+            matches = sorted(Path(p) for p in glob.glob(item, recursive=True) if Path(p).is_file())
+            base = Path(item.split("*")[0].split("?")[0].split("[")[0])
+            base = base if base.is_dir() else base.parent
+            for f in matches:
+                yield f, f.relative_to(base)
+        else:
+            raise InputError(f"{item}: no such file or folder")
+
+
+def read_pages(path: Path) -> list[np.ndarray]:
+    """Pages of an image file as H x W x 3 arrays (multi-page TIFF: every page)."""
+    if path.suffix.lower() in (".tif", ".tiff"):
+        import tifffile
+
+        try:
+            with tifffile.TiffFile(path) as tif:
+                pages = [p.asarray() for p in tif.pages]
+        except Exception as exc:
+            raise InputError(f"{path}: cannot read image ({type(exc).__name__}: {exc})") from None
+    else:
+        pages = [data.decode_image(path)]
+    return [data.to_rgb(p, str(path)) for p in pages]
+
+
+def to_uint8(image: np.ndarray) -> np.ndarray:
+    """8-bit RGB for display (percentile-stretched)."""
+    return (data.normalise(image, "percentile") * 255).astype(np.uint8)
+
+
+def overlay(image: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Nucleus outlines (yellow) over the 8-bit image."""
+    from skimage.segmentation import find_boundaries
+
+    out = to_uint8(image).copy()
+    out[find_boundaries(labels, mode="inner")] = (255, 255, 0)
+    return out
+
+
+def heat_map(image: np.ndarray, coeff: np.ndarray) -> np.ndarray:
+    """Attention coefficients (0..1) as a black-red-yellow map blended 50/50 over the grey image."""
+    grey = to_uint8(image).mean(axis=2, keepdims=True)
+    a = np.clip(coeff, 0, 1)[..., None]
+    colour = np.concatenate([np.minimum(1, 2 * a), np.clip(2 * a - 1, 0, 1), np.zeros_like(a)], axis=2) * 255
+    return (0.5 * grey + 0.5 * colour).astype(np.uint8)
+
+
+@dataclass
+class Summary:
+    rows: list[dict] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+
+
+def summarise(name: str, labels: np.ndarray) -> dict:
+    areas = np.bincount(labels.ravel())[1:]
+    areas = areas[areas > 0]
+    return {
+        "file": name,
+        "height": labels.shape[0],
+        "width": labels.shape[1],
+        "nucleus_count": len(areas),
+        "foreground_fraction": round(float((labels > 0).mean()), 6),
+        "mean_area_px": round(float(areas.mean()), 2) if len(areas) else 0.0,
+        "median_area_px": float(np.median(areas)) if len(areas) else 0.0,
+    }
+
+
+def load_runner(args) -> tuple[Runner, str]:
+    """The inference function and the model's normalisation, for --model/--engine/--device."""
+    from .model import load_model, read_model_info, pretrained_path
+
+    path = args.model or pretrained_path()
+    info = read_model_info(path)
+    norm = info.get("train", {}).get("norm", "fixed")
+    if getattr(args, "engine", "torch") == "onnx":
+        from .export import onnx_runner
+
+        if getattr(args, "attention", False):
+            raise InputError("--attention needs --engine torch (the ONNX graph returns logits only)")
+        return onnx_runner(path), norm
+    from .export import fold_batchnorm
+
+    model = load_model(path, args.device)
+    return torch_runner(model if getattr(args, "attention", False) else fold_batchnorm(model), args.device, getattr(args, "attention", False)), norm
+
+
+def predict_command(args) -> int:
+    import imageio.v3 as iio
+    import tifffile
+    from tqdm import tqdm
+
+    runner, norm = load_runner(args)
+    predictor = Predictor(runner, norm, args.tile, args.batch_size, args.tta)
+    out = Path(args.out)
+    files = list(find_inputs(args.inputs))
+    if not files:
+        raise InputError(f"no images found in {' '.join(args.inputs)}")
+    summary = Summary()
+    for path, rel in tqdm(files, desc="predict", unit="file", file=sys.stderr):
+        try:
+            pages = read_pages(path)
+        except InputError as exc:
+            print(f"warning: {exc}", file=sys.stderr)
+            summary.failed.append(str(path))
+            continue
+        for page_index, image in enumerate(pages):
+            stem = rel.with_suffix("").as_posix() + (f"_p{page_index}" if len(pages) > 1 else "")
+            target = out / stem
+            target.parent.mkdir(parents=True, exist_ok=True)
+            prob, gates = predictor.probability_and_attention(image)
+            labels = instances(prob, args.threshold)
+            iio.imwrite(f"{target}_mask.png", ((prob > args.threshold) * 255).astype(np.uint8))
+            tifffile.imwrite(f"{target}_labels.tif", labels.astype(np.uint16 if labels.max() < 2**16 else np.uint32), compression="zlib")
+            iio.imwrite(f"{target}_overlay.png", overlay(image, labels))
+            if args.save_prob:
+                tifffile.imwrite(f"{target}_prob.tif", prob.astype(np.float32), compression="zlib")
+            for k, gate in enumerate(gates, start=1):
+                iio.imwrite(f"{target}_attention{k}.png", heat_map(image, gate))
+            summary.rows.append(summarise(stem, labels))
+    if summary.rows:
+        with open(out / "summary.csv", "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(summary.rows[0]))
+            writer.writeheader()
+            writer.writerows(summary.rows)
+    print(f"{len(summary.rows)} image(s) segmented, outputs in {out}", file=sys.stderr)
+    if summary.failed:
+        print(f"{len(summary.failed)} file(s) failed: " + ", ".join(summary.failed), file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,391 @@
+"""Training with Lightning: the datasets, a thin LightningModule around the network, and ``fit``.
+
+Lightning provides the loop, checkpoints, early stopping, LR monitoring, CSV logging, devices and
+DDP; nothing here re-implements them. The best checkpoint is exported as safetensors + JSON to
+``RUN_DIR/model`` (rank 0 only), which ``evaluate``, ``predict`` and ``export`` read.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
+
+from . import data
+from .errors import InputError
+from .model import PRESETS, AttentionUNet, ModelConfig, save_model
+
+LOSSES = ("bce", "dice", "bce+dice")
+SCHEDULERS = ("plateau", "cosine")
+AUGMENTS = ("none", "geometric", "full")
+EVAL_SIZE = (256, 256)  # the report's resize256 protocol, used for validation
+
+
+@dataclass
+class TrainConfig:
+    """Every training option; defaults reproduce the reference report."""
+
+    data: str = ""  # dataset folder or .zip; empty = the embedded sample
+    preset: str = "seed"
+    gate: str | None = None  # override the preset's gate kind
+    attention: bool = True  # False trains a plain U-Net of the same widths
+    width: int | None = None  # override the preset's width
+    depth: int | None = None  # override the preset's depth
+    epochs: int = 100
+    batch_size: int = 8
+    lr: float = 1e-4
+    loss: str = "bce"
+    input: str = "resize256"  # or "crop:N": random N x N crops at native resolution, scale-jittered
+    scale: tuple[float, float] = (0.25, 2.0)  # crop-mode scale range (log-uniform), covers resize256 views
+    augment: str = "none"  # none (report), geometric (flips, 90-degree turns), full (+ colour, grey, invert)
+    balance: bool = False  # oversample rare modalities (brightfield, stained tissue)
+    samples_per_epoch: int = 0  # crop mode: crops per epoch; 0 = one per training image
+    norm: str = "fixed"  # report: /255; or "percentile"
+    scheduler: str = "plateau"  # report: ReduceLROnPlateau(0.1, 5, 1e-7); or cosine to lr/100
+    monitor: str = "val_loss"  # checkpoint and early-stopping metric (val_loss or val_f1)
+    early_stopping: int = 20
+    max_minutes: float = 0.0  # wall-clock budget (0 = none); Lightning stops at the end of it
+    seed: int = 42
+    out: str = ""
+    resume: str = ""  # a checkpoint, or "last" for OUT/checkpoints/last.ckpt
+    split_file: str = ""
+    workers: int = 0
+    channels_last: bool = True  # ~30% faster training on CPU
+    accelerator: str = "auto"
+    devices: str = "auto"
+    num_nodes: int = 1
+    strategy: str = "auto"
+    sync_bn: bool = False
+    precision: str = "32-true"
+    limit_batches: float = 1.0  # fraction or count of batches per epoch (tests)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def model_config(self) -> ModelConfig:
+        if self.preset not in PRESETS:
+            raise InputError(f"unknown preset '{self.preset}' (choose from {', '.join(PRESETS)})")
+        base = asdict(PRESETS[self.preset])
+        for key in ("gate", "width", "depth"):
+            if getattr(self, key) is not None:
+                base[key] = getattr(self, key)
+        base["attention"] = self.attention
+        return ModelConfig(**base)
+
+    def crop_size(self) -> int | None:
+        if self.input == "resize256":
+            return None
+        if self.input.startswith("crop:") and self.input[5:].isdigit() and int(self.input[5:]) >= 16:
+            return int(self.input[5:])
+        raise InputError(f"--input must be 'resize256' or 'crop:N' with N >= 16, not '{self.input}'")
+
+    def validate(self) -> None:
+        self.crop_size()
+        self.model_config()
+        for name, value, allowed in (
+            ("loss", self.loss, LOSSES),
+            ("scheduler", self.scheduler, SCHEDULERS),
+            ("augment", self.augment, AUGMENTS),
+            ("norm", self.norm, data.NORMALISATIONS),
+            ("monitor", self.monitor, ("val_loss", "val_f1")),
+        ):
+            if value not in allowed:
+                raise InputError(f"--{name} must be one of {', '.join(allowed)}, not '{value}'")
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], source: str = "config") -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise InputError(f"{source}: unknown option(s) {', '.join(unknown)}")
+        values = dict(values)
+        if "scale" in values:
+            values["scale"] = tuple(values["scale"])
+        return cls(**values)
+
+
+# ------------------------------------------------------------------------------------- datasets
+
+
+def augmenter(kind: str) -> Any:
+    """The albumentations pipeline on float32 [0, 1] images (None for 'none')."""
+    import albumentations as A
+
+    if kind == "none":
+        return None
+    steps = [A.HorizontalFlip(), A.VerticalFlip(), A.RandomRotate90()]
+    if kind == "full":
+        steps += [
+            A.ColorJitter(brightness=0.25, contrast=0.25, saturation=0.3, hue=0.08, p=0.6),
+            A.ToGray(p=0.15),
+            A.InvertImg(p=0.15),
+            A.GaussianBlur(blur_limit=(3, 5), p=0.1),
+        ]
+    return A.Compose(steps)
+
+
+def scaled_crop(image: np.ndarray, mask: np.ndarray, size: int, scale: tuple[float, float], rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """A size x size crop showing the image at a random scale (log-uniform, +-15% aspect jitter):
+    a region of (size / sy, size / sx) pixels, resized; padded by reflection where it runs out."""
+    import cv2
+
+    s = math.exp(rng.uniform(math.log(scale[0]), math.log(scale[1])))
+    aspect = math.exp(rng.uniform(-0.15, 0.15))
+    sy, sx = s * aspect, s / aspect
+    h, w = image.shape[:2]
+    ch, cw = max(1, round(size / sy)), max(1, round(size / sx))
+    pad_h, pad_w = max(0, ch - h), max(0, cw - w)
+    if pad_h or pad_w:
+        image = cv2.copyMakeBorder(image, 0, pad_h, 0, pad_w, cv2.BORDER_REFLECT_101)
+        mask = cv2.copyMakeBorder(mask, 0, pad_h, 0, pad_w, cv2.BORDER_REFLECT_101)
+        h, w = image.shape[:2]
+    y, x = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
+    image, mask = image[y : y + ch, x : x + cw], mask[y : y + ch, x : x + cw]
+    image = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
+    mask = cv2.resize(mask, (size, size), interpolation=cv2.INTER_LINEAR) > 0.5
+    return image, mask
+
+
+class TrainDataset(Dataset):
+    """Training samples: resized 256 x 256 images (report) or scale-jittered native crops, augmented.
+
+    Each sample's randomness comes from (the worker's torch seed, the index, a call counter), so a
+    run is reproducible for a given seed and number of workers.
+    """
+
+    def __init__(self, records: list[data.Record], cfg: TrainConfig) -> None:
+        self.crop = cfg.crop_size()
+        self.scale = cfg.scale
+        self.transform = augmenter(cfg.augment)
+        self.length = cfg.samples_per_epoch or len(records)
+        self.images, self.masks = [], []
+        for r in records:
+            image, mask = data.normalise(r.image, cfg.norm), r.mask.astype(np.uint8)
+            if self.crop is None:
+                image, mask = data.resize(image, EVAL_SIZE), data.resize(mask, EVAL_SIZE, nearest=True)
+            self.images.append(image)
+            self.masks.append(mask)
+        self.calls = 0
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        self.calls += 1
+        rng = np.random.default_rng([torch.initial_seed() % 2**63, index, self.calls])
+        i = index % len(self.images)
+        image, mask = self.images[i], self.masks[i]
+        if self.crop is not None:
+            image, mask = scaled_crop(image, mask, self.crop, self.scale, rng)
+        if self.transform is not None:
+            self.transform.set_random_seed(int(rng.integers(2**31)))
+            out = self.transform(image=image, mask=mask.astype(np.uint8))
+            image, mask = out["image"], out["mask"]
+        return to_tensor(image), torch.from_numpy(np.ascontiguousarray(mask, dtype=np.float32))[None]
+
+
+class EvalDataset(Dataset):
+    """Validation images under the resize256 protocol, normalised like training."""
+
+    def __init__(self, records: list[data.Record], norm: str) -> None:
+        self.items = [
+            (data.resize(data.normalise(r.image, norm), EVAL_SIZE), data.resize(r.mask.astype(np.uint8), EVAL_SIZE, nearest=True))
+            for r in records
+        ]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        image, mask = self.items[index]
+        return to_tensor(image), torch.from_numpy(mask.astype(np.float32))[None]
+
+
+def to_tensor(image: np.ndarray) -> torch.Tensor:
+    """H x W x C float32 -> C x H x W tensor."""
+    return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1), dtype=np.float32))
+
+
+def sample_weights(records: list[data.Record], length: int) -> torch.Tensor:
+    """Weights that give each modality a share proportional to the square root of its size."""
+    kinds = [data.modality(r.image) for r in records]
+    counts = data.count_by(kinds)
+    per_record = torch.tensor([counts[k] ** -0.5 for k in kinds], dtype=torch.double)
+    return per_record.repeat(math.ceil(length / len(records)))[:length]
+
+
+# ---------------------------------------------------------------------------------------- module
+
+
+def segmentation_loss(logits: torch.Tensor, target: torch.Tensor, kind: str) -> torch.Tensor:
+    """BCE, soft Dice (over the batch), or their sum."""
+    loss = logits.new_zeros(())
+    if "bce" in kind:
+        loss = loss + F.binary_cross_entropy_with_logits(logits, target)
+    if "dice" in kind:
+        p = torch.sigmoid(logits)
+        loss = loss + 1 - (2 * (p * target).sum() + 1) / (p.sum() + target.sum() + 1)
+    return loss
+
+
+def batch_pixel_scores(logits: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Per-image F1, Jaccard, recall, precision at threshold 0.5 (sklearn's zero-division rule)."""
+    pred, true = (logits > 0).flatten(1), target.flatten(1) > 0.5
+    tp = (pred & true).sum(1).double()
+    fp, fn = pred.sum(1) - tp, true.sum(1) - tp
+
+    def ratio(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return torch.where(b > 0, a / b.clamp(min=1), torch.zeros_like(a))
+
+    return {"f1": ratio(2 * tp, 2 * tp + fp + fn), "iou": ratio(tp, tp + fp + fn), "recall": ratio(tp, tp + fn), "precision": ratio(tp, tp + fp)}
+
+
+class SegmentationTask(L.LightningModule):
+    """Loss, optimiser, schedule and metric logging around an :class:`AttentionUNet`."""
+
+    def __init__(self, model_config: dict[str, Any], train_config: dict[str, Any]) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.cfg = TrainConfig.from_dict(train_config)
+        self.model = AttentionUNet(ModelConfig(**model_config))
+        if self.cfg.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        from torchmetrics import MeanMetric
+
+        self.metrics = torch.nn.ModuleDict(
+            {f"{stage}_{name}": MeanMetric() for stage in ("train", "val") for name in ("f1", "iou", "recall", "precision")}
+        )
+        self.started = time.monotonic()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.cfg.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.model(x)
+
+    def _step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
+        x, y = batch
+        logits = self(x)
+        loss = segmentation_loss(logits, y, self.cfg.loss)
+        self.log(f"{stage}_loss", loss, prog_bar=True, on_step=stage == "train", on_epoch=True, batch_size=len(x), sync_dist=True)
+        for name, values in batch_pixel_scores(logits.detach(), y).items():
+            metric = self.metrics[f"{stage}_{name}"]
+            metric.update(values)
+            self.log(f"{stage}_{name}", metric, on_step=False, on_epoch=True, prog_bar=stage == "val" and name == "f1")
+        return loss
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        return self._step(batch, "train")
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        self._step(batch, "val")
+
+    def on_validation_epoch_end(self) -> None:
+        self.log("minutes", (time.monotonic() - self.started) / 60, sync_dist=False, rank_zero_only=True)
+
+    def configure_optimizers(self) -> Any:
+        optimizer = torch.optim.Adam(self.parameters(), lr=self.cfg.lr)
+        if self.cfg.scheduler == "cosine":
+            steps = self.trainer.estimated_stepping_batches
+            schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, int(steps)), eta_min=self.cfg.lr / 100)
+            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+        schedule = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.1, patience=5, min_lr=1e-7)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "monitor": "val_loss"}}
+
+
+class ExportBest(L.Callback):
+    """At the end of fitting, write the best checkpoint's network as safetensors + JSON (rank 0)."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = run_dir
+
+    def on_fit_end(self, trainer: L.Trainer, task: SegmentationTask) -> None:
+        if not trainer.is_global_zero:
+            return
+        ckpt = trainer.checkpoint_callback
+        best = getattr(ckpt, "best_model_path", "") if ckpt else ""
+        state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"] if best else task.state_dict()
+        model = AttentionUNet(task.model.config)
+        model.load_state_dict({k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")})
+        score = float(ckpt.best_model_score) if ckpt is not None and ckpt.best_model_score is not None else None
+        save_model(
+            model,
+            self.run_dir / "model",
+            {"train": _jsonable(asdict(task.cfg)), "best": {"monitor": task.cfg.monitor, "score": score, "checkpoint": Path(best).name}},
+        )
+
+
+def _jsonable(values: dict[str, Any]) -> dict[str, Any]:
+    return json.loads(json.dumps(values, default=str))
+
+
+# ------------------------------------------------------------------------------------------- fit
+
+
+def prepare_split(records: list[data.Record], cfg: TrainConfig, run_dir: Path) -> dict[str, list[str]]:
+    split = data.load_split(cfg.split_file) if cfg.split_file else data.reference_split([r.id for r in records])
+    (run_dir / "split.json").write_text(json.dumps(split, indent=1) + "\n")
+    return split
+
+
+def fit(cfg: TrainConfig) -> Path:
+    """Train as configured; returns the run folder (checkpoints, metrics.csv, model/)."""
+    from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
+    from lightning.pytorch.loggers import CSVLogger
+
+    cfg.validate()
+    run_dir = Path(cfg.out or f"runs/{time.strftime('%Y%m%d-%H%M%S')}")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    import yaml
+
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(_jsonable(asdict(cfg)), sort_keys=False))
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+
+    records = data.load_records(cfg.data or data.default_data())
+    split = prepare_split(records, cfg, run_dir)
+    train_records, valid_records = data.select(records, split, "train"), data.select(records, split, "valid")
+    train_set = TrainDataset(train_records, cfg)
+    sampler = WeightedRandomSampler(sample_weights(train_records, len(train_set)), len(train_set)) if cfg.balance else None
+    loader_args = {"num_workers": cfg.workers, "persistent_workers": cfg.workers > 0}
+    train_loader = DataLoader(train_set, cfg.batch_size, shuffle=sampler is None, sampler=sampler, drop_last=len(train_set) > cfg.batch_size, **loader_args)
+    valid_loader = DataLoader(EvalDataset(valid_records, cfg.norm), cfg.batch_size, **loader_args)
+
+    mode = "min" if cfg.monitor == "val_loss" else "max"
+    checkpoint = ModelCheckpoint(run_dir / "checkpoints", filename="best-{epoch:03d}", monitor=cfg.monitor, mode=mode, save_last=True)
+    callbacks = [
+        checkpoint,
+        EarlyStopping(cfg.monitor, patience=cfg.early_stopping, mode=mode),
+        LearningRateMonitor("epoch"),
+        TQDMProgressBar(),
+        ExportBest(run_dir),
+    ]
+    devices: Any = int(cfg.devices) if str(cfg.devices).isdigit() else cfg.devices
+    trainer = L.Trainer(
+        max_epochs=cfg.epochs,
+        max_time={"minutes": cfg.max_minutes} if cfg.max_minutes else None,
+        accelerator=cfg.accelerator,
+        devices=devices,
+        num_nodes=cfg.num_nodes,
+        strategy=cfg.strategy,
+        sync_batchnorm=cfg.sync_bn,
+        precision=cfg.precision,
+        callbacks=callbacks,
+        logger=CSVLogger(run_dir, name="", version=""),
+        default_root_dir=run_dir,
+        limit_train_batches=cfg.limit_batches,
+        log_every_n_steps=10,
+        deterministic=False,
+        enable_model_summary=False,
+    )
+    task = SegmentationTask(asdict(cfg.model_config()), _jsonable(asdict(cfg)))
+    resume = str(run_dir / "checkpoints" / "last.ckpt") if cfg.resume == "last" else (cfg.resume or None)
+    if resume and not Path(resume).is_file():
+        raise InputError(f"{resume}: no checkpoint to resume from")
+    trainer.fit(task, train_loader, valid_loader, ckpt_path=resume, weights_only=True)
+    return run_dir
