@@ -268,7 +268,7 @@ def normalisation_range(image: np.ndarray, mode: str = "percentile") -> tuple[fl
 def normalise(image: np.ndarray, mode: str = "percentile", value_range: tuple[float, float] | None = None) -> np.ndarray:
     """float32 image mapped by :func:`normalisation_range` (or the given range); percentile mode clips to 0..1."""
     lo, hi = value_range or normalisation_range(image, mode)
-    out = (image.astype(np.float32) - lo) * (1.0 / (hi - lo))
+    out = (image.astype(np.float32) - lo) / np.float32(hi - lo)
     return np.clip(out, 0.0, 1.0, out=out) if mode == "percentile" else out
 
 

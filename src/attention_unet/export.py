@@ -4,13 +4,16 @@ ONNX Runtime runner for ``predict --engine onnx``."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 import sys
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
 from torch import nn
 
+from .errors import InputError
 from .model import AttentionUNet, load_model, pretrained_path
 
 
@@ -31,7 +34,12 @@ def fold_batchnorm(model: AttentionUNet) -> AttentionUNet:
 
 
 def export_onnx(model: AttentionUNet, path: str | Path, opset: int = 17) -> Path:
-    """ONNX graph of the folded model with dynamic batch, height and width; outputs logits."""
+    """ONNX graph of the folded model (dynamic batch, height and width; outputs logits), with the
+    model's metadata (config, training options) in the graph's ``attention_unet`` property."""
+    import json
+
+    import onnx
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     example = torch.randn(1, model.config.in_channels, 64, 64)
@@ -45,7 +53,23 @@ def export_onnx(model: AttentionUNet, path: str | Path, opset: int = 17) -> Path
         opset_version=opset,
         dynamo=False,
     )
+    graph = onnx.load(str(path))
+    info = getattr(model, "info", {"model": dataclasses.asdict(model.config)})
+    onnx.helper.set_model_props(graph, {"attention_unet": json.dumps(info)})
+    onnx.save(graph, str(path))
     return path
+
+
+def onnx_info(path: str | Path) -> dict:
+    """The attention-unet metadata stored in an exported ONNX file."""
+    import json
+
+    import onnx
+
+    props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+    if "attention_unet" not in props:
+        raise InputError(f"{path}: not an ONNX model exported by attention-unet (no metadata)")
+    return json.loads(props["attention_unet"])
 
 
 def quantize_onnx(source: str | Path, target: str | Path) -> Path:
@@ -56,32 +80,20 @@ def quantize_onnx(source: str | Path, target: str | Path) -> Path:
     return Path(target)
 
 
-def onnx_runner(path: str | Path):
-    """ONNX Runtime session as a predict runner. Accepts an .onnx file, or a model whose ONNX
-    export is made on the fly (kept in memory)."""
+def onnx_runner(path: str | Path) -> Callable[[np.ndarray], tuple[np.ndarray, list[np.ndarray]]]:
+    """An ONNX Runtime session on an exported .onnx file, as a predict runner."""
     import onnxruntime as ort
 
-    path = Path(path)
-    if path.suffix == ".onnx":
-        source: str | bytes = str(path)
-    else:
-        import io
-
-        buffer = io.BytesIO()
-        export_onnx(load_model(path), buffer)  # type: ignore[arg-type]
-        source = buffer.getvalue()
-    session = ort.InferenceSession(source, providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
 
     def run(batch: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
-        logits = session.run(None, {"image": batch.astype(np.float32)})[0]
+        logits = session.run(None, {"image": batch.astype(np.float32, copy=False)})[0]
         return 1.0 / (1.0 + np.exp(-logits[:, 0])), []
 
     return run
 
 
 def export_command(args) -> int:
-    from .errors import InputError
-
     if not (args.onnx or args.torchscript):
         raise InputError("give --onnx PATH and/or --torchscript PATH")
     model = load_model(args.model or pretrained_path())

@@ -235,22 +235,28 @@ def summarise(name: str, labels: np.ndarray) -> dict:
 
 
 def load_runner(args) -> tuple[Runner, str]:
-    """The inference function and the model's normalisation, for --model/--engine/--device."""
-    from .model import load_model, read_model_info, pretrained_path
+    """The inference function and the model's normalisation, for --model/--engine/--device.
+    An .onnx model runs on ONNX Runtime; any other model on torch (BatchNorm folded) unless
+    --engine onnx asks for an export first."""
+    from .model import load_model, pretrained_path
 
-    path = args.model or pretrained_path()
-    info = read_model_info(path)
-    norm = info.get("train", {}).get("norm", "fixed")
-    if getattr(args, "engine", "torch") == "onnx":
-        from .export import onnx_runner
+    path = Path(args.model) if args.model else pretrained_path()
+    attention = getattr(args, "attention", False)
+    if path.suffix == ".onnx" or getattr(args, "engine", "torch") == "onnx":
+        from .export import export_onnx, onnx_info, onnx_runner
 
-        if getattr(args, "attention", False):
+        if attention:
             raise InputError("--attention needs --engine torch (the ONNX graph returns logits only)")
-        return onnx_runner(path), norm
+        if path.suffix != ".onnx":
+            import tempfile
+
+            path = export_onnx(load_model(path), Path(tempfile.mkdtemp()) / "model.onnx")
+        return onnx_runner(path), onnx_info(path).get("train", {}).get("norm", "fixed")
     from .export import fold_batchnorm
 
     model = load_model(path, args.device)
-    return torch_runner(model if getattr(args, "attention", False) else fold_batchnorm(model), args.device, getattr(args, "attention", False)), norm
+    norm = model.info.get("train", {}).get("norm", "fixed")
+    return torch_runner(model if attention else fold_batchnorm(model), args.device, attention), norm
 
 
 def predict_command(args) -> int:

@@ -1,0 +1,59 @@
+"""Shared fixtures: a tiny generated dataset in the flat layout, and the --runslow switch."""
+
+from pathlib import Path
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+
+ARCHIVE = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "dsb2018" / "stage1_train.zip"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--runslow", action="store_true", help="also run tests marked slow")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list) -> None:
+    if config.getoption("--runslow"):
+        return
+    skip = pytest.mark.skip(reason="slow: run with --runslow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
+def disks(shape: tuple[int, int], centres: list[tuple[int, int]], radius: int) -> np.ndarray:
+    """Instance labels of disks (1..n) drawn at the given centres."""
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    labels = np.zeros(shape, np.int32)
+    for i, (cy, cx) in enumerate(centres, start=1):
+        labels[(yy - cy) ** 2 + (xx - cx) ** 2 <= radius**2] = i
+    return labels
+
+
+def synthetic(seed: int, shape: tuple[int, int] = (48, 64)) -> tuple[np.ndarray, np.ndarray]:
+    """A fluorescence-like image (bright disks on dark noise) and its instance labels."""
+    rng = np.random.default_rng(seed)
+    centres = [(int(rng.integers(8, shape[0] - 8)), int(rng.integers(8, shape[1] - 8))) for _ in range(3)]
+    labels = disks(shape, centres, 6)
+    image = (rng.normal(20, 5, shape) + 180 * (labels > 0)).clip(0, 255).astype(np.uint8)
+    return image, labels
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Ten 48 x 64 grey images with 16-bit instance-label masks, flat layout."""
+    root = tmp_path_factory.mktemp("tiny")
+    (root / "images").mkdir()
+    (root / "masks").mkdir()
+    for i in range(10):
+        image, labels = synthetic(i)
+        iio.imwrite(root / "images" / f"img{i:02d}.png", image)
+        iio.imwrite(root / "masks" / f"img{i:02d}.png", labels.astype(np.uint16))
+    return root
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keep the decoded-dataset cache out of the user's home during tests."""
+    monkeypatch.setenv("ATTENTION_UNET_CACHE", str(tmp_path / "cache"))

@@ -1,0 +1,98 @@
+"""End to end through main([...]): train -> evaluate -> predict -> export on a tiny dataset, and
+the command line's error contract."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from attention_unet.cli import main
+from attention_unet.model import read_model_info
+
+TINY = ["--preset", "small", "--width", "4", "--depth", "2", "--batch-size", "4", "--epochs", "2"]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tiny_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("run") / "run"
+    config = out.parent / "train.yaml"
+    config.write_text("loss: bce+dice\nlr: 0.01\nepochs: 5\n")
+    assert main(["train", "--data", str(tiny_dataset), "--out", str(out), "--config", str(config), *TINY]) == 0
+    return out
+
+
+def test_train_writes_a_complete_run_folder(run_dir: Path) -> None:
+    for name in ("config.yaml", "split.json", "metrics.csv", "checkpoints/last.ckpt", "model/model.safetensors", "model/config.json"):
+        assert (run_dir / name).is_file(), name
+    resolved = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert resolved["loss"] == "bce+dice" and resolved["lr"] == 0.01  # from the YAML file
+    assert resolved["epochs"] == 2  # the flag overrides the file
+    header = (run_dir / "metrics.csv").read_text().splitlines()[0].split(",")
+    for column in ("train_loss_epoch", "val_loss", "val_f1", "val_iou", "val_recall", "val_precision", "lr-Adam"):
+        assert column in header
+    split = json.loads((run_dir / "split.json").read_text())
+    assert [len(split[k]) for k in ("train", "valid", "test")] == [6, 2, 2]
+    info = read_model_info(run_dir)
+    assert info["model"]["width"] == 4 and info["train"]["loss"] == "bce+dice"
+
+
+def test_evaluate_prints_the_table_and_writes_scores(run_dir: Path, tiny_dataset: Path, tmp_path: Path, capsys) -> None:
+    assert main(["evaluate", "--model", str(run_dir), "--data", str(tiny_dataset), "--out", str(tmp_path), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["protocol"] == "resize256" and summary["n_images"] == 2
+    assert set(summary) == {"protocol", "n_images", "accuracy", "f1", "jaccard", "recall", "precision"}
+    rows = (tmp_path / "score.csv").read_text().splitlines()
+    assert len(rows) == 3 and "dsb_score" in rows[0]
+    assert len(list((tmp_path / "strips").glob("*.png"))) == 2
+    assert main(["evaluate", "--model", str(run_dir), "--data", str(tiny_dataset), "--out", str(tmp_path / "n"), "--protocol", "native", "--split", "all"]) == 0
+    assert "protocol native, 10 images" in capsys.readouterr().out
+
+
+def test_resume_continues_from_the_last_checkpoint(run_dir: Path, tiny_dataset: Path) -> None:
+    assert main(["train", "--data", str(tiny_dataset), "--out", str(run_dir), *TINY[:-1], "3", "--resume"]) == 0
+    epochs = {line.split(",")[0] for line in (run_dir / "metrics.csv").read_text().splitlines()[1:]}
+    assert "2" in epochs
+
+
+def test_export_onnx_and_predict_with_it(run_dir: Path, tiny_dataset: Path, tmp_path: Path) -> None:
+    onnx_path = tmp_path / "m.onnx"
+    assert main(["export", "--model", str(run_dir), "--onnx", str(onnx_path), "--torchscript", str(tmp_path / "m.pt")]) == 0
+    assert onnx_path.is_file() and (tmp_path / "m.pt").is_file()
+    image = tiny_dataset / "images" / "img00.png"
+    assert main(["predict", str(image), "--out", str(tmp_path / "p"), "--model", str(onnx_path), "--engine", "onnx"]) == 0
+    assert (tmp_path / "p" / "img00_mask.png").is_file()
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["train", "--data", "/nonexistent/data"], "/nonexistent/data: no such file or folder"),
+        (["train", "--input", "crop:x"], "--input must be"),
+        (["evaluate", "--model", "/nonexistent/model"], "/nonexistent/model: no model.safetensors"),
+    ],
+)
+def test_bad_input_gives_one_line_and_exit_code_2(argv: list[str], message: str, capsys, tmp_path: Path) -> None:
+    assert main([*argv, "--out", str(tmp_path / "o")] if argv[0] == "train" else argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0] and err[0].startswith("attention-unet: error:")
+
+
+def test_bad_yaml_config_is_named(tmp_path: Path, capsys) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("unknown_key: 1\n")
+    assert main(["train", "--config", str(bad), "--out", str(tmp_path / "o")]) == 2
+    assert "bad.yaml: unknown option(s) unknown_key" in capsys.readouterr().err
+
+
+def test_help_does_not_import_torch() -> None:
+    code = "import sys; from attention_unet.cli import build_parser; build_parser(); print('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
+
+
+def test_module_entry_point() -> None:
+    result = subprocess.run([sys.executable, "-m", "attention_unet", "--version"], capture_output=True, text=True, check=True)
+    assert result.stdout.startswith("attention-unet ")

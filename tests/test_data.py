@@ -1,0 +1,135 @@
+"""Dataset layouts, image kinds, the reference split, normalisation."""
+
+import zipfile
+from pathlib import Path
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+import tifffile
+from sklearn.model_selection import train_test_split
+
+from attention_unet import data
+from attention_unet.errors import InputError
+
+from .conftest import ARCHIVE, disks
+
+
+def make_flat(root: Path, items: dict[str, tuple[np.ndarray, np.ndarray, str, str]]) -> Path:
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir(parents=True)
+    for stem, (image, mask, image_ext, mask_ext) in items.items():
+        for folder, array, ext in (("images", image, image_ext), ("masks", mask, mask_ext)):
+            target = root / folder / f"{stem}{ext}"
+            tifffile.imwrite(target, array) if ext == ".tif" else iio.imwrite(target, array)
+    return root
+
+
+def test_flat_layout_pairs_by_stem_and_reads_every_kind(tmp_path: Path) -> None:
+    labels = disks((32, 40), [(10, 10), (20, 28)], 5)
+    binary = ((labels > 0) * 255).astype(np.uint8)
+    rgba = np.dstack([np.full((32, 40, 3), 90, np.uint8), np.full((32, 40), 255, np.uint8)])
+    grey16 = (labels * 1000).astype(np.uint16)
+    root = make_flat(tmp_path, {
+        "b": (rgba, binary, ".png", ".png"),  # 'b' before 'c' by stem; masks sorted differently on disk
+        "c": (grey16, labels.astype(np.uint16), ".tif", ".tif"),
+        "a": (np.full((32, 40, 3), 50, np.uint8), binary, ".jpg", ".jpg"),
+    })
+    records = data.load_records(root)
+    assert [r.id for r in records] == ["a", "b", "c"]
+    assert all(r.image.shape == (32, 40, 3) for r in records)
+    assert records[2].image.dtype == np.uint16
+    np.testing.assert_array_equal(records[1].labels > 0, labels > 0)  # 8-bit masks: binary, components
+    assert records[1].labels.max() == 2
+    np.testing.assert_array_equal(records[2].labels, labels)  # 16-bit masks: instance labels
+    assert abs(int((records[0].labels > 0).sum()) - int((labels > 0).sum())) < 20  # JPG thresholded at 127
+
+
+def test_unmatched_files_are_named(tmp_path: Path) -> None:
+    root = make_flat(tmp_path, {"x": (np.zeros((8, 8), np.uint8), np.zeros((8, 8), np.uint8), ".png", ".png")})
+    iio.imwrite(root / "images" / "lonely.png", np.zeros((8, 8), np.uint8))
+    with pytest.raises(InputError, match="lonely.png"):
+        data.load_records(root)
+
+
+def test_unreadable_image_is_named(tmp_path: Path) -> None:
+    root = make_flat(tmp_path, {"x": (np.zeros((8, 8), np.uint8), np.zeros((8, 8), np.uint8), ".png", ".png")})
+    (root / "images" / "x.png").write_bytes(b"not a png")
+    with pytest.raises(InputError, match=r"x\.png: cannot read image"):
+        data.load_records(root)
+
+
+def write_raw(root: Path) -> None:
+    for i in range(3):
+        labels = disks((24, 24), [(6, 6), (16, 16)][: i + 1], 4)
+        (root / f"id{i}" / "images").mkdir(parents=True)
+        (root / f"id{i}" / "masks").mkdir()
+        iio.imwrite(root / f"id{i}" / "images" / f"id{i}.png", np.full((24, 24, 4), 100, np.uint8))
+        for k in range(1, labels.max() + 1):
+            iio.imwrite(root / f"id{i}" / "masks" / f"m{k}.png", ((labels == k) * 255).astype(np.uint8))
+
+
+def test_raw_layout_from_folder_and_zip_agree(tmp_path: Path) -> None:
+    write_raw(tmp_path / "raw")
+    with zipfile.ZipFile(tmp_path / "raw.zip", "w") as z:
+        for f in sorted((tmp_path / "raw").rglob("*.png")):
+            z.write(f, f.relative_to(tmp_path / "raw"))
+    from_folder, from_zip = data.load_records(tmp_path / "raw"), data.load_records(tmp_path / "raw.zip")
+    assert [r.id for r in from_zip] == ["id0", "id1", "id2"]
+    for a, b in zip(from_folder, from_zip):
+        np.testing.assert_array_equal(a.labels, b.labels)
+        assert a.image.shape == (24, 24, 3)
+    assert [r.labels.max() for r in from_zip] == [1, 2, 2]
+    # the cache returns the same records
+    again = data.load_records(tmp_path / "raw.zip")
+    np.testing.assert_array_equal(again[1].labels, from_zip[1].labels)
+
+
+def test_reference_split_follows_the_report() -> None:
+    ids = [f"{i:03d}" for i in range(57)][::-1]
+    split = data.reference_split(ids)
+    n = int(0.2 * 57)
+    train, valid = train_test_split(sorted(ids), test_size=n, random_state=42)
+    train, test = train_test_split(train, test_size=n, random_state=42)
+    assert split == {"train": train, "valid": valid, "test": test}
+    assert sorted(split["train"] + split["valid"] + split["test"]) == sorted(ids)
+
+
+def test_split_file_round_trip_and_errors(tmp_path: Path) -> None:
+    (tmp_path / "bad.json").write_text('{"train": []}')
+    with pytest.raises(InputError, match="bad.json"):
+        data.load_split(tmp_path / "bad.json")
+
+
+def test_normalisations() -> None:
+    image = np.arange(256, dtype=np.uint8).reshape(16, 16)[..., None].repeat(3, 2)
+    np.testing.assert_allclose(data.normalise(image, "fixed"), image / 255.0, atol=1e-6)
+    out = data.normalise((image.astype(np.uint16) * 200), "percentile")
+    assert out.min() == 0.0 and out.max() == pytest.approx(1.0) and out.dtype == np.float32
+
+
+def test_modality_rules() -> None:
+    dark = np.zeros((8, 8, 3), np.uint8)
+    bright = np.full((8, 8, 3), 200, np.uint8)
+    colour = np.dstack([bright[..., 0], dark[..., 0], bright[..., 0]])
+    assert [data.modality(x) for x in (dark, bright, colour)] == ["fluorescence", "brightfield", "stained"]
+
+
+def test_embedded_sample_is_complete() -> None:
+    records = data.load_records(data.default_data())
+    assert len(records) == 39
+    assert data.count_by(data.modality(r.image) for r in records) == {"brightfield": 2, "fluorescence": 28, "stained": 9}
+    assert (data.SAMPLE_DIR / "NOTICE").is_file()
+
+
+@pytest.mark.skipif(not ARCHIVE.is_file(), reason="DSB-2018 archive not in ../shared")
+def test_real_archive_and_sample_lies_in_its_test_split(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("ATTENTION_UNET_CACHE")  # decode the 29k mask PNGs once per machine, not per run
+    records = data.load_records(ARCHIVE)
+    assert len(records) == 664
+    split = data.reference_split([r.id for r in records])
+    assert [len(split[k]) for k in ("train", "valid", "test")] == [400, 132, 132]
+    sample_ids = {r.id for r in data.load_records(data.default_data())}
+    assert sample_ids <= set(split["test"])
+    first = records[0]
+    assert first.image.shape[2] == 3 and first.labels.max() > 1

@@ -1,0 +1,49 @@
+"""Inference-ready forms of the model agree with the eager one."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from attention_unet import AttentionUNet, ModelConfig
+from attention_unet.export import export_onnx, fold_batchnorm, onnx_info, onnx_runner
+
+
+@pytest.fixture(scope="module")
+def trained_like() -> AttentionUNet:
+    """A small model with non-trivial BatchNorm statistics (as after training)."""
+    torch.manual_seed(0)
+    model = AttentionUNet(ModelConfig(width=8, depth=3, gate="channel"))
+    model.train()
+    with torch.no_grad():
+        for _ in range(3):
+            model(torch.rand(4, 3, 64, 64) * 2)
+    return model.eval()
+
+
+def test_batchnorm_folding_keeps_the_function(trained_like: AttentionUNet) -> None:
+    folded = fold_batchnorm(trained_like)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    x = torch.rand(2, 3, 45, 61)
+    with torch.no_grad():
+        torch.testing.assert_close(folded(x), trained_like(x), atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("size", [(64, 64), (45, 61), (130, 97), (9, 13)])
+def test_onnx_probabilities_match_torch(trained_like: AttentionUNet, tmp_path: Path, size: tuple[int, int]) -> None:
+    path = export_onnx(trained_like, tmp_path / "m.onnx")
+    x = torch.rand(2, 3, *size)
+    with torch.no_grad():
+        expected = torch.sigmoid(trained_like(x))[:, 0].numpy()
+    got, _ = onnx_runner(path)(x.numpy())
+    assert got.shape == expected.shape
+    assert np.abs(got - expected).max() <= 1e-4
+    assert onnx_info(path)["model"]["width"] == 8
+
+
+def test_torchscript_handles_other_sizes(trained_like: AttentionUNet, tmp_path: Path) -> None:
+    traced = torch.jit.trace(fold_batchnorm(trained_like), torch.rand(1, 3, 64, 64))
+    x = torch.rand(1, 3, 37, 50)
+    with torch.no_grad():
+        torch.testing.assert_close(traced(x), trained_like(x), atol=1e-4, rtol=1e-4)

@@ -1,0 +1,82 @@
+"""The network: shapes on odd sizes, presets, gates, parameter counts, save/load."""
+
+import dataclasses
+
+import pytest
+import torch
+
+from attention_unet import AttentionUNet, ModelConfig, load_model
+from attention_unet.model import PRESETS, count_parameters, read_model_info, save_model
+
+
+@pytest.mark.parametrize("size", [(16, 16), (37, 53), (64, 9), (5, 7), (100, 128)])
+@pytest.mark.parametrize("gate", ["channel", "scalar"])
+def test_any_size_gives_logits_of_the_same_size(size: tuple[int, int], gate: str) -> None:
+    model = AttentionUNet(ModelConfig(width=4, depth=3, gate=gate)).eval()
+    with torch.no_grad():
+        out = model(torch.randn(2, 3, *size))
+    assert out.shape == (2, 1, *size)
+
+
+@pytest.mark.parametrize(
+    ("preset", "params"), [("seed", 8_132_033), ("medium", 2_035_425), ("small", 510_065)]
+)
+def test_preset_parameter_counts_are_pinned(preset: str, params: int) -> None:
+    assert count_parameters(AttentionUNet(PRESETS[preset])) == params
+
+
+def test_gate_kinds_and_plain_unet_differ_only_in_the_gates() -> None:
+    seed = PRESETS["seed"]
+    assert count_parameters(AttentionUNet(dataclasses.replace(seed, gate="scalar"))) == 8_046_020
+    plain = AttentionUNet(dataclasses.replace(seed, attention=False))
+    assert count_parameters(plain) == 7_785_729
+    assert all(d.gate is None for d in plain.decoders)
+
+
+def test_seed_preset_has_the_reports_widths() -> None:
+    model = AttentionUNet(PRESETS["seed"])
+    assert [e[0].out_channels for e in model.encoders] == [64, 128, 256]
+    assert model.bridge[0].out_channels == 512
+    assert ModelConfig() == PRESETS["seed"]
+
+
+@pytest.mark.parametrize(("gate", "channels"), [("channel", [32, 16, 8]), ("scalar", [1, 1, 1])])
+def test_attention_coefficients_are_in_unit_interval_and_cover_the_input(gate: str, channels: list[int]) -> None:
+    model = AttentionUNet(ModelConfig(width=8, depth=3, gate=gate)).eval()
+    with torch.no_grad():
+        logits, maps = model.forward_with_attention(torch.randn(1, 3, 37, 50))
+    assert logits.shape == (1, 1, 37, 50)
+    assert [m.shape[1] for m in maps] == channels
+    assert [tuple(m.shape[-2:]) for m in maps] == [(10, 13), (19, 25), (37, 50)]
+    assert all(float(m.min()) >= 0 and float(m.max()) <= 1 for m in maps)
+
+
+def test_forward_with_attention_matches_forward() -> None:
+    model = AttentionUNet(ModelConfig(width=4)).eval()
+    x = torch.randn(1, 3, 40, 40)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), model.forward_with_attention(x)[0])
+
+
+def test_bad_config_is_rejected() -> None:
+    with pytest.raises(ValueError, match="gate"):
+        ModelConfig(gate="spatial")
+
+
+def test_save_load_round_trip(tmp_path) -> None:
+    model = AttentionUNet(ModelConfig(width=4, depth=2, gate="scalar")).eval()
+    for p in model.parameters():
+        torch.nn.init.normal_(p)
+    save_model(model, tmp_path / "m", {"train": {"norm": "percentile"}})
+    assert (tmp_path / "m" / "config.json").is_file()
+    loaded = load_model(tmp_path / "m")
+    assert loaded.config == model.config
+    assert read_model_info(tmp_path / "m")["train"]["norm"] == "percentile"
+    x = torch.randn(1, 3, 20, 20)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), model(x))
+
+
+def test_load_model_names_a_missing_file(tmp_path) -> None:
+    with pytest.raises(FileNotFoundError, match="model.safetensors"):
+        load_model(tmp_path)

@@ -1,0 +1,102 @@
+"""Sliding-window inference, instance separation and the predict command's outputs."""
+
+from pathlib import Path
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+import tifffile
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from attention_unet import AttentionUNet, ModelConfig, load_model
+from attention_unet.cli import main
+from attention_unet.data import SAMPLE_DIR, load_records
+from attention_unet.model import pretrained_path, save_model
+from attention_unet.predict import Predictor, gaussian_weights, instances, tile_starts, torch_runner
+
+from .conftest import disks, synthetic
+
+
+@settings(max_examples=100, deadline=None, derandomize=True)
+@given(st.integers(1, 3000), st.integers(16, 600))
+def test_tiles_cover_evenly_with_the_last_flush(length: int, tile: int) -> None:
+    starts = tile_starts(length, tile)
+    assert starts[0] == 0
+    assert starts[-1] + min(tile, length) == max(length, min(tile, length))
+    gaps = np.diff(starts)
+    assert (gaps > 0).all() and (gaps <= tile * 0.75 + 1).all()
+
+
+def test_gaussian_weights_have_no_zeros() -> None:
+    w = gaussian_weights(64, 48)
+    assert w.shape == (64, 48) and w.min() > 0 and w.max() == pytest.approx(1.0, abs=0.02)
+
+
+def test_touching_nuclei_are_separated() -> None:
+    labels = disks((40, 60), [(20, 20), (20, 36)], 9)  # overlapping disks: one component
+    prob = (labels > 0).astype(np.float32)
+    out = instances(prob)
+    assert out.max() == 2
+    assert instances(np.zeros((10, 10), np.float32)).max() == 0
+
+
+@pytest.mark.skipif(not pretrained_path().is_file(), reason="no shipped model yet")
+def test_tiled_equals_whole_image_on_1024() -> None:
+    brightfield = next(r for r in load_records(SAMPLE_DIR) if r.image.shape[:2] == (1024, 1024))
+    run = torch_runner(load_model())
+    whole = Predictor(run, "percentile", tile=1024).probability(brightfield.image)
+    tiled = Predictor(run, "percentile", tile=256, batch_size=4).probability(brightfield.image)
+    assert np.abs(whole - tiled).mean() <= 1e-3
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("model")
+    save_model(AttentionUNet(ModelConfig(width=4, depth=2)).eval(), folder, {"train": {"norm": "percentile"}})
+    return folder
+
+
+def test_predict_writes_every_output_and_mirrors_folders(tmp_path: Path, tiny_model: Path) -> None:
+    src = tmp_path / "in"
+    (src / "sub").mkdir(parents=True)
+    image, _ = synthetic(1, (70, 90))
+    iio.imwrite(src / "a.png", image)
+    iio.imwrite(src / "sub" / "b.jpg", np.dstack([image] * 3))
+    tifffile.imwrite(src / "sub" / "c.tif", np.stack([image.astype(np.uint16) * 100] * 2))  # two pages
+    out = tmp_path / "out"
+    code = main(["predict", str(src), "--out", str(out), "--model", str(tiny_model), "--save-prob", "--attention", "--tile", "64"])
+    assert code == 0
+    for stem in ("a", "sub/b", "sub/c_p0", "sub/c_p1"):
+        mask = iio.imread(out / f"{stem}_mask.png")
+        assert mask.shape == (70, 90) and mask.dtype == np.uint8 and set(np.unique(mask)) <= {0, 255}
+        assert tifffile.imread(out / f"{stem}_labels.tif").dtype == np.uint16
+        assert iio.imread(out / f"{stem}_overlay.png").shape == (70, 90, 3)
+        assert tifffile.imread(out / f"{stem}_prob.tif").dtype == np.float32
+        assert iio.imread(out / f"{stem}_attention2.png").shape == (70, 90, 3)
+    lines = (out / "summary.csv").read_text().splitlines()
+    assert lines[0] == "file,height,width,nucleus_count,foreground_fraction,mean_area_px,median_area_px"
+    assert len(lines) == 5
+
+
+def test_a_bad_file_is_reported_and_the_rest_goes_on(tmp_path: Path, tiny_model: Path, capsys) -> None:
+    iio.imwrite(tmp_path / "good.png", synthetic(2)[0])
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG garbage")
+    code = main(["predict", str(tmp_path / "good.png"), str(tmp_path / "broken.png"), "--out", str(tmp_path / "o"), "--model", str(tiny_model)])
+    assert code == 1
+    assert (tmp_path / "o" / "good_mask.png").is_file()
+    assert "broken.png" in capsys.readouterr().err
+
+
+def test_missing_input_is_a_one_line_error(tmp_path: Path, tiny_model: Path, capsys) -> None:
+    assert main(["predict", str(tmp_path / "nope.png"), "--out", str(tmp_path), "--model", str(tiny_model)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "nope.png: no such file" in err
+
+
+def test_tta_keeps_the_shape(tiny_model: Path) -> None:
+    run = torch_runner(load_model(tiny_model))
+    image = np.dstack([synthetic(3, (33, 47))[0]] * 3)
+    assert Predictor(run, tta=True).probability(image).shape == (33, 47)
