@@ -26,6 +26,7 @@ def _train_parser(sub: Any) -> None:
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int)
     p.add_argument("--lr", type=float)
+    p.add_argument("--optimizer", choices=("adam", "adamw", "sgd"))
     p.add_argument("--loss", choices=("bce", "dice", "bce+dice"))
     p.add_argument("--input", help="resize256 (report) or crop:N (native-resolution crops, scale-jittered)")
     p.add_argument("--scale", type=float, nargs=2, metavar=("MIN", "MAX"), help="crop-mode scale range (default 0.25 2)")
@@ -118,7 +119,10 @@ def _run(args: argparse.Namespace) -> int:
                 raise InputError(f"{args.config}: a config file must be a mapping of option: value")
         values.update({k: v for k, v in vars(args).items() if v is not None and k not in ("command", "config", "debug")})
         run_dir = fit(TrainConfig.from_dict(values, args.config or "options"))
-        print(f"run folder: {run_dir}  (model: {run_dir / 'model'})")
+        from lightning.pytorch.utilities.rank_zero import rank_zero_only
+
+        if rank_zero_only.rank == 0:
+            print(f"run folder: {run_dir}  (model: {run_dir / 'model'})")
         return 0
     if args.command == "evaluate":
         from .evaluate import evaluate_command

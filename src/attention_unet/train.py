@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+from lightning.pytorch.plugins.layer_sync import LayerSync
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -26,6 +27,7 @@ from .model import PRESETS, AttentionUNet, ModelConfig, save_model
 
 LOSSES = ("bce", "dice", "bce+dice")
 SCHEDULERS = ("plateau", "cosine")
+OPTIMIZERS = ("adam", "adamw", "sgd")
 AUGMENTS = ("none", "geometric", "full")
 EVAL_SIZE = (256, 256)  # the report's resize256 protocol, used for validation
 
@@ -43,6 +45,7 @@ class TrainConfig:
     epochs: int = 100
     batch_size: int = 8
     lr: float = 1e-4
+    optimizer: str = "adam"  # report: Adam; adamw (weight decay 1e-4) or sgd (momentum 0.9)
     loss: str = "bce"
     input: str = "resize256"  # or "crop:N": random N x N crops at native resolution, scale-jittered
     scale: tuple[float, float] = (0.25, 2.0)  # crop-mode scale range (log-uniform), covers resize256 views
@@ -92,6 +95,7 @@ class TrainConfig:
         for name, value, allowed in (
             ("loss", self.loss, LOSSES),
             ("scheduler", self.scheduler, SCHEDULERS),
+            ("optimizer", self.optimizer, OPTIMIZERS),
             ("augment", self.augment, AUGMENTS),
             ("norm", self.norm, data.NORMALISATIONS),
             ("monitor", self.monitor, ("val_loss", "val_f1")),
@@ -290,13 +294,58 @@ class SegmentationTask(L.LightningModule):
         self.log("minutes", (time.monotonic() - self.started) / 60, sync_dist=False, rank_zero_only=True)
 
     def configure_optimizers(self) -> Any:
-        optimizer = torch.optim.Adam(self.parameters(), lr=self.cfg.lr)
+        if self.cfg.optimizer == "sgd":
+            optimizer = torch.optim.SGD(self.parameters(), lr=self.cfg.lr, momentum=0.9)
+        elif self.cfg.optimizer == "adamw":
+            optimizer = torch.optim.AdamW(self.parameters(), lr=self.cfg.lr, weight_decay=1e-4)
+        else:
+            optimizer = torch.optim.Adam(self.parameters(), lr=self.cfg.lr)
         if self.cfg.scheduler == "cosine":
             steps = self.trainer.estimated_stepping_batches
             schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, int(steps)), eta_min=self.cfg.lr / 100)
             return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
         schedule = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.1, patience=5, min_lr=1e-7)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "monitor": "val_loss"}}
+
+
+class GlobalBatchNorm2d(torch.nn.BatchNorm2d):
+    """BatchNorm whose training statistics are summed over all processes by a differentiable
+    all-reduce. ``torch.nn.SyncBatchNorm`` refuses CPU tensors; this one works with gloo too."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        import torch.distributed as dist
+
+        if not (self.training and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+            return super().forward(x)
+        from torch.distributed.nn.functional import all_reduce
+
+        c = x.shape[1]
+        total = all_reduce(torch.cat([x.sum((0, 2, 3)), (x * x).sum((0, 2, 3)), x.new_full((1,), x.numel() / c)]))
+        count, mean = total[-1], total[:c] / total[-1]
+        var = total[c : 2 * c] / count - mean * mean
+        with torch.no_grad():
+            self.num_batches_tracked.add_(1)
+            self.running_mean.lerp_(mean, self.momentum)
+            self.running_var.lerp_(var * count / (count - 1), self.momentum)
+        scale = self.weight * torch.rsqrt(var + self.eps)
+        return x * scale[None, :, None, None] + (self.bias - mean * scale)[None, :, None, None]
+
+
+class GlobalBatchNormSync(LayerSync):
+    """Lightning layer-sync plugin that swaps every BatchNorm2d for :class:`GlobalBatchNorm2d`."""
+
+    def apply(self, model: torch.nn.Module) -> torch.nn.Module:
+        for name, child in model.named_children():
+            if type(child) is torch.nn.BatchNorm2d:
+                synced = GlobalBatchNorm2d(child.num_features, child.eps, child.momentum)
+                synced.load_state_dict(child.state_dict())
+                setattr(model, name, synced)
+            else:
+                self.apply(child)
+        return model
+
+    def revert(self, model: torch.nn.Module) -> torch.nn.Module:
+        return model  # GlobalBatchNorm2d is a BatchNorm2d outside distributed training
 
 
 class ExportBest(L.Callback):
@@ -365,6 +414,7 @@ def fit(cfg: TrainConfig) -> Path:
         TQDMProgressBar(),
         ExportBest(run_dir),
     ]
+    on_gpu = cfg.accelerator in ("gpu", "cuda") or (cfg.accelerator == "auto" and torch.cuda.is_available())
     devices: Any = int(cfg.devices) if str(cfg.devices).isdigit() else cfg.devices
     trainer = L.Trainer(
         max_epochs=cfg.epochs,
@@ -373,7 +423,9 @@ def fit(cfg: TrainConfig) -> Path:
         devices=devices,
         num_nodes=cfg.num_nodes,
         strategy=cfg.strategy,
-        sync_batchnorm=cfg.sync_bn,
+        # torch's SyncBatchNorm is GPU-only: use it there, and the all-reduce version elsewhere
+        sync_batchnorm=cfg.sync_bn and on_gpu,
+        plugins=[GlobalBatchNormSync()] if cfg.sync_bn and not on_gpu else None,
         precision=cfg.precision,
         callbacks=callbacks,
         logger=CSVLogger(run_dir, name="", version=""),
