@@ -61,6 +61,8 @@ def _inference_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tile", type=int, default=512, help="tile size of sliding-window inference")
     p.add_argument("--batch-size", type=int, default=4, help="tiles per batch")
     p.add_argument("--tta", action="store_true", help="average over flips (8 views)")
+    p.add_argument("--scale", help="rescale images before inference: 'auto' (to the nucleus size the model learnt) "
+                   "or a factor; default: the model's own recommendation, else 1")
 
 
 def build_parser() -> argparse.ArgumentParser:

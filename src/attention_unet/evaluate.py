@@ -17,7 +17,7 @@ import numpy as np
 
 from . import data, metrics
 from .errors import InputError
-from .predict import Predictor, instances, load_runner, to_uint8
+from .predict import Predictor, instances, load_predictor, to_uint8
 
 OBJECT_METRICS = ("dsb_score", "tp_fp_fn_ratio_at_0.5", "relative_count_error")
 
@@ -94,7 +94,8 @@ def format_table(summary: dict[str, Any]) -> str:
 
 
 def evaluate(model: str | None, data_path: str | Path | None, split: str = "test", protocol: str = "resize256", out: str | Path = "evaluation",
-             split_file: str | None = None, strips: bool = True, tile: int = 512, batch_size: int = 4, tta: bool = False, device: str = "cpu") -> dict[str, Any]:
+             split_file: str | None = None, strips: bool = True, tile: int = 512, batch_size: int = 4, tta: bool = False, device: str = "cpu",
+             scale: str | None = None) -> dict[str, Any]:
     """Score a model; writes score.csv, summary.json and strips/ under ``out``; returns the summary."""
     from argparse import Namespace
 
@@ -103,11 +104,11 @@ def evaluate(model: str | None, data_path: str | Path | None, split: str = "test
     chosen = data.select(records, choose_split(model, data_path, records, split_file), split)
     if not chosen:
         raise InputError(f"{data_path}: the '{split}' part is empty")
-    runner, norm = load_runner(Namespace(model=model, device=device))
+    predictor = load_predictor(Namespace(model=model, device=device, tile=tile, batch_size=batch_size, tta=tta, scale=scale))
     out = Path(out)
     strips_dir = out / "strips" if strips else None
     (strips_dir or out).mkdir(parents=True, exist_ok=True)
-    rows = score_records(Predictor(runner, norm, tile, batch_size, tta), chosen, protocol, strips_dir)
+    rows = score_records(predictor, chosen, protocol, strips_dir)
     with open(out / "score.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
@@ -119,7 +120,7 @@ def evaluate(model: str | None, data_path: str | Path | None, split: str = "test
 
 def evaluate_command(args) -> int:
     summary = evaluate(args.model, args.data, args.split, args.protocol, args.out or "evaluation", args.split_file,
-                       args.strips, args.tile, args.batch_size, args.tta, args.device)
+                       args.strips, args.tile, args.batch_size, args.tta, args.device, args.scale)
     if args.json:
         print(json.dumps({k: summary[k] for k in ("protocol", "n_images", *metrics.PIXEL_METRICS)}))
     else:

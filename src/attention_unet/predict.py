@@ -70,7 +70,14 @@ def torch_runner(model: "torch.nn.Module", device: str = "cpu", attention: bool 
 
 @dataclass
 class Predictor:
-    """Probability maps of whole images by sliding-window inference with optional flip TTA."""
+    """Probability maps of whole images by sliding-window inference, with optional flip TTA and
+    scale normalisation.
+
+    ``scale`` resizes the image by a fixed factor before inference (the probability is mapped
+    back); ``scale=None`` chooses it per image: a first pass measures the median nucleus diameter,
+    and the image is predicted again at the scale that brings it to ``target_diameter`` pixels (the
+    size the model learnt best), when that differs by more than 20%.
+    """
 
     run: Runner
     norm: str = "fixed"
@@ -78,14 +85,42 @@ class Predictor:
     batch_size: int = 4
     tta: bool = False
     overlap: float = 0.25
+    scale: float | None = 1.0
+    target_diameter: float = 16.0
+    max_pixels: int = 64_000_000  # a rescaled image never exceeds this many pixels
 
     def probability(self, image: np.ndarray) -> np.ndarray:
         """H x W float32 foreground probability of an H x W x 3 image."""
         return self.probability_and_attention(image)[0]
 
     def probability_and_attention(self, image: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
-        height, width = image.shape[:2]
         value_range = data.normalisation_range(image, self.norm)
+        factor = self.scale
+        if factor is None:
+            prob, gates = self._tiled(image, value_range)
+            factor = self.auto_scale(prob)
+            if factor == 1.0:
+                return prob, gates
+        height, width = image.shape[:2]
+        factor = min(factor, math.sqrt(self.max_pixels / (height * width)))
+        if abs(factor - 1.0) < 1e-3:
+            return self._tiled(image, value_range)
+        size = (max(8, round(height * factor)), max(8, round(width * factor)))
+        prob, gates = self._tiled(data.resize(image, size), value_range)
+        return data.resize(prob, (height, width)), [data.resize(g, (height, width)) for g in gates]
+
+    def auto_scale(self, prob: np.ndarray) -> float:
+        """The factor that brings the median nucleus of a first-pass prediction to ``target_diameter``
+        (clipped to 0.5..4), or 1.0 when within 20% of it or when nothing was found."""
+        areas = np.bincount(ndimage.label(prob > 0.5)[0].ravel())[1:]
+        areas = areas[areas >= 4]
+        if not len(areas):
+            return 1.0
+        factor = float(np.clip(self.target_diameter / (2 * math.sqrt(np.median(areas) / math.pi)), 0.5, 4.0))
+        return 1.0 if abs(math.log(factor)) < math.log(1.2) else factor
+
+    def _tiled(self, image: np.ndarray, value_range: tuple[float, float]) -> tuple[np.ndarray, list[np.ndarray]]:
+        height, width = image.shape[:2]
         th, tw = min(self.tile, height), min(self.tile, width)
         weights = gaussian_weights(th, tw)
         origins = [(y, x) for y in tile_starts(height, th, self.overlap) for x in tile_starts(width, tw, self.overlap)]
@@ -234,10 +269,10 @@ def summarise(name: str, labels: np.ndarray) -> dict:
     }
 
 
-def load_runner(args) -> tuple[Runner, str]:
-    """The inference function and the model's normalisation, for --model/--engine/--device.
-    An .onnx model runs on ONNX Runtime; any other model on torch (BatchNorm folded) unless
-    --engine onnx asks for an export first."""
+def load_predictor(args) -> Predictor:
+    """A Predictor for --model/--engine/--device/--tile/--batch-size/--tta/--scale. An .onnx model
+    runs on ONNX Runtime; any other model on torch (BatchNorm folded) unless --engine onnx asks for
+    an export first. Normalisation and the default scale come from the model's own metadata."""
     from .model import load_model, pretrained_path
 
     path = Path(args.model) if args.model else pretrained_path()
@@ -251,12 +286,26 @@ def load_runner(args) -> tuple[Runner, str]:
             import tempfile
 
             path = export_onnx(load_model(path), Path(tempfile.mkdtemp()) / "model.onnx")
-        return onnx_runner(path), onnx_info(path).get("train", {}).get("norm", "fixed")
-    from .export import fold_batchnorm
+        run, info = onnx_runner(path), onnx_info(path)
+    else:
+        from .export import fold_batchnorm
 
-    model = load_model(path, args.device)
-    norm = model.info.get("train", {}).get("norm", "fixed")
-    return torch_runner(model if attention else fold_batchnorm(model), args.device, attention), norm
+        model = load_model(path, args.device)
+        run, info = torch_runner(model if attention else fold_batchnorm(model), args.device, attention), model.info
+    inference = info.get("inference", {})
+    scale = args.scale if getattr(args, "scale", None) is not None else inference.get("scale", 1.0)
+    if str(scale) == "auto":
+        scale = None
+    else:
+        try:
+            scale = float(scale)
+        except ValueError:
+            raise InputError(f"--scale must be 'auto' or a positive number, not '{scale}'") from None
+        if scale <= 0:
+            raise InputError(f"--scale must be 'auto' or a positive number, not '{scale}'")
+    return Predictor(run, info.get("train", {}).get("norm", "fixed"), args.tile, args.batch_size,
+                     args.tta or bool(inference.get("tta", False)), scale=scale,
+                     target_diameter=float(inference.get("target_diameter", 16.0)))
 
 
 def predict_command(args) -> int:
@@ -264,8 +313,7 @@ def predict_command(args) -> int:
     import tifffile
     from tqdm import tqdm
 
-    runner, norm = load_runner(args)
-    predictor = Predictor(runner, norm, args.tile, args.batch_size, args.tta)
+    predictor = load_predictor(args)
     out = Path(args.out)
     files = list(find_inputs(args.inputs))
     if not files:

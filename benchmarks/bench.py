@@ -1,0 +1,195 @@
+"""Speed benchmark: attention-unet against MONAI's AttentionUnet at equal encoder widths, and
+against this machine's matrix-multiply ceiling, in one process and one run.
+
+    python benchmarks/bench.py [--quick] [--out benchmarks/results.json]
+
+Measures, per model: training images/s (forward + backward + Adam step, batch 8, at 256 x 256 and
+128 x 128), inference images/s (batch 8 at 256 x 256, one 1024 x 1024 image, one 4096 x 4096 image
+tiled), FLOPs per image (torch.utils.flop_counter) and achieved GFLOP/s, peak RSS increase during
+training and the 4096 x 4096 prediction; for our models also the BatchNorm-folded torch path and
+ONNX Runtime fp32 / int8. Prints a Markdown table and writes the numbers as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import psutil
+import torch
+
+from attention_unet import AttentionUNet
+from attention_unet.export import export_onnx, fold_batchnorm, onnx_runner, quantize_onnx
+from attention_unet.model import PRESETS
+from attention_unet.predict import Predictor, torch_runner
+
+
+class PeakRSS:
+    """Peak resident memory above the level at entry, sampled every 5 ms by a thread."""
+
+    def __enter__(self) -> "PeakRSS":
+        self.proc, self.base, self.peak, self.running = psutil.Process(), psutil.Process().memory_info().rss, 0, True
+        self.thread = threading.Thread(target=self._sample, daemon=True)
+        self.thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while self.running:
+            self.peak = max(self.peak, self.proc.memory_info().rss - self.base)
+            time.sleep(0.005)
+
+    def __exit__(self, *exc: object) -> None:
+        self.running = False
+        self.thread.join()
+
+    @property
+    def mib(self) -> float:
+        return self.peak / 2**20
+
+
+def timed(fn: Callable[[], object], repeats: int, warmup: int = 1) -> float:
+    """Median seconds per call."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    return 2 * n**3 / timed(lambda: a @ b, repeats, 2) / 1e9
+
+
+def flops(model: torch.nn.Module, x: torch.Tensor, train: bool) -> float:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter:
+        out = model(x)
+        if train:
+            out.float().mean().backward()
+    return counter.get_total_flops() / x.shape[0]
+
+
+def monai_model(width: int, depth: int) -> torch.nn.Module:
+    from monai.networks.nets import AttentionUnet
+
+    channels = [width * 2**i for i in range(depth + 1)]
+    return AttentionUnet(spatial_dims=2, in_channels=3, out_channels=1, channels=channels, strides=[2] * depth)
+
+
+def train_speed(model: torch.nn.Module, size: int, repeats: int) -> tuple[float, float, float]:
+    """(images/s, GFLOP per image, peak RSS MiB) for a channels_last Adam step on batch 8."""
+    model = model.train().to(memory_format=torch.channels_last)
+    optimizer = torch.optim.Adam(model.parameters(), 1e-4)
+    x = torch.randn(8, 3, size, size).contiguous(memory_format=torch.channels_last)
+    y = (torch.rand(8, 1, size, size) > 0.5).float()
+
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        torch.nn.functional.binary_cross_entropy_with_logits(model(x), y).backward()
+        optimizer.step()
+
+    gflop = flops(model, x, train=True) / 1e9
+    optimizer.zero_grad(set_to_none=True)
+    with PeakRSS() as mem:
+        seconds = timed(step, repeats)
+    return 8 / seconds, gflop, mem.mib
+
+
+def inference_speed(model: torch.nn.Module, repeats: int) -> tuple[float, float]:
+    """(images/s, GFLOP per image) at batch 8, 256 x 256, channels_last, inference_mode."""
+    model = model.eval().to(memory_format=torch.channels_last)
+    x = torch.randn(8, 3, 256, 256).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        gflop = flops(model, x, train=False) / 1e9
+        seconds = timed(lambda: model(x), repeats)
+    return 8 / seconds, gflop
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true", help="fewer repeats, no 4096 x 4096 run")
+    parser.add_argument("--out", default="benchmarks/results.json")
+    parser.add_argument("--presets", nargs="+", default=["seed", "medium", "small"])
+    args = parser.parse_args()
+    repeats = 2 if args.quick else 5
+    torch.manual_seed(0)
+    machine = {
+        "cpu": platform.processor() or platform.machine(),
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "matmul_gflops": round(matmul_gflops(), 1),
+    }
+    print(f"machine: {machine}", flush=True)
+    results: dict = {"machine": machine, "models": {}}
+    rng = np.random.default_rng(0)
+    big = (rng.random((1024, 1024, 3)) * 255).astype(np.uint8)
+    huge = (rng.random((4096, 4096, 3)) * 255).astype(np.uint8)
+    for preset in args.presets:
+        config = PRESETS[preset]
+        for impl in ("ours", "monai"):
+            name = f"{preset}/{impl}"
+            make = (lambda: AttentionUNet(config)) if impl == "ours" else (lambda: monai_model(config.width, config.depth))
+            row: dict = {}
+            row["train_256_img_s"], row["train_gflop_per_img"], row["train_peak_rss_mib"] = train_speed(make(), 256, repeats)
+            row["train_128_img_s"] = train_speed(make(), 128, repeats)[0]
+            row["train_gflop_s"] = row["train_256_img_s"] * row["train_gflop_per_img"]
+            model = make().eval()
+            row["infer_256_img_s"], row["infer_gflop_per_img"] = inference_speed(model, repeats)
+            row["infer_gflop_s"] = row["infer_256_img_s"] * row["infer_gflop_per_img"]
+            row["infer_pct_of_matmul"] = 100 * row["infer_gflop_s"] / machine["matmul_gflops"]
+            if impl == "ours":
+                folded = fold_batchnorm(model)
+                row["infer_256_folded_img_s"] = inference_speed(folded, repeats)[0]
+                with tempfile.TemporaryDirectory() as tmp:
+                    onnx_path = export_onnx(model, Path(tmp) / "m.onnx")
+                    int8_path = quantize_onnx(onnx_path, Path(tmp) / "m.int8.onnx")
+                    batch = np.random.default_rng(1).random((8, 3, 256, 256), dtype=np.float32)
+                    for key, path in (("onnx_fp32", onnx_path), ("onnx_int8", int8_path)):
+                        run = onnx_runner(path)
+                        row[f"infer_256_{key}_img_s"] = 8 / timed(lambda: run(batch), repeats)
+                runner = torch_runner(folded)
+            else:
+                runner = torch_runner(model)
+            predictor = Predictor(runner, "percentile", tile=512, batch_size=4)
+            row["predict_1024_s"] = timed(lambda: predictor.probability(big), max(1, repeats // 2))
+            if not args.quick:
+                with PeakRSS() as mem:
+                    row["predict_4096_tiled_s"] = timed(lambda: predictor.probability(huge), 1, 0)
+                row["predict_4096_peak_rss_mib"] = mem.mib
+            results["models"][name] = {k: round(v, 3) for k, v in row.items()}
+            print(name, results["models"][name], flush=True)
+    Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+    print_table(results)
+
+
+def print_table(results: dict) -> None:
+    keys = [
+        ("train_256_img_s", "train img/s 256"), ("train_128_img_s", "train img/s 128"), ("train_gflop_s", "train GFLOP/s"),
+        ("infer_256_img_s", "infer img/s 256"), ("infer_256_folded_img_s", "folded BN"), ("infer_256_onnx_fp32_img_s", "ONNX fp32"),
+        ("infer_256_onnx_int8_img_s", "ONNX int8"), ("infer_gflop_per_img", "GFLOP/img"), ("infer_gflop_s", "infer GFLOP/s"),
+        ("infer_pct_of_matmul", "% of matmul"), ("predict_1024_s", "1024² s"), ("predict_4096_tiled_s", "4096² s"),
+        ("train_peak_rss_mib", "train RSS MiB"), ("predict_4096_peak_rss_mib", "4096² RSS MiB"),
+    ]
+    print("| model | " + " | ".join(label for _, label in keys) + " |")
+    print("|---" * (len(keys) + 1) + "|")
+    for name, row in results["models"].items():
+        print(f"| {name} | " + " | ".join(f"{row[k]:.3g}" if k in row else "-" for k, _ in keys) + " |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Runs on a lent GPU machine (the `device` tool), from the repository root, with .devdata/ carried:
+# .devdata/dsb (train + valid parts of the reference split, flat layout, made from the archive),
+# .devdata/split.json and .devdata/wheels (albumentations, missing from that machine's image).
+#   tools/gpu_runs.sh gates        -> the shipped recipe with and without attention gates, equal budget
+#   tools/gpu_runs.sh precision    -> 32-true vs bf16-mixed vs 16-mixed, equal budget
+set -euo pipefail
+python3 -m pip install -q --no-deps --no-index .devdata/wheels/*.whl
+export PYTHONPATH=src ATTENTION_UNET_CACHE=/tmp/cache OUT=${OUT:-/tmp/out}
+RECIPE="--data .devdata/dsb --split-file .devdata/split.json --preset small --depth 4 --input crop:128 --scale 0.25 2
+  --augment full --balance --samples-per-epoch 3200 --norm percentile --loss bce+dice --lr 1e-3 --scheduler cosine
+  --batch-size 8 --epochs 36 --monitor val_f1 --seed 42 --accelerator gpu --devices 1 --workers 8"
+run() {  # name, minutes, extra flags
+  python3 -m attention_unet train $RECIPE --max-minutes "$2" --out "/tmp/runs/$1" "${@:3}" > "/tmp/runs-$1.log" 2>&1 || { tail -30 "/tmp/runs-$1.log"; exit 1; }
+  cp "/tmp/runs/$1/metrics.csv" "$OUT/$1-metrics.csv"
+  cp "/tmp/runs/$1/model/model.safetensors" "$OUT/$1-model.safetensors"
+  python3 - "$1" <<'PY'
+import csv, sys
+rows = [r for r in csv.DictReader(open(f"/tmp/runs/{sys.argv[1]}/metrics.csv")) if r["val_f1"]]
+best = max(rows, key=lambda r: float(r["val_f1"]))
+print(sys.argv[1], "epochs", len(rows), "minutes", rows[-1]["minutes"][:5], "best val_f1", best["val_f1"][:6], "at epoch", best["epoch"])
+PY
+}
+nvidia-smi --query-gpu=name --format=csv,noheader
+case "$1" in
+  gates) run gates 4.5; run plain 4.5 --no-attention ;;
+  precision) run fp32 2.5 --precision 32-true; run bf16 2.5 --precision bf16-mixed; run fp16 2.5 --precision 16-mixed ;;
+esac
