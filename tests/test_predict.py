@@ -18,6 +18,8 @@ from attention_unet.predict import Predictor, gaussian_weights, instances, tile_
 
 from .conftest import disks, synthetic
 
+SHIPPED_SAMPLE_F1 = 0.909  # `attention-unet evaluate --split all` on the sample, resize256, when shipped
+
 
 @settings(max_examples=100, deadline=None, derandomize=True)
 @given(st.integers(1, 3000), st.integers(16, 600))
@@ -47,7 +49,7 @@ def test_tiled_equals_whole_image_on_1024() -> None:
     brightfield = next(r for r in load_records(SAMPLE_DIR) if r.image.shape[:2] == (1024, 1024))
     run = torch_runner(load_model())
     whole = Predictor(run, "percentile", tile=1024).probability(brightfield.image)
-    tiled = Predictor(run, "percentile", tile=256, batch_size=4).probability(brightfield.image)
+    tiled = Predictor(run, "percentile", tile=512, batch_size=4).probability(brightfield.image)  # the default tile: 9 tiles
     assert np.abs(whole - tiled).mean() <= 1e-3
 
 
@@ -100,3 +102,13 @@ def test_tta_keeps_the_shape(tiny_model: Path) -> None:
     run = torch_runner(load_model(tiny_model))
     image = np.dstack([synthetic(3, (33, 47))[0]] * 3)
     assert Predictor(run, tta=True).probability(image).shape == (33, 47)
+
+
+@pytest.mark.skipif(not pretrained_path().is_file(), reason="no shipped model yet")
+def test_shipped_model_keeps_its_accuracy_on_the_sample(tmp_path: Path) -> None:
+    """The floor was measured when the model was shipped (MODEL.md), minus a margin of 0.02."""
+    from attention_unet.evaluate import evaluate
+
+    summary = evaluate(None, None, "all", "resize256", tmp_path, strips=False)
+    assert summary["n_images"] == 39
+    assert summary["f1"] >= SHIPPED_SAMPLE_F1 - 0.02

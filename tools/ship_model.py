@@ -1,0 +1,27 @@
+"""Copy a run's exported model into the package as the shipped pretrained model, adding the
+inference settings chosen on the valid split (tools/tune_inference.py) to its metadata.
+
+    python tools/ship_model.py runs/nuclei-v1 --tta --scale 1
+"""
+
+import argparse
+
+from attention_unet.model import load_model, pretrained_path, save_model
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("run")
+    parser.add_argument("--tta", action="store_true")
+    parser.add_argument("--scale", default="1.0", help="'auto' or a factor")
+    parser.add_argument("--target-diameter", type=float, default=16.0)
+    args = parser.parse_args()
+    model = load_model(args.run)
+    info = {k: v for k, v in model.info.items() if k not in ("model", "version")}
+    scale = args.scale if args.scale == "auto" else float(args.scale)
+    info["inference"] = {"tta": args.tta, "scale": scale, "target_diameter": args.target_diameter}
+    print(save_model(model, pretrained_path().parent, info))
+
+
+if __name__ == "__main__":
+    main()
