@@ -1,7 +1,7 @@
 """Speed benchmark: attention-unet against MONAI's AttentionUnet at equal encoder widths, and
 against this machine's matrix-multiply ceiling, in one process and one run.
 
-    python benchmarks/bench.py [--quick] [--out benchmarks/results.json]
+    python benchmarks/bench.py [--repeats 3] [--presets seed medium small] [--huge medium small]
 
 Measures, per model: training images/s (forward + backward + Adam step, batch 8, at 256 x 256 and
 128 x 128), inference images/s (batch 8 at 256 x 256, one 1024 x 1024 image, one 4096 x 4096 image
@@ -121,11 +121,12 @@ def inference_speed(model: torch.nn.Module, repeats: int) -> tuple[float, float]
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--quick", action="store_true", help="fewer repeats, no 4096 x 4096 run")
+    parser.add_argument("--repeats", type=int, default=3, help="timed repeats per measurement (median)")
+    parser.add_argument("--huge", nargs="*", default=["medium", "small"], help="presets that also predict a 4096 x 4096 image")
     parser.add_argument("--out", default="benchmarks/results.json")
     parser.add_argument("--presets", nargs="+", default=["seed", "medium", "small"])
     args = parser.parse_args()
-    repeats = 2 if args.quick else 5
+    repeats = args.repeats
     torch.manual_seed(0)
     machine = {
         "cpu": platform.processor() or platform.machine(),
@@ -167,7 +168,7 @@ def main() -> None:
                 runner = torch_runner(model)
             predictor = Predictor(runner, "percentile", tile=512, batch_size=4)
             row["predict_1024_s"] = timed(lambda: predictor.probability(big), max(1, repeats // 2))
-            if not args.quick:
+            if preset in args.huge:
                 with PeakRSS() as mem:
                     row["predict_4096_tiled_s"] = timed(lambda: predictor.probability(huge), 1, 0)
                 row["predict_4096_peak_rss_mib"] = mem.mib
