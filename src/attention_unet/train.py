@@ -439,5 +439,30 @@ def fit(cfg: TrainConfig) -> Path:
     resume = str(run_dir / "checkpoints" / "last.ckpt") if cfg.resume == "last" else (cfg.resume or None)
     if resume and not Path(resume).is_file():
         raise InputError(f"{resume}: no checkpoint to resume from")
+    earlier = _set_aside_log(run_dir) if resume and trainer.is_global_zero else None
     trainer.fit(task, train_loader, valid_loader, ckpt_path=resume, weights_only=True)
+    if earlier is not None:
+        _merge_log(earlier, run_dir / "metrics.csv")
     return run_dir
+
+
+def _set_aside_log(run_dir: Path) -> Path | None:
+    """Lightning's CSV logger starts metrics.csv afresh; keep the earlier epochs to merge back."""
+    log = run_dir / "metrics.csv"
+    if not log.is_file():
+        return None
+    return log.rename(run_dir / "metrics.before-resume.csv")
+
+
+def _merge_log(earlier: Path, log: Path) -> None:
+    """metrics.csv = the earlier rows, then the resumed run's rows, over the union of columns."""
+    import csv
+
+    old = list(csv.DictReader(earlier.open()))
+    new = list(csv.DictReader(log.open())) if log.is_file() else []
+    columns = list(dict.fromkeys([*(old[0] if old else {}), *(new[0] if new else {})]))
+    with log.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns, restval="")
+        writer.writeheader()
+        writer.writerows(old + new)
+    earlier.unlink()
