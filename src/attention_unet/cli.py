@@ -60,7 +60,7 @@ def _model_args(p: argparse.ArgumentParser) -> None:
 def _inference_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tile", type=int, default=512, help="tile size of sliding-window inference")
     p.add_argument("--batch-size", type=int, default=4, help="tiles per batch")
-    p.add_argument("--tta", action="store_true", help="average over flips (8 views)")
+    p.add_argument("--tta", action=argparse.BooleanOptionalAction, help="average over flips and turns (8 views); default: the model's own setting")
     p.add_argument("--scale", help="rescale images before inference: 'auto' (to the nucleus size the model learnt) "
                    "or a factor; default: the model's own recommendation, else 1")
 

@@ -94,7 +94,7 @@ def format_table(summary: dict[str, Any]) -> str:
 
 
 def evaluate(model: str | None, data_path: str | Path | None, split: str = "test", protocol: str = "resize256", out: str | Path = "evaluation",
-             split_file: str | None = None, strips: bool = True, tile: int = 512, batch_size: int = 4, tta: bool = False, device: str = "cpu",
+             split_file: str | None = None, strips: bool = True, tile: int = 512, batch_size: int = 4, tta: bool | None = None, device: str = "cpu",
              scale: str | None = None) -> dict[str, Any]:
     """Score a model; writes score.csv, summary.json and strips/ under ``out``; returns the summary."""
     from argparse import Namespace

@@ -304,7 +304,7 @@ def load_predictor(args) -> Predictor:
         if scale <= 0:
             raise InputError(f"--scale must be 'auto' or a positive number, not '{scale}'")
     return Predictor(run, info.get("train", {}).get("norm", "fixed"), args.tile, args.batch_size,
-                     args.tta or bool(inference.get("tta", False)), scale=scale,
+                     bool(inference.get("tta", False)) if args.tta is None else args.tta, scale=scale,
                      target_diameter=float(inference.get("target_diameter", 16.0)))
 
 
