@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -70,7 +70,6 @@ class TrainConfig:
     sync_bn: bool = False
     precision: str = "32-true"
     limit_batches: float = 1.0  # fraction or count of batches per epoch (tests)
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def model_config(self) -> ModelConfig:
         if self.preset not in PRESETS:
