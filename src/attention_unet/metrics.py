@@ -82,7 +82,7 @@ def dsb_score(true: np.ndarray, pred: np.ndarray) -> float:
     """The DSB-2018 score of one image: mean over IoU thresholds 0.5..0.95 of TP / (TP + FP + FN);
     1.0 when both are empty."""
     iou = iou_matrix(true, pred)
-    if iou.size == 0 and iou.shape == (0, 0):
+    if iou.shape == (0, 0):
         return 1.0
     values = []
     for t in IOU_THRESHOLDS:
