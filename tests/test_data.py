@@ -106,6 +106,11 @@ def test_normalisations() -> None:
     np.testing.assert_allclose(data.normalise(image, "fixed"), image / 255.0, atol=1e-6)
     out = data.normalise((image.astype(np.uint16) * 200), "percentile")
     assert out.min() == 0.0 and out.max() == pytest.approx(1.0) and out.dtype == np.float32
+    dark_nuclei = np.full((16, 16, 3), 200, np.uint8)
+    dark_nuclei[4:8, 4:8] = 30
+    turned = data.normalise(dark_nuclei, "polarity")  # brightfield-like: nuclei come out bright
+    assert turned[5, 5].min() == pytest.approx(1.0) and turned[0, 0].max() == pytest.approx(0.0)
+    assert np.array_equal(data.normalise(255 - dark_nuclei, "polarity"), data.normalise(255 - dark_nuclei, "percentile"))
 
 
 def test_modality_rules() -> None:

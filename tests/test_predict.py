@@ -44,6 +44,18 @@ def test_touching_nuclei_are_separated() -> None:
     assert instances(np.zeros((10, 10), np.float32)).max() == 0
 
 
+def test_contours_split_touching_nuclei_that_have_no_neck() -> None:
+    from .test_train import two_touching_boxes
+    from attention_unet.train import contours
+
+    labels = two_touching_boxes()
+    prob = (labels > 0).astype(np.float32)
+    assert instances(prob).max() == 1  # no neck: the distance transform has one peak
+    out = instances(prob, contours(labels).astype(np.float32))
+    assert out.max() == 2 and ((out > 0) == (labels > 0)).all()
+    assert len(np.unique(out[labels == 1])) == 1 and len(np.unique(out[labels == 2])) == 1
+
+
 @pytest.mark.skipif(not pretrained_path().is_file(), reason="no shipped model yet")
 def test_tiled_equals_whole_image_on_1024() -> None:
     brightfield = next(r for r in load_records(SAMPLE_DIR) if r.image.shape[:2] == (1024, 1024))
@@ -96,6 +108,17 @@ def test_missing_input_is_a_one_line_error(tmp_path: Path, tiny_model: Path, cap
     assert main(["predict", str(tmp_path / "nope.png"), "--out", str(tmp_path), "--model", str(tiny_model)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "nope.png: no such file" in err
+
+
+def test_a_contour_model_predicts_both_channels(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    save_model(AttentionUNet(ModelConfig(width=4, depth=2, out_channels=2)).eval(), tmp_path / "m", {"train": {"norm": "polarity", "contour": True}})
+    image = np.dstack([synthetic(4, (70, 90))[0]] * 3)
+    probs, _ = Predictor(torch_runner(load_model(tmp_path / "m")), "polarity", tile=64, tta=True).probabilities(image)
+    assert probs.shape == (2, 70, 90) and 0 <= probs.min() and probs.max() <= 1
+    iio.imwrite(tmp_path / "a.png", image)
+    assert main(["predict", str(tmp_path / "a.png"), "--out", str(tmp_path / "o"), "--model", str(tmp_path / "m")]) == 0
+    assert tifffile.imread(tmp_path / "o" / "a_labels.tif").shape == (70, 90)
 
 
 def test_tta_keeps_the_shape(tiny_model: Path) -> None:

@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 
 from attention_unet import data
 from attention_unet.cli import main
-from attention_unet.train import TrainConfig, TrainDataset, scaled_crop, segmentation_loss
+from attention_unet.train import TrainConfig, TrainDataset, contours, scaled_crop, segmentation_loss, targets
 
 TINY = ["--preset", "small", "--width", "4", "--depth", "2", "--batch-size", "4", "--epochs", "1"]
 
@@ -41,6 +41,24 @@ def test_crop_mode_gives_fixed_size_samples_with_binary_masks(tiny_dataset: Path
         assert set(torch.unique(y).tolist()) <= {0.0, 1.0}
 
 
+def two_touching_boxes() -> np.ndarray:
+    labels = np.zeros((20, 30), np.int32)
+    labels[5:15, 3:15], labels[5:15, 15:27] = 1, 2
+    return labels
+
+
+def test_contour_targets_mark_the_seam_between_touching_nuclei(tiny_dataset: Path) -> None:
+    labels = two_touching_boxes()
+    rim = contours(labels)
+    assert rim[10, 13:17].all() and not rim[10, 5:13].any()  # a 4-pixel seam; the inside stays off
+    assert not rim[labels == 0].any()
+    assert targets(labels, contour=True).shape == (2, 20, 30) and targets(labels, contour=False).shape == (1, 20, 30)
+    dataset = TrainDataset(data.load_records(tiny_dataset), TrainConfig(input="crop:40", augment="full", contour=True, samples_per_epoch=5))
+    for i in range(5):
+        _, y = dataset[i]
+        assert y.shape == (2, 40, 40) and (y[1] <= y[0]).all()
+
+
 def test_scaled_crop_shows_the_image_at_the_drawn_scale() -> None:
     from scipy import ndimage
     from skimage.segmentation import clear_border
@@ -63,6 +81,8 @@ def test_losses() -> None:
     for kind in ("bce", "dice", "bce+dice"):
         assert float(segmentation_loss(logits, target, kind)) < 1e-3
     assert float(segmentation_loss(-logits, target, "dice")) == pytest.approx(1 - 1 / 3, abs=1e-3)  # smoothing 1
+    two = torch.cat([logits, -logits], 1), torch.cat([target, target], 1)  # one channel right, one wrong
+    assert float(segmentation_loss(*two, "dice")) == pytest.approx((1 - 1 / 3) / 2, abs=1e-3)  # Dice averaged over channels
 
 
 def test_ddp_on_two_cpu_processes_matches_one_process(tiny_dataset: Path, tmp_path: Path) -> None:

@@ -30,7 +30,7 @@ from scipy import ndimage
 from .errors import InputError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
-NORMALISATIONS = ("fixed", "percentile")
+NORMALISATIONS = ("fixed", "percentile", "polarity")
 SAMPLE_DIR = Path(__file__).parent / "sample"
 
 
@@ -254,22 +254,34 @@ def select(records: Sequence[Record], split: dict[str, list[str]], part: str) ->
 
 def normalisation_range(image: np.ndarray, mode: str = "percentile") -> tuple[float, float]:
     """(low, high) mapped to 0..1: 'fixed' is 0..dtype maximum (the report's /255 for 8-bit);
-    'percentile' the image's 1st..99.8th percentile (robust to exposure), from ~1M pixels at most.
-    Computed once per image, so tiles of one image share it."""
+    'percentile' the image's 1st..99.8th percentile (robust to exposure), from ~1M pixels at most;
+    'polarity' is 'percentile' turned round (high, low) when the median pixel is in the upper half,
+    so dark nuclei on a bright background (brightfield, stained tissue) come out bright on dark like
+    fluorescence. Computed once per image, so tiles of one image share it.
+
+    >>> normalisation_range(np.array([[[0], [0], [0], [200]]], np.uint8), "polarity")[0] < 1
+    True
+    >>> normalisation_range(np.array([[[200], [200], [200], [0]]], np.uint8), "polarity")[0] > 100
+    True
+    """
     if mode == "fixed":
         return 0.0, float(np.iinfo(image.dtype).max) if np.issubdtype(image.dtype, np.integer) else 1.0
-    if mode != "percentile":
+    if mode not in NORMALISATIONS:
         raise InputError(f"unknown normalisation '{mode}' (choose from {', '.join(NORMALISATIONS)})")
     step = max(1, int(math.sqrt(image.shape[0] * image.shape[1] / 1e6)))
-    lo, hi = np.percentile(image[::step, ::step], (1.0, 99.8))
-    return float(lo), float(max(hi, lo + 1e-6))
+    pixels = image[::step, ::step]
+    lo, hi = np.percentile(pixels, (1.0, 99.8))
+    lo, hi = float(lo), float(max(hi, lo + 1e-6))
+    if mode == "polarity" and float(np.median(pixels.mean(axis=-1) if pixels.ndim == 3 else pixels)) > (lo + hi) / 2:
+        return hi, lo
+    return lo, hi
 
 
 def normalise(image: np.ndarray, mode: str = "percentile", value_range: tuple[float, float] | None = None) -> np.ndarray:
-    """float32 image mapped by :func:`normalisation_range` (or the given range); percentile mode clips to 0..1."""
+    """float32 image mapped by :func:`normalisation_range` (or the given range); all but 'fixed' clip to 0..1."""
     lo, hi = value_range or normalisation_range(image, mode)
     out = (image.astype(np.float32) - lo) / np.float32(hi - lo)
-    return np.clip(out, 0.0, 1.0, out=out) if mode == "percentile" else out
+    return out if mode == "fixed" else np.clip(out, 0.0, 1.0, out=out)
 
 
 def resize(array: np.ndarray, size: tuple[int, int], nearest: bool = False) -> np.ndarray:

@@ -57,11 +57,11 @@ def score_records(predictor: Predictor, records: list[data.Record], protocol: st
         image, labels = r.image, r.labels
         if protocol == "resize256":
             image, labels = data.resize(image, (256, 256)), data.resize(labels, (256, 256), nearest=True)
-        prob = predictor.probability(image)
-        pred = prob > 0.5
+        probs = predictor.probabilities(image)[0]
+        pred = probs[0] > 0.5
         row: dict[str, Any] = {"id": r.id, "modality": data.modality(r.image), "height": r.image.shape[0], "width": r.image.shape[1]}
         row.update(metrics.pixel_scores(pred, labels > 0))
-        row.update(metrics.object_scores(labels, instances(prob)))
+        row.update(metrics.object_scores(labels, instances(probs[0], probs[1] if len(probs) > 1 else None)))
         rows.append(row)
         if strips_dir is not None:
             import imageio.v3 as iio

@@ -88,7 +88,7 @@ def onnx_runner(path: str | Path) -> Callable[[np.ndarray], tuple[np.ndarray, li
 
     def run(batch: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
         logits = session.run(None, {"image": batch.astype(np.float32, copy=False)})[0]
-        return 1.0 / (1.0 + np.exp(-logits[:, 0])), []
+        return 1.0 / (1.0 + np.exp(-logits)), []
 
     return run
 

@@ -49,7 +49,7 @@ def gaussian_weights(height: int, width: int) -> np.ndarray:
 
 
 def torch_runner(model: "torch.nn.Module", device: str = "cpu", attention: bool = False) -> Runner:  # noqa: F821
-    """Wrap a model as a function: float32 NCHW batch -> (probabilities N x H x W, gate maps)."""
+    """Wrap a model as a function: float32 NCHW batch -> (probabilities N x C x H x W, gate maps N x H x W)."""
     import torch
     import torch.nn.functional as F
 
@@ -59,11 +59,11 @@ def torch_runner(model: "torch.nn.Module", device: str = "cpu", attention: bool 
         with torch.inference_mode():
             x = torch.from_numpy(batch).to(device).contiguous(memory_format=torch.channels_last)
             if not attention:
-                return torch.sigmoid(model(x))[:, 0].float().cpu().numpy(), []
+                return torch.sigmoid(model(x)).float().cpu().numpy(), []
             logits, maps = model.forward_with_attention(x)
             size = x.shape[-2:]
             maps = [F.interpolate(m.mean(1, keepdim=True), size=size, mode="bilinear")[:, 0].cpu().numpy() for m in maps]
-            return torch.sigmoid(logits)[:, 0].float().cpu().numpy(), maps
+            return torch.sigmoid(logits).float().cpu().numpy(), maps
 
     return run
 
@@ -91,14 +91,16 @@ class Predictor:
 
     def probability(self, image: np.ndarray) -> np.ndarray:
         """H x W float32 foreground probability of an H x W x 3 image."""
-        return self.probability_and_attention(image)[0]
+        return self.probabilities(image)[0][0]
 
-    def probability_and_attention(self, image: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+    def probabilities(self, image: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+        """(C x H x W float32 probabilities: foreground, then contours for a contour model; the
+        gates' H x W attention maps when the runner returns them)."""
         value_range = data.normalisation_range(image, self.norm)
         factor = self.scale
         if factor is None:
             prob, gates = self._tiled(image, value_range)
-            factor = self.auto_scale(prob)
+            factor = self.auto_scale(prob[0])
             if factor == 1.0:
                 return prob, gates
         height, width = image.shape[:2]
@@ -107,7 +109,7 @@ class Predictor:
             return self._tiled(image, value_range)
         size = (max(8, round(height * factor)), max(8, round(width * factor)))
         prob, gates = self._tiled(data.resize(image, size), value_range)
-        return data.resize(prob, (height, width)), [data.resize(g, (height, width)) for g in gates]
+        return np.stack([data.resize(c, (height, width)) for c in prob]), [data.resize(g, (height, width)) for g in gates]
 
     def auto_scale(self, prob: np.ndarray) -> float:
         """The factor that brings the median nucleus of a first-pass prediction to ``target_diameter``
@@ -124,21 +126,23 @@ class Predictor:
         th, tw = min(self.tile, height), min(self.tile, width)
         weights = gaussian_weights(th, tw)
         origins = [(y, x) for y in tile_starts(height, th, self.overlap) for x in tile_starts(width, tw, self.overlap)]
-        total = np.zeros((height, width), np.float32)
+        total: np.ndarray | None = None
         norm = np.zeros((height, width), np.float32)
         gates: list[np.ndarray] = []
         for start in range(0, len(origins), self.batch_size):
             chunk = origins[start : start + self.batch_size]
             batch = np.stack([data.normalise(image[y : y + th, x : x + tw], self.norm, value_range) for y, x in chunk])
             probs, maps = self._views(batch.transpose(0, 3, 1, 2).copy())
+            if total is None:
+                total = np.zeros((probs.shape[1], height, width), np.float32)
             if maps and not gates:
                 gates = [np.zeros((height, width), np.float32) for _ in maps]
             for k, (y, x) in enumerate(chunk):
-                total[y : y + th, x : x + tw] += probs[k] * weights
+                total[:, y : y + th, x : x + tw] += probs[k] * weights
                 norm[y : y + th, x : x + tw] += weights
                 for acc, m in zip(gates, maps):
                     acc[y : y + th, x : x + tw] += m[k] * weights
-        return total / norm, [g / norm for g in gates]
+        return total / norm, [g / norm for g in gates]  # type: ignore[operator]
 
     def _views(self, batch: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
         """Probabilities (and gate maps) averaged over the 8 flips/rotations when tta is on."""
@@ -150,7 +154,7 @@ class Predictor:
                 view = np.rot90(batch, k, axes=(2, 3))
                 view = view[..., ::-1] if flip else view
                 p, m = self.run(np.ascontiguousarray(view))
-                undo = lambda a: np.rot90(a[..., ::-1] if flip else a, -k, axes=(1, 2))  # noqa: E731
+                undo = lambda a: np.rot90(a[..., ::-1] if flip else a, -k, axes=(a.ndim - 2, a.ndim - 1))  # noqa: E731
                 probs = undo(p) if probs is None else probs + undo(p)
                 maps = [undo(a) for a in m] if maps is None else [s + undo(a) for s, a in zip(maps, m)]
         return probs / 8, [m / 8 for m in maps or []]
@@ -159,10 +163,12 @@ class Predictor:
 # ------------------------------------------------------------------------------------ instances
 
 
-def instances(prob: np.ndarray, threshold: float = 0.5, min_area: int = 8, h: float = 1.0) -> np.ndarray:
-    """Instance labels: connected components of prob > threshold, each split by a watershed on
-    its distance transform seeded at h-maxima (so touching nuclei separate). Works per component,
-    so memory stays proportional to the largest nucleus cluster, not to the image."""
+def instances(prob: np.ndarray, contour: np.ndarray | None = None, threshold: float = 0.5, min_area: int = 8, h: float = 1.0) -> np.ndarray:
+    """Instance labels: connected components of prob > threshold, each split by a watershed so
+    touching nuclei separate. With a contour probability (a contour model's second output) the
+    seeds are the parts of the component off the predicted contours and the watershed floods the
+    contour map; without one, the seeds are h-maxima of the distance transform. Works per
+    component, so memory stays proportional to the largest nucleus cluster, not to the image."""
     from skimage.morphology import h_maxima
     from skimage.segmentation import watershed
 
@@ -177,10 +183,14 @@ def instances(prob: np.ndarray, threshold: float = 0.5, min_area: int = 8, h: fl
         area = int(region.sum())
         if area < min_area:
             continue
-        distance = ndimage.distance_transform_edt(region)
-        markers, n = ndimage.label(h_maxima(ndimage.gaussian_filter(distance, 1.0), h) & region)
+        if contour is None:
+            elevation = -ndimage.distance_transform_edt(region)
+            markers, n = ndimage.label(h_maxima(ndimage.gaussian_filter(-elevation, 1.0), h) & region)
+        else:
+            elevation = contour[box]
+            markers, n = ndimage.label(region & (elevation < threshold))
         if n > 1:
-            split = watershed(-distance, markers, mask=region)
+            split = watershed(elevation, markers, mask=region)
             labels[box][split > 0] = split[split > 0] + next_label - 1
             next_label += n
         else:
@@ -330,8 +340,9 @@ def predict_command(args) -> int:
             stem = rel.with_suffix("").as_posix() + (f"_p{page_index}" if len(pages) > 1 else "")
             target = out / stem
             target.parent.mkdir(parents=True, exist_ok=True)
-            prob, gates = predictor.probability_and_attention(image)
-            labels = instances(prob, args.threshold)
+            probs, gates = predictor.probabilities(image)
+            prob = probs[0]
+            labels = instances(prob, probs[1] if len(probs) > 1 else None, args.threshold)
             iio.imwrite(f"{target}_mask.png", ((prob > args.threshold) * 255).astype(np.uint8))
             tifffile.imwrite(f"{target}_labels.tif", labels.astype(np.uint16 if labels.max() < 2**16 else np.uint32), compression="zlib")
             iio.imwrite(f"{target}_overlay.png", overlay(image, labels))

@@ -19,6 +19,7 @@ from lightning.pytorch.plugins.layer_sync import LayerSync
 import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy import ndimage
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 
 from . import data
@@ -52,7 +53,8 @@ class TrainConfig:
     augment: str = "none"  # none (report), geometric (flips, 90-degree turns), full (+ colour, grey, invert)
     balance: bool = False  # oversample rare modalities (brightfield, stained tissue)
     samples_per_epoch: int = 0  # crop mode: crops per epoch; 0 = one per training image
-    norm: str = "fixed"  # report: /255; or "percentile"
+    norm: str = "fixed"  # report: /255; or "percentile", or "polarity" (percentile, nuclei made bright)
+    contour: bool = False  # a second output channel: nucleus contours, to separate touching nuclei
     scheduler: str = "plateau"  # report: ReduceLROnPlateau(0.1, 5, 1e-7); or cosine to lr/100
     monitor: str = "val_loss"  # checkpoint and early-stopping metric (val_loss or val_f1)
     early_stopping: int = 20
@@ -79,6 +81,7 @@ class TrainConfig:
             if getattr(self, key) is not None:
                 base[key] = getattr(self, key)
         base["attention"] = self.attention
+        base["out_channels"] = 2 if self.contour else 1
         return ModelConfig(**base)
 
     def crop_size(self) -> int | None:
@@ -134,9 +137,10 @@ def augmenter(kind: str) -> Any:
     return A.Compose(steps)
 
 
-def scaled_crop(image: np.ndarray, mask: np.ndarray, size: int, scale: tuple[float, float], rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def scaled_crop(image: np.ndarray, labels: np.ndarray, size: int, scale: tuple[float, float], rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """A size x size crop showing the image at a random scale (log-uniform, +-15% aspect jitter):
-    a region of (size / sy, size / sx) pixels, resized; padded by reflection where it runs out."""
+    a region of (size / sy, size / sx) pixels, resized (labels by nearest neighbour); padded by
+    reflection where it runs out."""
     import cv2
 
     s = math.exp(rng.uniform(math.log(scale[0]), math.log(scale[1])))
@@ -147,13 +151,27 @@ def scaled_crop(image: np.ndarray, mask: np.ndarray, size: int, scale: tuple[flo
     pad_h, pad_w = max(0, ch - h), max(0, cw - w)
     if pad_h or pad_w:
         image = cv2.copyMakeBorder(image, 0, pad_h, 0, pad_w, cv2.BORDER_REFLECT_101)
-        mask = cv2.copyMakeBorder(mask, 0, pad_h, 0, pad_w, cv2.BORDER_REFLECT_101)
+        labels = cv2.copyMakeBorder(labels, 0, pad_h, 0, pad_w, cv2.BORDER_REFLECT_101)
         h, w = image.shape[:2]
     y, x = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
-    image, mask = image[y : y + ch, x : x + cw], mask[y : y + ch, x : x + cw]
+    image, labels = image[y : y + ch, x : x + cw], labels[y : y + ch, x : x + cw]
     image = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
-    mask = cv2.resize(mask, (size, size), interpolation=cv2.INTER_LINEAR) > 0.5
-    return image, mask
+    return image, cv2.resize(labels, (size, size), interpolation=cv2.INTER_NEAREST)
+
+
+def contours(labels: np.ndarray) -> np.ndarray:
+    """Each nucleus's inner rim, two pixels thick: where touching nuclei meet, a four-pixel seam
+    that the model learns to predict and :func:`predict.instances` cuts along."""
+    from skimage.segmentation import find_boundaries
+
+    rim = find_boundaries(labels, connectivity=1, mode="inner")
+    return ndimage.binary_dilation(rim) & (labels > 0)
+
+
+def targets(labels: np.ndarray, contour: bool) -> torch.Tensor:
+    """The training target for instance labels: the foreground mask, and the contours when asked."""
+    channels = [labels > 0] + ([contours(labels)] if contour else [])
+    return torch.from_numpy(np.stack(channels).astype(np.float32))
 
 
 class TrainDataset(Dataset):
@@ -168,13 +186,14 @@ class TrainDataset(Dataset):
         self.scale = cfg.scale
         self.transform = augmenter(cfg.augment)
         self.length = cfg.samples_per_epoch or len(records)
-        self.images, self.masks = [], []
+        self.contour = cfg.contour
+        self.images, self.labels = [], []
         for r in records:
-            image, mask = data.normalise(r.image, cfg.norm), r.mask.astype(np.uint8)
+            image, labels = data.normalise(r.image, cfg.norm), r.labels.astype(np.uint16)
             if self.crop is None:
-                image, mask = data.resize(image, EVAL_SIZE), data.resize(mask, EVAL_SIZE, nearest=True)
+                image, labels = data.resize(image, EVAL_SIZE), data.resize(labels, EVAL_SIZE, nearest=True)
             self.images.append(image)
-            self.masks.append(mask)
+            self.labels.append(labels)
         self.calls = 0
 
     def __len__(self) -> int:
@@ -184,22 +203,22 @@ class TrainDataset(Dataset):
         self.calls += 1
         rng = np.random.default_rng([torch.initial_seed() % 2**63, index, self.calls])
         i = index % len(self.images)
-        image, mask = self.images[i], self.masks[i]
+        image, labels = self.images[i], self.labels[i]
         if self.crop is not None:
-            image, mask = scaled_crop(image, mask, self.crop, self.scale, rng)
+            image, labels = scaled_crop(image, labels, self.crop, self.scale, rng)
         if self.transform is not None:
             self.transform.set_random_seed(int(rng.integers(2**31)))
-            out = self.transform(image=image, mask=mask.astype(np.uint8))
-            image, mask = out["image"], out["mask"]
-        return to_tensor(image), torch.from_numpy(np.ascontiguousarray(mask, dtype=np.float32))[None]
+            out = self.transform(image=image, mask=labels)
+            image, labels = out["image"], out["mask"]
+        return to_tensor(image), targets(np.ascontiguousarray(labels), self.contour)
 
 
 class EvalDataset(Dataset):
     """Validation images under the resize256 protocol, normalised like training."""
 
-    def __init__(self, records: list[data.Record], norm: str) -> None:
+    def __init__(self, records: list[data.Record], norm: str, contour: bool = False) -> None:
         self.items = [
-            (data.resize(data.normalise(r.image, norm), EVAL_SIZE), data.resize(r.mask.astype(np.uint8), EVAL_SIZE, nearest=True))
+            (data.resize(data.normalise(r.image, norm), EVAL_SIZE), targets(data.resize(r.labels, EVAL_SIZE, nearest=True), contour))
             for r in records
         ]
 
@@ -207,8 +226,8 @@ class EvalDataset(Dataset):
         return len(self.items)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        image, mask = self.items[index]
-        return to_tensor(image), torch.from_numpy(mask.astype(np.float32))[None]
+        image, target = self.items[index]
+        return to_tensor(image), target
 
 
 def to_tensor(image: np.ndarray) -> torch.Tensor:
@@ -228,13 +247,13 @@ def sample_weights(records: list[data.Record], length: int) -> torch.Tensor:
 
 
 def segmentation_loss(logits: torch.Tensor, target: torch.Tensor, kind: str) -> torch.Tensor:
-    """BCE, soft Dice (over the batch), or their sum."""
+    """BCE, soft Dice (over the batch, per output channel, averaged), or their sum."""
     loss = logits.new_zeros(())
     if "bce" in kind:
         loss = loss + F.binary_cross_entropy_with_logits(logits, target)
     if "dice" in kind:
-        p = torch.sigmoid(logits)
-        loss = loss + 1 - (2 * (p * target).sum() + 1) / (p.sum() + target.sum() + 1)
+        p, dims = torch.sigmoid(logits), (0, 2, 3)
+        loss = loss + (1 - (2 * (p * target).sum(dims) + 1) / (p.sum(dims) + target.sum(dims) + 1)).mean()
     return loss
 
 
@@ -277,7 +296,7 @@ class SegmentationTask(L.LightningModule):
         logits = self(x)
         loss = segmentation_loss(logits, y, self.cfg.loss)
         self.log(f"{stage}_loss", loss, prog_bar=True, on_step=stage == "train", on_epoch=True, batch_size=len(x), sync_dist=True)
-        for name, values in batch_pixel_scores(logits.detach(), y).items():
+        for name, values in batch_pixel_scores(logits.detach()[:, :1], y[:, :1]).items():
             metric = self.metrics[f"{stage}_{name}"]
             metric.update(values)
             self.log(f"{stage}_{name}", metric, on_step=False, on_epoch=True, prog_bar=stage == "val" and name == "f1")
@@ -402,7 +421,7 @@ def fit(cfg: TrainConfig) -> Path:
     sampler = WeightedRandomSampler(sample_weights(train_records, len(train_set)), len(train_set)) if cfg.balance else None
     loader_args = {"num_workers": cfg.workers, "persistent_workers": cfg.workers > 0}
     train_loader = DataLoader(train_set, cfg.batch_size, shuffle=sampler is None, sampler=sampler, drop_last=len(train_set) > cfg.batch_size, **loader_args)
-    valid_loader = DataLoader(EvalDataset(valid_records, cfg.norm), cfg.batch_size, **loader_args)
+    valid_loader = DataLoader(EvalDataset(valid_records, cfg.norm, cfg.contour), cfg.batch_size, **loader_args)
 
     mode = "min" if cfg.monitor == "val_loss" else "max"
     checkpoint = ModelCheckpoint(run_dir / "checkpoints", filename="best-{epoch:03d}", monitor=cfg.monitor, mode=mode, save_last=True)
