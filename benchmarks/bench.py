@@ -7,7 +7,9 @@ Measures, per model: training images/s (forward + backward + Adam step, batch 8,
 128 x 128), inference images/s (batch 8 at 256 x 256, one 1024 x 1024 image, one 4096 x 4096 image
 tiled), FLOPs per image (torch.utils.flop_counter) and achieved GFLOP/s, peak RSS increase during
 training and the 4096 x 4096 prediction; for our models also the BatchNorm-folded torch path and
-ONNX Runtime fp32 / int8. Prints a Markdown table and writes the numbers as JSON.
+ONNX Runtime fp32 / static int8 (calibrated on the embedded sample). Once per run: the training
+data loader alone (the shipped recipe's 128 x 128 crops and augmentation, one process), to set
+against the training step. Prints a Markdown table and writes the numbers as JSON.
 """
 
 from __future__ import annotations
@@ -26,8 +28,8 @@ import numpy as np
 import psutil
 import torch
 
-from attention_unet import AttentionUNet
-from attention_unet.export import export_onnx, fold_batchnorm, onnx_runner, quantize_onnx
+from attention_unet import AttentionUNet, data
+from attention_unet.export import calibration_tiles, export_onnx, fold_batchnorm, onnx_runner, quantize_onnx
 from attention_unet.model import PRESETS
 from attention_unet.predict import Predictor, torch_runner
 
@@ -109,6 +111,16 @@ def train_speed(model: torch.nn.Module, size: int, repeats: int) -> tuple[float,
     return 8 / seconds, gflop, mem.mib
 
 
+def loader_speed(n: int = 400) -> float:
+    """Training samples/s of the data pipeline alone: scaled 128 x 128 crops of the embedded sample
+    with the shipped recipe's augmentation, polarity normalisation and contour targets."""
+    from attention_unet.train import TrainConfig, TrainDataset
+
+    cfg = TrainConfig(input="crop:128", augment="full", norm="polarity", contour=True, samples_per_epoch=n)
+    dataset = TrainDataset(data.load_records(data.SAMPLE_DIR), cfg)
+    return n / timed(lambda: [dataset[i] for i in range(n)], 1)
+
+
 def inference_speed(model: torch.nn.Module, repeats: int) -> tuple[float, float]:
     """(images/s, GFLOP per image) at batch 8, 256 x 256, channels_last, inference_mode."""
     model = model.eval().to(memory_format=torch.channels_last)
@@ -134,12 +146,14 @@ def main() -> None:
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "matmul_gflops": round(matmul_gflops(), 1),
+        "loader_128_img_s": round(loader_speed(), 1),
     }
     print(f"machine: {machine}", flush=True)
     results: dict = {"machine": machine, "models": {}}
     rng = np.random.default_rng(0)
     big = (rng.random((1024, 1024, 3)) * 255).astype(np.uint8)
     huge = (rng.random((4096, 4096, 3)) * 255).astype(np.uint8)
+    tiles = calibration_tiles([r.image for r in data.load_records(data.SAMPLE_DIR)], "percentile")
     for preset in args.presets:
         config = PRESETS[preset]
         for impl in ("ours", "monai"):
@@ -158,7 +172,7 @@ def main() -> None:
                 row["infer_256_folded_img_s"] = inference_speed(folded, repeats)[0]
                 with tempfile.TemporaryDirectory() as tmp:
                     onnx_path = export_onnx(model, Path(tmp) / "m.onnx")
-                    int8_path = quantize_onnx(onnx_path, Path(tmp) / "m.int8.onnx")
+                    int8_path = quantize_onnx(onnx_path, Path(tmp) / "m.int8.onnx", tiles)
                     batch = np.random.default_rng(1).random((8, 3, 256, 256), dtype=np.float32)
                     for key, path in (("onnx_fp32", onnx_path), ("onnx_int8", int8_path)):
                         run = onnx_runner(path)

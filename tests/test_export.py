@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from attention_unet import AttentionUNet, ModelConfig
-from attention_unet.export import export_onnx, fold_batchnorm, onnx_info, onnx_runner
+from attention_unet import AttentionUNet, ModelConfig, load_model
+from attention_unet.data import SAMPLE_DIR, load_records
+from attention_unet.export import calibration_tiles, export_onnx, fold_batchnorm, onnx_info, onnx_runner, quantize_onnx
+from attention_unet.model import pretrained_path
 
 
 @pytest.fixture(scope="module")
@@ -40,6 +42,22 @@ def test_onnx_probabilities_match_torch(trained_like: AttentionUNet, tmp_path: P
     assert got.shape == expected.shape
     assert np.abs(got - expected).max() <= 1e-4
     assert onnx_info(path)["model"]["width"] == 8
+
+
+@pytest.mark.skipif(not pretrained_path().is_file(), reason="no shipped model yet")
+def test_int8_model_stays_close_to_fp32_and_keeps_its_metadata(tmp_path: Path) -> None:
+    model = load_model()
+    norm = model.info["train"]["norm"]
+    images = [r.image for r in load_records(SAMPLE_DIR)]
+    tiles = calibration_tiles(images, norm, size=128)
+    assert len(tiles) == 32 and tiles[0].shape[:2] == (1, 3)
+    fp32 = export_onnx(model, tmp_path / "m.onnx")
+    int8 = quantize_onnx(fp32, tmp_path / "m.int8.onnx", tiles[:24])
+    held_out = np.concatenate(calibration_tiles(images[-4:], norm, size=128))  # not in the calibration set
+    expected, got = onnx_runner(fp32)(held_out)[0], onnx_runner(int8)(held_out)[0]
+    assert got.shape == expected.shape
+    assert np.abs(got - expected).mean() <= 0.02 and ((got > 0.5) == (expected > 0.5)).mean() >= 0.98
+    assert onnx_info(int8) == onnx_info(fp32)
 
 
 def test_torchscript_handles_other_sizes(trained_like: AttentionUNet, tmp_path: Path) -> None:

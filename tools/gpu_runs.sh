@@ -4,6 +4,8 @@
 # .devdata/split.json and .devdata/wheels (albumentations, missing from that machine's image).
 #   tools/gpu_runs.sh gates        -> the shipped recipe with and without attention gates, equal budget
 #   tools/gpu_runs.sh precision    -> 32-true vs bf16-mixed vs 16-mixed, equal budget
+#   tools/gpu_runs.sh ttq          -> CPU time-to-quality, channels_last off vs on: two runs side by side,
+#                                     each pinned to two cores (as on the 2-core development machine)
 set -euo pipefail
 python3 -m pip install -q --no-deps --no-index .devdata/wheels/*.whl
 export PYTHONPATH=src ATTENTION_UNET_CACHE=/tmp/cache OUT=${OUT:-/tmp/out}
@@ -25,4 +27,19 @@ nvidia-smi --query-gpu=name --format=csv,noheader
 case "$1" in
   gates) run gates 4.5; run plain 4.5 --no-attention ;;
   precision) run fp32 2.5 --precision 32-true; run bf16 2.5 --precision bf16-mixed; run fp16 2.5 --precision 16-mixed ;;
+  ttq)
+    CPU="--accelerator cpu --workers 0 --norm polarity --contour"
+    python3 -c "from attention_unet import data; data.load_records('.devdata/dsb')"  # fill the cache once
+    OMP_NUM_THREADS=2 taskset -c 0,1 bash -c "$(declare -f run); RECIPE='$RECIPE'; OUT=$OUT; run nhwc ${TTQ_MINUTES:-6} $CPU" &
+    OMP_NUM_THREADS=2 taskset -c 2,3 bash -c "$(declare -f run); RECIPE='$RECIPE'; OUT=$OUT; run nchw ${TTQ_MINUTES:-6} $CPU --no-channels-last" &
+    wait
+    python3 - <<'PY'
+import csv, os
+for name in ("nchw", "nhwc"):
+    rows = [r for r in csv.DictReader(open(f"{os.environ['OUT']}/{name}-metrics.csv")) if r["val_f1"]]
+    for target in (0.80, 0.83, 0.85):
+        first = next((r for r in rows if float(r["val_f1"]) >= target), None)
+        print(name, f"first val_f1 >= {target}:", f"{float(first['minutes']):.2f} min (epoch {first['epoch']})" if first else "not reached")
+PY
+    ;;
 esac

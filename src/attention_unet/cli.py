@@ -21,6 +21,7 @@ def _train_parser(sub: Any) -> None:
     p.add_argument("--preset", choices=PRESET_NAMES)
     p.add_argument("--gate", choices=("channel", "scalar"))
     p.add_argument("--no-attention", dest="attention", action="store_const", const=False, help="plain U-Net of the same widths")
+    p.add_argument("--no-channels-last", dest="channels_last", action="store_const", const=False, help="keep the default NCHW memory layout (slower on CPU)")
     p.add_argument("--width", type=int)
     p.add_argument("--depth", type=int)
     p.add_argument("--epochs", type=int)
@@ -98,7 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     _model_args(p)
     p.add_argument("--onnx", help="output .onnx path")
     p.add_argument("--torchscript", help="output .pt path")
-    p.add_argument("--int8", action="store_true", help="also write a dynamically quantised int8 ONNX (<name>.int8.onnx)")
+    p.add_argument("--int8", action="store_true", help="also write a statically quantised int8 ONNX (<name>.int8.onnx)")
+    p.add_argument("--calibrate", nargs="+", metavar="INPUT", help="images for int8 calibration (default: the embedded sample)")
 
     p = sub.add_parser("demo", help="train the small preset on the embedded sample, evaluate, show strips")
     p.add_argument("--out", default="runs/demo")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 import sys
 from pathlib import Path
 from typing import Callable
@@ -36,8 +37,6 @@ def fold_batchnorm(model: AttentionUNet) -> AttentionUNet:
 def export_onnx(model: AttentionUNet, path: str | Path, opset: int = 17) -> Path:
     """ONNX graph of the folded model (dynamic batch, height and width; outputs logits), with the
     model's metadata (config, training options) in the graph's ``attention_unet`` property."""
-    import json
-
     import onnx
 
     path = Path(path)
@@ -62,8 +61,6 @@ def export_onnx(model: AttentionUNet, path: str | Path, opset: int = 17) -> Path
 
 def onnx_info(path: str | Path) -> dict:
     """The attention-unet metadata stored in an exported ONNX file."""
-    import json
-
     import onnx
 
     props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
@@ -72,11 +69,49 @@ def onnx_info(path: str | Path) -> dict:
     return json.loads(props["attention_unet"])
 
 
-def quantize_onnx(source: str | Path, target: str | Path) -> Path:
-    """Dynamically quantised (int8 weights) copy of an ONNX model."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
+def calibration_tiles(images: list[np.ndarray], norm: str, size: int = 256, limit: int = 32) -> list[np.ndarray]:
+    """1 x 3 x h x w float32 tiles for int8 calibration: the centre (up to size x size, at native
+    resolution, as predict sees it) of up to ``limit`` images, normalised as the model expects."""
+    from . import data
 
-    quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8)
+    tiles = []
+    for image in images[:limit]:
+        h, w = image.shape[:2]
+        y, x = max(0, (h - size) // 2), max(0, (w - size) // 2)
+        crop = data.normalise(image[y : y + size, x : x + size], norm, data.normalisation_range(image, norm))
+        tiles.append(np.ascontiguousarray(crop.transpose(2, 0, 1)[None]))
+    return tiles
+
+
+def quantize_onnx(source: str | Path, target: str | Path, tiles: list[np.ndarray]) -> Path:
+    """Statically quantised int8 copy of an exported ONNX model (QDQ, per-channel int8 weights,
+    uint8 activations with ranges calibrated on ``tiles``), keeping the model's metadata. ONNX
+    Runtime then runs the convolutions as integer kernels, 2-3x faster than fp32 on AVX2."""
+    import tempfile
+
+    import onnx
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    if not tiles:
+        raise InputError("int8 export needs at least one calibration image")
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.tiles = iter(tiles)
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            tile = next(self.tiles, None)
+            return None if tile is None else {"image": tile}
+
+    with tempfile.TemporaryDirectory() as tmp:
+        prepared = str(Path(tmp) / "prepared.onnx")  # constant-folded, so biases are initialisers
+        quant_pre_process(str(source), prepared, skip_symbolic_shape=True)
+        quantize_static(prepared, str(target), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    graph = onnx.load(str(target))
+    onnx.helper.set_model_props(graph, {"attention_unet": json.dumps(onnx_info(source))})
+    onnx.save(graph, str(target))
     return Path(target)
 
 
@@ -101,8 +136,14 @@ def export_command(args) -> int:
         path = export_onnx(model, args.onnx)
         print(f"wrote {path}", file=sys.stderr)
         if args.int8:
-            q = quantize_onnx(path, Path(args.onnx).with_suffix(".int8.onnx"))
-            print(f"wrote {q}", file=sys.stderr)
+            from . import data
+            from .predict import find_inputs, read_pages
+
+            inputs = args.calibrate or [str(data.SAMPLE_DIR / "images")]
+            images = [page for file, _ in find_inputs(inputs) for page in read_pages(file)]
+            tiles = calibration_tiles(images, model.info.get("train", {}).get("norm", "fixed"))
+            q = quantize_onnx(path, Path(args.onnx).with_suffix(".int8.onnx"), tiles)
+            print(f"wrote {q} (calibrated on {len(tiles)} image(s))", file=sys.stderr)
     if args.torchscript:
         scripted = torch.jit.trace(fold_batchnorm(model), torch.randn(1, model.config.in_channels, 64, 64))
         scripted.save(args.torchscript)
