@@ -17,7 +17,7 @@ import numpy as np
 
 from . import data, metrics
 from .errors import InputError
-from .predict import Predictor, instances, load_predictor, to_uint8
+from .predict import Predictor, load_predictor, to_uint8
 
 OBJECT_METRICS = ("dsb_score", "tp_fp_fn_ratio_at_0.5", "relative_count_error")
 
@@ -61,7 +61,7 @@ def score_records(predictor: Predictor, records: list[data.Record], protocol: st
         pred = probs[0] > 0.5
         row: dict[str, Any] = {"id": r.id, "modality": data.modality(r.image), "height": r.image.shape[0], "width": r.image.shape[1]}
         row.update(metrics.pixel_scores(pred, labels > 0))
-        row.update(metrics.object_scores(labels, instances(probs[0], probs[1] if len(probs) > 1 else None)))
+        row.update(metrics.object_scores(labels, predictor.labels(probs)))
         rows.append(row)
         if strips_dir is not None:
             import imageio.v3 as iio

@@ -88,6 +88,8 @@ class Predictor:
     scale: float | None = 1.0
     target_diameter: float = 16.0
     max_pixels: int = 64_000_000  # a rescaled image never exceeds this many pixels
+    contour_threshold: float = 0.5  # instance seeds of a contour model (see :func:`instances`)
+    min_seed: int = 1
 
     def probability(self, image: np.ndarray) -> np.ndarray:
         """H x W float32 foreground probability of an H x W x 3 image."""
@@ -110,6 +112,11 @@ class Predictor:
         size = (max(8, round(height * factor)), max(8, round(width * factor)))
         prob, gates = self._tiled(data.resize(image, size), value_range)
         return np.stack([data.resize(c, (height, width)) for c in prob]), [data.resize(g, (height, width)) for g in gates]
+
+    def labels(self, probs: np.ndarray, threshold: float = 0.5) -> np.ndarray:
+        """Instance labels from :meth:`probabilities`' output (using the contours when there are any)."""
+        contour = probs[1] if len(probs) > 1 else None
+        return instances(probs[0], contour, threshold, contour_threshold=self.contour_threshold, min_seed=self.min_seed)
 
     def auto_scale(self, prob: np.ndarray) -> float:
         """The factor that brings the median nucleus of a first-pass prediction to ``target_diameter``
@@ -163,11 +170,13 @@ class Predictor:
 # ------------------------------------------------------------------------------------ instances
 
 
-def instances(prob: np.ndarray, contour: np.ndarray | None = None, threshold: float = 0.5, min_area: int = 8, h: float = 1.0) -> np.ndarray:
+def instances(prob: np.ndarray, contour: np.ndarray | None = None, threshold: float = 0.5, min_area: int = 8, h: float = 1.0,
+              contour_threshold: float = 0.5, min_seed: int = 1) -> np.ndarray:
     """Instance labels: connected components of prob > threshold, each split by a watershed so
     touching nuclei separate. With a contour probability (a contour model's second output) the
-    seeds are the parts of the component off the predicted contours and the watershed floods the
-    contour map; without one, the seeds are h-maxima of the distance transform. Works per
+    seeds are the parts of the component off the predicted contours (contour < contour_threshold,
+    at least min_seed pixels) and the watershed floods the contour map; without one, the seeds are
+    h-maxima of the distance transform. Works per
     component, so memory stays proportional to the largest nucleus cluster, not to the image."""
     from skimage.morphology import h_maxima
     from skimage.segmentation import watershed
@@ -188,7 +197,10 @@ def instances(prob: np.ndarray, contour: np.ndarray | None = None, threshold: fl
             markers, n = ndimage.label(h_maxima(ndimage.gaussian_filter(-elevation, 1.0), h) & region)
         else:
             elevation = contour[box]
-            markers, n = ndimage.label(region & (elevation < threshold))
+            markers, n = ndimage.label(region & (elevation < contour_threshold))
+            if min_seed > 1 and n > 1:
+                keep = np.flatnonzero(np.bincount(markers.ravel()) >= min_seed)
+                markers, n = ndimage.label(np.isin(markers, keep[keep > 0]))
         if n > 1:
             split = watershed(elevation, markers, mask=region)
             labels[box][split > 0] = split[split > 0] + next_label - 1
@@ -315,7 +327,8 @@ def load_predictor(args) -> Predictor:
             raise InputError(f"--scale must be 'auto' or a positive number, not '{scale}'")
     return Predictor(run, info.get("train", {}).get("norm", "fixed"), args.tile, args.batch_size,
                      bool(inference.get("tta", False)) if args.tta is None else args.tta, scale=scale,
-                     target_diameter=float(inference.get("target_diameter", 16.0)))
+                     target_diameter=float(inference.get("target_diameter", 16.0)),
+                     contour_threshold=float(inference.get("contour_threshold", 0.5)), min_seed=int(inference.get("min_seed", 1)))
 
 
 def predict_command(args) -> int:
@@ -342,7 +355,7 @@ def predict_command(args) -> int:
             target.parent.mkdir(parents=True, exist_ok=True)
             probs, gates = predictor.probabilities(image)
             prob = probs[0]
-            labels = instances(prob, probs[1] if len(probs) > 1 else None, args.threshold)
+            labels = predictor.labels(probs, args.threshold)
             iio.imwrite(f"{target}_mask.png", ((prob > args.threshold) * 255).astype(np.uint8))
             tifffile.imwrite(f"{target}_labels.tif", labels.astype(np.uint16 if labels.max() < 2**16 else np.uint32), compression="zlib")
             iio.imwrite(f"{target}_overlay.png", overlay(image, labels))

@@ -1,0 +1,54 @@
+"""Choose the instance-separation settings of a contour model on the *valid* split (never on
+test): the contour threshold and the smallest seed for the contour watershed, against the
+distance-transform watershed and plain connected components. Probabilities are computed once
+(with the model's own TTA and scale settings); prints the mean per-image DSB-2018 score of each.
+
+    python tools/tune_instances.py MODEL DATA [--protocol resize256]
+"""
+
+import argparse
+import itertools
+import json
+import sys
+from argparse import Namespace
+
+import numpy as np
+from scipy import ndimage
+
+from attention_unet import data, metrics
+from attention_unet.predict import instances, load_predictor
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("model")
+    parser.add_argument("data")
+    parser.add_argument("--protocol", choices=("resize256", "native"), default="resize256")
+    parser.add_argument("--thresholds", type=float, nargs="+", default=[0.3, 0.4, 0.5, 0.6, 0.7])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 4, 9])
+    args = parser.parse_args()
+    predictor = load_predictor(Namespace(model=args.model, device="cpu", tile=512, batch_size=4, tta=None, scale=None))
+    records = data.load_records(args.data)
+    valid = data.select(records, data.reference_split([r.id for r in records]), "valid")
+    items = []
+    for r in valid:
+        image, labels = r.image, r.labels
+        if args.protocol == "resize256":
+            image, labels = data.resize(image, (256, 256)), data.resize(labels, (256, 256), nearest=True)
+        items.append((labels, predictor.probabilities(image)[0]))
+    methods = {
+        "connected components": lambda p: ndimage.label(p[0] > 0.5)[0],
+        "distance watershed": lambda p: instances(p[0]),
+    }
+    if len(items[0][1]) > 1:
+        for t, m in itertools.product(args.thresholds, args.seeds):
+            methods[f"contour watershed t={t:g} seed>={m}"] = lambda p, t=t, m=m: instances(p[0], p[1], contour_threshold=t, min_seed=m)
+    results = {}
+    for name, method in methods.items():
+        results[name] = round(float(np.mean([metrics.dsb_score(labels, method(probs)) for labels, probs in items])), 4)
+        print(f"{args.protocol} valid DSB score, {name}: {results[name]}", file=sys.stderr, flush=True)
+    print(json.dumps(results))
+
+
+if __name__ == "__main__":
+    main()
