@@ -1,6 +1,6 @@
 """Choose the instance-separation settings of a contour model on the *valid* split (never on
-test): the contour threshold and the smallest seed for the contour watershed, against the
-distance-transform watershed and plain connected components. Probabilities are computed once
+test): the contour threshold and the seed depth h of the watershed, against the watershed that
+ignores the contours and plain connected components. Probabilities are computed once
 (with the model's own TTA and scale settings); prints the mean per-image DSB-2018 score of each.
 
     python tools/tune_instances.py MODEL DATA [--protocol resize256]
@@ -24,8 +24,8 @@ def main() -> None:
     parser.add_argument("model")
     parser.add_argument("data")
     parser.add_argument("--protocol", choices=("resize256", "native"), default="resize256")
-    parser.add_argument("--thresholds", type=float, nargs="+", default=[0.3, 0.4, 0.5, 0.6, 0.7])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 4, 9])
+    parser.add_argument("--thresholds", type=float, nargs="+", default=[0.1, 0.2, 0.3, 0.5])
+    parser.add_argument("--hs", type=float, nargs="+", default=[0.5, 1.0, 2.0])
     args = parser.parse_args()
     predictor = load_predictor(Namespace(model=args.model, device="cpu", tile=512, batch_size=4, tta=None, scale=None))
     records = data.load_records(args.data)
@@ -38,11 +38,12 @@ def main() -> None:
         items.append((labels, predictor.probabilities(image)[0]))
     methods = {
         "connected components": lambda p: ndimage.label(p[0] > 0.5)[0],
-        "distance watershed": lambda p: instances(p[0]),
     }
+    for h in args.hs:
+        methods[f"watershed h={h:g}"] = lambda p, h=h: instances(p[0], h=h)
     if len(items[0][1]) > 1:
-        for t, m in itertools.product(args.thresholds, args.seeds):
-            methods[f"contour watershed t={t:g} seed>={m}"] = lambda p, t=t, m=m: instances(p[0], p[1], contour_threshold=t, min_seed=m)
+        for t, h in itertools.product(args.thresholds, args.hs):
+            methods[f"contour watershed t={t:g} h={h:g}"] = lambda p, t=t, h=h: instances(p[0], p[1], h=h, contour_threshold=t)
     results = {}
     for name, method in methods.items():
         results[name] = round(float(np.mean([metrics.dsb_score(labels, method(probs)) for labels, probs in items])), 4)

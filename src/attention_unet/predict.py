@@ -88,8 +88,8 @@ class Predictor:
     scale: float | None = 1.0
     target_diameter: float = 16.0
     max_pixels: int = 64_000_000  # a rescaled image never exceeds this many pixels
-    contour_threshold: float = 0.5  # instance seeds of a contour model (see :func:`instances`)
-    min_seed: int = 1
+    contour_threshold: float = 0.5  # instance separation (see :func:`instances`)
+    h: float = 1.0
 
     def probability(self, image: np.ndarray) -> np.ndarray:
         """H x W float32 foreground probability of an H x W x 3 image."""
@@ -116,7 +116,7 @@ class Predictor:
     def labels(self, probs: np.ndarray, threshold: float = 0.5) -> np.ndarray:
         """Instance labels from :meth:`probabilities`' output (using the contours when there are any)."""
         contour = probs[1] if len(probs) > 1 else None
-        return instances(probs[0], contour, threshold, contour_threshold=self.contour_threshold, min_seed=self.min_seed)
+        return instances(probs[0], contour, threshold, h=self.h, contour_threshold=self.contour_threshold)
 
     def auto_scale(self, prob: np.ndarray) -> float:
         """The factor that brings the median nucleus of a first-pass prediction to ``target_diameter``
@@ -149,7 +149,11 @@ class Predictor:
                 norm[y : y + th, x : x + tw] += weights
                 for acc, m in zip(gates, maps):
                     acc[y : y + th, x : x + tw] += m[k] * weights
-        return total / norm, [g / norm for g in gates]  # type: ignore[operator]
+        assert total is not None
+        total /= norm  # in place: no second image-sized copy
+        for g in gates:
+            g /= norm
+        return total, gates
 
     def _views(self, batch: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
         """Probabilities (and gate maps) averaged over the 8 flips/rotations when tta is on."""
@@ -171,13 +175,13 @@ class Predictor:
 
 
 def instances(prob: np.ndarray, contour: np.ndarray | None = None, threshold: float = 0.5, min_area: int = 8, h: float = 1.0,
-              contour_threshold: float = 0.5, min_seed: int = 1) -> np.ndarray:
-    """Instance labels: connected components of prob > threshold, each split by a watershed so
-    touching nuclei separate. With a contour probability (a contour model's second output) the
-    seeds are the parts of the component off the predicted contours (contour < contour_threshold,
-    at least min_seed pixels) and the watershed floods the contour map; without one, the seeds are
-    h-maxima of the distance transform. Works per
-    component, so memory stays proportional to the largest nucleus cluster, not to the image."""
+              contour_threshold: float = 0.5) -> np.ndarray:
+    """Instance labels: connected components of prob > threshold, each split by a watershed on its
+    distance transform seeded at h-maxima, so touching nuclei separate. With a contour probability
+    (a contour model's second output) the distance is measured to the predicted contours too
+    (contour >= contour_threshold counts as outside), which cuts touching nuclei apart where the
+    mask alone has no neck. Works per component, so memory stays proportional to the largest
+    nucleus cluster, not to the image."""
     from skimage.morphology import h_maxima
     from skimage.segmentation import watershed
 
@@ -192,17 +196,11 @@ def instances(prob: np.ndarray, contour: np.ndarray | None = None, threshold: fl
         area = int(region.sum())
         if area < min_area:
             continue
-        if contour is None:
-            elevation = -ndimage.distance_transform_edt(region)
-            markers, n = ndimage.label(h_maxima(ndimage.gaussian_filter(-elevation, 1.0), h) & region)
-        else:
-            elevation = contour[box]
-            markers, n = ndimage.label(region & (elevation < contour_threshold))
-            if min_seed > 1 and n > 1:
-                keep = np.flatnonzero(np.bincount(markers.ravel()) >= min_seed)
-                markers, n = ndimage.label(np.isin(markers, keep[keep > 0]))
+        interior = region if contour is None else region & (contour[box] < contour_threshold)
+        distance = ndimage.distance_transform_edt(interior)
+        markers, n = ndimage.label(h_maxima(ndimage.gaussian_filter(distance, 1.0), h) & interior)
         if n > 1:
-            split = watershed(elevation, markers, mask=region)
+            split = watershed(-distance, markers, mask=region)
             labels[box][split > 0] = split[split > 0] + next_label - 1
             next_label += n
         else:
@@ -328,7 +326,7 @@ def load_predictor(args) -> Predictor:
     return Predictor(run, info.get("train", {}).get("norm", "fixed"), args.tile, args.batch_size,
                      bool(inference.get("tta", False)) if args.tta is None else args.tta, scale=scale,
                      target_diameter=float(inference.get("target_diameter", 16.0)),
-                     contour_threshold=float(inference.get("contour_threshold", 0.5)), min_seed=int(inference.get("min_seed", 1)))
+                     contour_threshold=float(inference.get("contour_threshold", 0.5)), h=float(inference.get("h", 1.0)))
 
 
 def predict_command(args) -> int:
