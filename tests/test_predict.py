@@ -18,7 +18,7 @@ from attention_unet.predict import Predictor, gaussian_weights, instances, tile_
 
 from .conftest import disks, synthetic
 
-SHIPPED_SAMPLE_F1 = 0.909  # `attention-unet evaluate --split all` on the sample, resize256, when shipped
+SHIPPED_SAMPLE_F1 = 0.913  # `attention-unet evaluate --split all` on the sample, resize256, when shipped
 
 
 @settings(max_examples=100, deadline=None, derandomize=True)

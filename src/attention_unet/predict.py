@@ -88,7 +88,8 @@ class Predictor:
     scale: float | None = 1.0
     target_diameter: float = 16.0
     max_pixels: int = 64_000_000  # a rescaled image never exceeds this many pixels
-    contour_threshold: float = 0.5  # instance separation (see :func:`instances`)
+    contours: bool = True  # a contour model's contours shape the instance watershed (see :func:`instances`)
+    contour_threshold: float = 0.5
     h: float = 1.0
 
     def probability(self, image: np.ndarray) -> np.ndarray:
@@ -114,8 +115,9 @@ class Predictor:
         return np.stack([data.resize(c, (height, width)) for c in prob]), [data.resize(g, (height, width)) for g in gates]
 
     def labels(self, probs: np.ndarray, threshold: float = 0.5) -> np.ndarray:
-        """Instance labels from :meth:`probabilities`' output (using the contours when there are any)."""
-        contour = probs[1] if len(probs) > 1 else None
+        """Instance labels from :meth:`probabilities`' output (using the contours when there are any
+        and ``contours`` is on)."""
+        contour = probs[1] if len(probs) > 1 and self.contours else None
         return instances(probs[0], contour, threshold, h=self.h, contour_threshold=self.contour_threshold)
 
     def auto_scale(self, prob: np.ndarray) -> float:
@@ -326,7 +328,8 @@ def load_predictor(args) -> Predictor:
     return Predictor(run, info.get("train", {}).get("norm", "fixed"), args.tile, args.batch_size,
                      bool(inference.get("tta", False)) if args.tta is None else args.tta, scale=scale,
                      target_diameter=float(inference.get("target_diameter", 16.0)),
-                     contour_threshold=float(inference.get("contour_threshold", 0.5)), h=float(inference.get("h", 1.0)))
+                     contours=bool(inference.get("contours", True)), contour_threshold=float(inference.get("contour_threshold", 0.5)),
+                     h=float(inference.get("h", 1.0)))
 
 
 def predict_command(args) -> int:
