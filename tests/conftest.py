@@ -31,6 +31,13 @@ def disks(shape: tuple[int, int], centres: list[tuple[int, int]], radius: int) -
     return labels
 
 
+def two_touching_boxes() -> np.ndarray:
+    """Two 10 x 12 nuclei side by side: one connected component with no neck."""
+    labels = np.zeros((20, 30), np.int32)
+    labels[5:15, 3:15], labels[5:15, 15:27] = 1, 2
+    return labels
+
+
 def synthetic(seed: int, shape: tuple[int, int] = (48, 64)) -> tuple[np.ndarray, np.ndarray]:
     """A fluorescence-like image (bright disks on dark noise) and its instance labels."""
     rng = np.random.default_rng(seed)

@@ -15,8 +15,9 @@ from attention_unet.cli import main
 from attention_unet.data import SAMPLE_DIR, load_records
 from attention_unet.model import pretrained_path, save_model
 from attention_unet.predict import Predictor, gaussian_weights, instances, tile_starts, torch_runner
+from attention_unet.train import contours
 
-from .conftest import disks, synthetic
+from .conftest import disks, synthetic, two_touching_boxes
 
 SHIPPED_SAMPLE_F1 = 0.913  # `attention-unet evaluate --split all` on the sample, resize256, when shipped
 
@@ -45,9 +46,6 @@ def test_touching_nuclei_are_separated() -> None:
 
 
 def test_contours_split_touching_nuclei_that_have_no_neck() -> None:
-    from .test_train import two_touching_boxes
-    from attention_unet.train import contours
-
     labels = two_touching_boxes()
     prob = (labels > 0).astype(np.float32)
     assert instances(prob).max() == 1  # no neck: the distance transform has one peak
@@ -119,6 +117,22 @@ def test_a_contour_model_predicts_both_channels(tmp_path: Path) -> None:
     iio.imwrite(tmp_path / "a.png", image)
     assert main(["predict", str(tmp_path / "a.png"), "--out", str(tmp_path / "o"), "--model", str(tmp_path / "m")]) == 0
     assert tifffile.imread(tmp_path / "o" / "a_labels.tif").shape == (70, 90)
+
+
+def test_inference_settings_come_from_the_model(tmp_path: Path) -> None:
+    from argparse import Namespace
+
+    from attention_unet.predict import load_predictor
+
+    inference = {"tta": True, "scale": 1.0, "contours": False, "contour_threshold": 0.3, "h": 2.0}
+    save_model(AttentionUNet(ModelConfig(width=4, depth=2, out_channels=2)).eval(), tmp_path, {"train": {"norm": "polarity"}, "inference": inference})
+    predictor = load_predictor(Namespace(model=str(tmp_path), device="cpu", tile=64, batch_size=2, tta=None, scale=None))
+    assert (predictor.norm, predictor.tta, predictor.contours, predictor.contour_threshold, predictor.h) == ("polarity", True, False, 0.3, 2.0)
+    labels = two_touching_boxes()
+    probs = np.stack([(labels > 0).astype(np.float32), contours(labels).astype(np.float32)])
+    assert predictor.labels(probs).max() == 1  # contours off: the boxes stay one object
+    predictor.contours = True
+    assert predictor.labels(probs).max() == 2
 
 
 def test_tta_keeps_the_shape(tiny_model: Path) -> None:

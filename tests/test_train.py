@@ -14,6 +14,8 @@ from attention_unet import data
 from attention_unet.cli import main
 from attention_unet.train import TrainConfig, TrainDataset, contours, scaled_crop, segmentation_loss, targets
 
+from .conftest import two_touching_boxes
+
 TINY = ["--preset", "small", "--width", "4", "--depth", "2", "--batch-size", "4", "--epochs", "1"]
 
 
@@ -39,12 +41,6 @@ def test_crop_mode_gives_fixed_size_samples_with_binary_masks(tiny_dataset: Path
         x, y = dataset[i]
         assert x.shape == (3, 40, 40) and y.shape == (1, 40, 40)
         assert set(torch.unique(y).tolist()) <= {0.0, 1.0}
-
-
-def two_touching_boxes() -> np.ndarray:
-    labels = np.zeros((20, 30), np.int32)
-    labels[5:15, 3:15], labels[5:15, 15:27] = 1, 2
-    return labels
 
 
 def test_contour_targets_mark_the_seam_between_touching_nuclei(tiny_dataset: Path) -> None:
