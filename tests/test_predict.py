@@ -124,12 +124,15 @@ def test_inference_settings_come_from_the_model(tmp_path: Path) -> None:
 
     from attention_unet.predict import load_predictor
 
-    inference = {"tta": True, "scale": 1.0, "contours": False, "contour_threshold": 0.3, "h": 2.0}
+    inference = {"tta": True, "scale": 1.0, "contours": False, "contour_threshold": 0.3, "h": 2.0, "min_area": 500}
     save_model(AttentionUNet(ModelConfig(width=4, depth=2, out_channels=2)).eval(), tmp_path, {"train": {"norm": "polarity"}, "inference": inference})
     predictor = load_predictor(Namespace(model=str(tmp_path), device="cpu", tile=64, batch_size=2, tta=None, scale=None))
-    assert (predictor.norm, predictor.tta, predictor.contours, predictor.contour_threshold, predictor.h) == ("polarity", True, False, 0.3, 2.0)
+    settings = (predictor.norm, predictor.tta, predictor.contours, predictor.contour_threshold, predictor.h, predictor.min_area)
+    assert settings == ("polarity", True, False, 0.3, 2.0, 500)
     labels = two_touching_boxes()
     probs = np.stack([(labels > 0).astype(np.float32), contours(labels).astype(np.float32)])
+    assert predictor.labels(probs).max() == 0  # both boxes together are 240 pixels < min_area
+    predictor.min_area = 8
     assert predictor.labels(probs).max() == 1  # contours off: the boxes stay one object
     predictor.contours = True
     assert predictor.labels(probs).max() == 2

@@ -1,9 +1,10 @@
 """Choose the instance-separation settings of a contour model on the *valid* split (never on
-test): the contour threshold and the seed depth h of the watershed, against the watershed that
-ignores the contours and plain connected components. Probabilities are computed once
+test): the contour threshold, the seed depth h of the watershed and the smallest object kept,
+against the watershed that ignores the contours and plain connected components. Probabilities are computed once
 (with the model's own TTA and scale settings); prints the mean per-image DSB-2018 score of each.
 
-    python tools/tune_instances.py MODEL DATA [--protocol resize256]
+    python tools/tune_instances.py MODEL DATA [--protocol resize256] [--hs 0.5 1 2] [--min-areas 8]
+        [--thresholds 0.1 0.2 0.3 0.5]   (no thresholds: skip the contour variants)
 """
 
 import argparse
@@ -24,8 +25,9 @@ def main() -> None:
     parser.add_argument("model")
     parser.add_argument("data")
     parser.add_argument("--protocol", choices=("resize256", "native"), default="resize256")
-    parser.add_argument("--thresholds", type=float, nargs="+", default=[0.1, 0.2, 0.3, 0.5])
+    parser.add_argument("--thresholds", type=float, nargs="*", default=[0.1, 0.2, 0.3, 0.5])
     parser.add_argument("--hs", type=float, nargs="+", default=[0.5, 1.0, 2.0])
+    parser.add_argument("--min-areas", type=int, nargs="+", default=[8])
     args = parser.parse_args()
     predictor = load_predictor(Namespace(model=args.model, device="cpu", tile=512, batch_size=4, tta=None, scale=None))
     records = data.load_records(args.data)
@@ -39,11 +41,11 @@ def main() -> None:
     methods = {
         "connected components": lambda p: ndimage.label(p[0] > 0.5)[0],
     }
-    for h in args.hs:
-        methods[f"watershed h={h:g}"] = lambda p, h=h: instances(p[0], h=h)
+    for h, a in itertools.product(args.hs, args.min_areas):
+        methods[f"watershed h={h:g} min_area={a}"] = lambda p, h=h, a=a: instances(p[0], h=h, min_area=a)
     if len(items[0][1]) > 1:
-        for t, h in itertools.product(args.thresholds, args.hs):
-            methods[f"contour watershed t={t:g} h={h:g}"] = lambda p, t=t, h=h: instances(p[0], p[1], h=h, contour_threshold=t)
+        for t, h, a in itertools.product(args.thresholds, args.hs, args.min_areas):
+            methods[f"contour watershed t={t:g} h={h:g} min_area={a}"] = lambda p, t=t, h=h, a=a: instances(p[0], p[1], h=h, min_area=a, contour_threshold=t)
     results = {}
     for name, method in methods.items():
         results[name] = round(float(np.mean([metrics.dsb_score(labels, method(probs)) for labels, probs in items])), 4)

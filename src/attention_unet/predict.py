@@ -91,6 +91,7 @@ class Predictor:
     contours: bool = True  # a contour model's contours shape the instance watershed (see :func:`instances`)
     contour_threshold: float = 0.5
     h: float = 1.0
+    min_area: int = 8  # smaller components are dropped from the instances
 
     def probability(self, image: np.ndarray) -> np.ndarray:
         """H x W float32 foreground probability of an H x W x 3 image."""
@@ -118,7 +119,7 @@ class Predictor:
         """Instance labels from :meth:`probabilities`' output (using the contours when there are any
         and ``contours`` is on)."""
         contour = probs[1] if len(probs) > 1 and self.contours else None
-        return instances(probs[0], contour, threshold, h=self.h, contour_threshold=self.contour_threshold)
+        return instances(probs[0], contour, threshold, self.min_area, self.h, self.contour_threshold)
 
     def auto_scale(self, prob: np.ndarray) -> float:
         """The factor that brings the median nucleus of a first-pass prediction to ``target_diameter``
@@ -329,7 +330,7 @@ def load_predictor(args) -> Predictor:
                      bool(inference.get("tta", False)) if args.tta is None else args.tta, scale=scale,
                      target_diameter=float(inference.get("target_diameter", 16.0)),
                      contours=bool(inference.get("contours", True)), contour_threshold=float(inference.get("contour_threshold", 0.5)),
-                     h=float(inference.get("h", 1.0)))
+                     h=float(inference.get("h", 1.0)), min_area=int(inference.get("min_area", 8)))
 
 
 def predict_command(args) -> int:
