@@ -138,3 +138,9 @@ def test_real_archive_and_sample_lies_in_its_test_split(monkeypatch: pytest.Monk
     assert sample_ids <= set(split["test"])
     first = records[0]
     assert first.image.shape[2] == 3 and first.labels.max() > 1
+    # the data survey's modality counts, and polarity turns exactly the dark-nuclei ones round
+    kinds = []
+    for r in records:
+        low, high = data.normalisation_range(r.image, "polarity")
+        kinds.append(f"{data.modality(r.image)}{' turned' if low > high else ''}")
+    assert data.count_by(kinds) == {"brightfield turned": 16, "fluorescence": 541, "stained turned": 107}
