@@ -15,7 +15,7 @@ from attention_unet.cli import main
 from attention_unet.data import SAMPLE_DIR, load_records
 from attention_unet.model import pretrained_path, save_model
 from attention_unet.predict import Predictor, gaussian_weights, instances, tile_starts, torch_runner
-from attention_unet.train import contours
+from attention_unet.train import contours, distances
 
 from .conftest import disks, synthetic, two_touching_boxes
 
@@ -52,6 +52,18 @@ def test_contours_split_touching_nuclei_that_have_no_neck() -> None:
     out = instances(prob, contours(labels).astype(np.float32))
     assert out.max() == 2 and ((out > 0) == (labels > 0)).all()
     assert len(np.unique(out[labels == 1])) == 1 and len(np.unique(out[labels == 2])) == 1
+
+
+def test_distance_output_splits_touching_nuclei_and_is_found_by_name() -> None:
+    labels = two_touching_boxes()
+    mask, distance = (labels > 0).astype(np.float32), distances(labels).astype(np.float32)
+    out = instances(mask, distance=distance, h=0.1)
+    assert out.max() == 2 and ((out > 0) == (labels > 0)).all()
+    assert len(np.unique(out[labels == 1])) == 1 and len(np.unique(out[labels == 2])) == 1
+    predictor = Predictor(run=None, outputs=("mask", "distance"), h=0.1, min_area=8)  # no contour channel: distance is second
+    assert predictor.labels(np.stack([mask, distance])).max() == 2
+    predictor.distances = False
+    assert predictor.labels(np.stack([mask, distance])).max() == 1
 
 
 @pytest.mark.skipif(not pretrained_path().is_file(), reason="no shipped model yet")
@@ -124,11 +136,13 @@ def test_inference_settings_come_from_the_model(tmp_path: Path) -> None:
 
     from attention_unet.predict import load_predictor
 
-    inference = {"tta": True, "scale": 1.0, "contours": False, "contour_threshold": 0.3, "h": 2.0, "min_area": 500}
-    save_model(AttentionUNet(ModelConfig(width=4, depth=2, out_channels=2)).eval(), tmp_path, {"train": {"norm": "polarity"}, "inference": inference})
+    inference = {"tta": True, "scale": 1.0, "contours": False, "distances": False, "contour_threshold": 0.3, "h": 2.0, "min_area": 500}
+    save_model(AttentionUNet(ModelConfig(width=4, depth=2, out_channels=2)).eval(), tmp_path,
+               {"train": {"norm": "polarity", "contour": True}, "inference": inference})
     predictor = load_predictor(Namespace(model=str(tmp_path), device="cpu", tile=64, batch_size=2, tta=None, scale=None))
-    settings = (predictor.norm, predictor.tta, predictor.contours, predictor.contour_threshold, predictor.h, predictor.min_area)
-    assert settings == ("polarity", True, False, 0.3, 2.0, 500)
+    settings = (predictor.norm, predictor.tta, predictor.outputs, predictor.contours, predictor.distances, predictor.contour_threshold,
+                predictor.h, predictor.min_area)
+    assert settings == ("polarity", True, ("mask", "contour"), False, False, 0.3, 2.0, 500)
     labels = two_touching_boxes()
     probs = np.stack([(labels > 0).astype(np.float32), contours(labels).astype(np.float32)])
     assert predictor.labels(probs).max() == 0  # both boxes together are 240 pixels < min_area

@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 
 from attention_unet import data
 from attention_unet.cli import main
-from attention_unet.train import TrainConfig, TrainDataset, contours, scaled_crop, segmentation_loss, targets
+from attention_unet.train import TrainConfig, TrainDataset, contours, distances, scaled_crop, segmentation_loss, targets
 
 from .conftest import two_touching_boxes
 
@@ -55,6 +55,19 @@ def test_contour_targets_mark_the_seam_between_touching_nuclei(tiny_dataset: Pat
         assert y.shape == (2, 40, 40) and (y[1] <= y[0]).all()
 
 
+def test_distance_targets_peak_at_each_nucleus_centre_whatever_its_size() -> None:
+    labels = two_touching_boxes()
+    d = distances(labels)
+    assert (d[labels == 0] == 0).all() and (d[labels > 0] > 0).all() and d.max() == 1
+    for k in (1, 2):  # touching nuclei: each has its own peak, and the seam between them is low
+        assert d[labels == k].max() == 1
+    assert d[10, 14] < 0.3 and d[10, 15] < 0.3
+    big = np.kron(labels, np.ones((3, 3), labels.dtype))  # the same nuclei three times larger
+    assert distances(big).max() == 1 and abs(distances(big)[labels.repeat(3, 0).repeat(3, 1) > 0].mean() - d[labels > 0].mean()) < 0.1
+    assert targets(labels, contour=True, distance=True).shape == (3, 20, 30)
+    assert TrainConfig(contour=True, distance=True).model_config().out_channels == 3
+
+
 def test_scaled_crop_shows_the_image_at_the_drawn_scale() -> None:
     from scipy import ndimage
     from skimage.segmentation import clear_border
@@ -79,6 +92,14 @@ def test_losses() -> None:
     assert float(segmentation_loss(-logits, target, "dice")) == pytest.approx(1 - 1 / 3, abs=1e-3)  # smoothing 1
     two = torch.cat([logits, -logits], 1), torch.cat([target, target], 1)  # one channel right, one wrong
     assert float(segmentation_loss(*two, "dice")) == pytest.approx((1 - 1 / 3) / 2, abs=1e-3)  # Dice averaged over channels
+    # a batch of a large right image and a small wrong one: pooled Dice barely notices the small one
+    big, small = torch.full((1, 1, 10, 10), 10.0), torch.full((1, 1, 10, 10), -10.0)
+    target = torch.zeros(2, 1, 10, 10)
+    target[0] = 1
+    target[1, :, :1, :1] = 1
+    batch = torch.cat([big, small])
+    assert float(segmentation_loss(batch, target, "dice")) < 0.01
+    assert float(segmentation_loss(batch, target, "bce+image-dice")) - float(segmentation_loss(batch, target, "bce")) == pytest.approx(0.25, abs=0.01)
 
 
 def test_ddp_on_two_cpu_processes_matches_one_process(tiny_dataset: Path, tmp_path: Path) -> None:

@@ -6,6 +6,9 @@
 #   tools/gpu_runs.sh precision    -> 32-true vs bf16-mixed vs 16-mixed, equal budget
 #   tools/gpu_runs.sh ttq          -> CPU time-to-quality, channels_last off vs on: two runs side by side,
 #                                     each pinned to two cores (as on the 2-core development machine)
+#   tools/gpu_runs.sh sweep        -> variants of the shipped recipe (nuclei-v2), side by side on the GPU,
+#                                     each with the epochs that fit the 88-minute CPU budget
+#   tools/gpu_runs.sh distance     -> the shipped recipe with and without the distance output, same seed
 set -euo pipefail
 python3 -m pip install -q --no-deps --no-index .devdata/wheels/*.whl
 export PYTHONPATH=src ATTENTION_UNET_CACHE=/tmp/cache OUT=${OUT:-/tmp/out}
@@ -27,6 +30,24 @@ nvidia-smi --query-gpu=name --format=csv,noheader
 case "$1" in
   gates) run gates 4.5; run plain 4.5 --no-attention ;;
   precision) run fp32 2.5 --precision 32-true; run bf16 2.5 --precision bf16-mixed; run fp16 2.5 --precision 16-mixed ;;
+  sweep)
+    V2="--norm polarity --contour --workers 2"
+    python3 -c "from attention_unet import data; data.load_records('.devdata/dsb')"  # fill the cache once
+    for v in "control:$V2" "seed7:$V2 --seed 7" "nocontour:--norm polarity --workers 2" \
+             "crop256:$V2 --input crop:256 --samples-per-epoch 800" "width24:$V2 --width 24 --epochs 16" \
+             "lr2e-3:$V2 --lr 2e-3" "imagedice:$V2 --loss bce+image-dice"; do
+      OMP_NUM_THREADS=2 run "${v%%:*}" "${SWEEP_MINUTES:-7}" --epochs 32 ${v#*:} &
+    done
+    wait
+    tar -C "$OUT" -czf "$OUT/sweep-metrics.tgz" $(cd "$OUT" && ls *-metrics.csv) && rm -f "$OUT"/*-metrics.csv "$OUT"/*-model.safetensors
+    ;;
+  distance)
+    V2="--norm polarity --contour --workers 7 --epochs ${DISTANCE_EPOCHS:-24}"
+    python3 -c "from attention_unet import data; data.load_records('.devdata/dsb')"  # fill the cache once
+    OMP_NUM_THREADS=2 run control 5 $V2 & OMP_NUM_THREADS=2 run distance 5 $V2 --distance &
+    wait
+    tar -C "$OUT" -czf "$OUT/distance-metrics.tgz" control-metrics.csv distance-metrics.csv
+    ;;
   ttq)
     CPU="--accelerator cpu --workers 0 --norm polarity --contour"
     python3 -c "from attention_unet import data; data.load_records('.devdata/dsb')"  # fill the cache once

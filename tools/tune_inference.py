@@ -1,8 +1,8 @@
-"""Choose the inference settings of a model on the *valid* split (never on test): fixed scale 1
+"""Choose the inference settings of a model on the *valid* split (never on test): fixed scales
 against automatic scale normalisation at several target nucleus diameters, with and without flip
 TTA, under both protocols. Prints mean per-image F1 / Jaccard for each setting.
 
-    python tools/tune_inference.py MODEL DATA [--diameters 12 16 20 24] [--tta]
+    python tools/tune_inference.py MODEL DATA [--scales 1 2] [--diameters 12 16 20 24] [--tta]
 """
 
 import argparse
@@ -20,7 +20,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("model")
     parser.add_argument("data")
-    parser.add_argument("--diameters", type=float, nargs="+", default=[12, 16, 20, 24])
+    parser.add_argument("--scales", type=float, nargs="+", default=[1.0])
+    parser.add_argument("--diameters", type=float, nargs="*", default=[12, 16, 20, 24])
     parser.add_argument("--protocols", nargs="+", default=["resize256", "native"])
     parser.add_argument("--tta", action="store_true")
     args = parser.parse_args()
@@ -29,7 +30,7 @@ def main() -> None:
     run = torch_runner(fold_batchnorm(model))
     records = data.load_records(args.data)
     valid = data.select(records, data.reference_split([r.id for r in records]), "valid")
-    settings = [("scale 1", {"scale": 1.0})] + [(f"auto D={d:g}", {"scale": None, "target_diameter": d}) for d in args.diameters]
+    settings = [(f"scale {s:g}", {"scale": s}) for s in args.scales] + [(f"auto D={d:g}", {"scale": None, "target_diameter": d}) for d in args.diameters]
     results = {}
     for protocol in args.protocols:
         items = []

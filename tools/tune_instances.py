@@ -1,10 +1,12 @@
-"""Choose the instance-separation settings of a contour model on the *valid* split (never on
-test): the contour threshold, the seed depth h of the watershed and the smallest object kept,
-against the watershed that ignores the contours and plain connected components. Probabilities are computed once
+"""Choose the instance-separation settings of a model on the *valid* split (never on test): the
+seed depth h of the watershed, the smallest object kept, and, for a model with those outputs, the
+contour threshold and the watershed on the distance output, against the watershed on the mask
+alone and plain connected components. Probabilities are computed once
 (with the model's own TTA and scale settings); prints the mean per-image DSB-2018 score of each.
 
     python tools/tune_instances.py MODEL DATA [--protocol resize256] [--hs 0.5 1 2] [--min-areas 8]
         [--thresholds 0.1 0.2 0.3 0.5]   (no thresholds: skip the contour variants)
+        [--distance-hs 0.05 0.1 0.2]     (h on the distance output, 0..1)
 """
 
 import argparse
@@ -27,6 +29,7 @@ def main() -> None:
     parser.add_argument("--protocol", choices=("resize256", "native"), default="resize256")
     parser.add_argument("--thresholds", type=float, nargs="*", default=[0.1, 0.2, 0.3, 0.5])
     parser.add_argument("--hs", type=float, nargs="+", default=[0.5, 1.0, 2.0])
+    parser.add_argument("--distance-hs", type=float, nargs="*", default=[0.05, 0.1, 0.2])
     parser.add_argument("--min-areas", type=int, nargs="+", default=[8])
     args = parser.parse_args()
     predictor = load_predictor(Namespace(model=args.model, device="cpu", tile=512, batch_size=4, tta=None, scale=None))
@@ -43,9 +46,15 @@ def main() -> None:
     }
     for h, a in itertools.product(args.hs, args.min_areas):
         methods[f"watershed h={h:g} min_area={a}"] = lambda p, h=h, a=a: instances(p[0], h=h, min_area=a)
-    if len(items[0][1]) > 1:
+    outputs = predictor.outputs[: len(items[0][1])]
+    if "contour" in outputs:
+        c = outputs.index("contour")
         for t, h, a in itertools.product(args.thresholds, args.hs, args.min_areas):
-            methods[f"contour watershed t={t:g} h={h:g} min_area={a}"] = lambda p, t=t, h=h, a=a: instances(p[0], p[1], h=h, min_area=a, contour_threshold=t)
+            methods[f"contour watershed t={t:g} h={h:g} min_area={a}"] = lambda p, t=t, h=h, a=a: instances(p[0], p[c], h=h, min_area=a, contour_threshold=t)
+    if "distance" in outputs:
+        d = outputs.index("distance")
+        for h, a in itertools.product(args.distance_hs, args.min_areas):
+            methods[f"distance watershed h={h:g} min_area={a}"] = lambda p, h=h, a=a: instances(p[0], h=h, min_area=a, distance=p[d])
     results = {}
     for name, method in methods.items():
         results[name] = round(float(np.mean([metrics.dsb_score(labels, method(probs)) for labels, probs in items])), 4)

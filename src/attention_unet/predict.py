@@ -88,7 +88,9 @@ class Predictor:
     scale: float | None = 1.0
     target_diameter: float = 16.0
     max_pixels: int = 64_000_000  # a rescaled image never exceeds this many pixels
-    contours: bool = True  # a contour model's contours shape the instance watershed (see :func:`instances`)
+    outputs: tuple[str, ...] = ("mask", "contour", "distance")  # what each output channel holds, in order
+    contours: bool = True  # a contour output shapes the instance watershed (see :func:`instances`)
+    distances: bool = True  # a distance output is the watershed's relief and seeds
     contour_threshold: float = 0.5
     h: float = 1.0
     min_area: int = 8  # smaller components are dropped from the instances
@@ -116,10 +118,13 @@ class Predictor:
         return np.stack([data.resize(c, (height, width)) for c in prob]), [data.resize(g, (height, width)) for g in gates]
 
     def labels(self, probs: np.ndarray, threshold: float = 0.5) -> np.ndarray:
-        """Instance labels from :meth:`probabilities`' output (using the contours when there are any
-        and ``contours`` is on)."""
-        contour = probs[1] if len(probs) > 1 and self.contours else None
-        return instances(probs[0], contour, threshold, self.min_area, self.h, self.contour_threshold)
+        """Instance labels from :meth:`probabilities`' output, using the model's contour and
+        distance outputs when it has them and ``contours`` / ``distances`` are on."""
+        def output(name: str, wanted: bool) -> np.ndarray | None:
+            return probs[self.outputs.index(name)] if wanted and name in self.outputs[: len(probs)] else None
+
+        return instances(probs[0], output("contour", self.contours), threshold, self.min_area, self.h, self.contour_threshold,
+                         output("distance", self.distances))
 
     def auto_scale(self, prob: np.ndarray) -> float:
         """The factor that brings the median nucleus of a first-pass prediction to ``target_diameter``
@@ -178,13 +183,14 @@ class Predictor:
 
 
 def instances(prob: np.ndarray, contour: np.ndarray | None = None, threshold: float = 0.5, min_area: int = 8, h: float = 1.0,
-              contour_threshold: float = 0.5) -> np.ndarray:
+              contour_threshold: float = 0.5, distance: np.ndarray | None = None) -> np.ndarray:
     """Instance labels: connected components of prob > threshold, each split by a watershed on its
     distance transform seeded at h-maxima, so touching nuclei separate. With a contour probability
-    (a contour model's second output) the distance is measured to the predicted contours too
+    (a contour model's output) the distance is measured to the predicted contours too
     (contour >= contour_threshold counts as outside), which cuts touching nuclei apart where the
-    mask alone has no neck. Works per component, so memory stays proportional to the largest
-    nucleus cluster, not to the image."""
+    mask alone has no neck. With a distance output (each nucleus's predicted distance to its rim,
+    0..1) that map replaces the distance transform, and h is in its units. Works per component, so
+    memory stays proportional to the largest nucleus cluster, not to the image."""
     from skimage.morphology import h_maxima
     from skimage.segmentation import watershed
 
@@ -200,10 +206,10 @@ def instances(prob: np.ndarray, contour: np.ndarray | None = None, threshold: fl
         if area < min_area:
             continue
         interior = region if contour is None else region & (contour[box] < contour_threshold)
-        distance = ndimage.distance_transform_edt(interior)
-        markers, n = ndimage.label(h_maxima(ndimage.gaussian_filter(distance, 1.0), h) & interior)
+        relief = ndimage.distance_transform_edt(interior) if distance is None else distance[box] * interior
+        markers, n = ndimage.label(h_maxima(ndimage.gaussian_filter(relief, 1.0), h) & interior)
         if n > 1:
-            split = watershed(-distance, markers, mask=region)
+            split = watershed(-relief, markers, mask=region)
             labels[box][split > 0] = split[split > 0] + next_label - 1
             next_label += n
         else:
@@ -315,7 +321,7 @@ def load_predictor(args) -> Predictor:
 
         model = load_model(path, args.device)
         run, info = torch_runner(model if attention else fold_batchnorm(model), args.device, attention), model.info
-    inference = info.get("inference", {})
+    inference, train = info.get("inference", {}), info.get("train", {})
     scale = args.scale if getattr(args, "scale", None) is not None else inference.get("scale", 1.0)
     if str(scale) == "auto":
         scale = None
@@ -326,10 +332,12 @@ def load_predictor(args) -> Predictor:
             raise InputError(f"--scale must be 'auto' or a positive number, not '{scale}'") from None
         if scale <= 0:
             raise InputError(f"--scale must be 'auto' or a positive number, not '{scale}'")
-    return Predictor(run, info.get("train", {}).get("norm", "fixed"), args.tile, args.batch_size,
+    outputs = ("mask",) + ("contour",) * bool(train.get("contour")) + ("distance",) * bool(train.get("distance"))
+    return Predictor(run, train.get("norm", "fixed"), args.tile, args.batch_size,
                      bool(inference.get("tta", False)) if args.tta is None else args.tta, scale=scale,
                      target_diameter=float(inference.get("target_diameter", 16.0)),
-                     contours=bool(inference.get("contours", True)), contour_threshold=float(inference.get("contour_threshold", 0.5)),
+                     outputs=outputs, contours=bool(inference.get("contours", True)), distances=bool(inference.get("distances", True)),
+                     contour_threshold=float(inference.get("contour_threshold", 0.5)),
                      h=float(inference.get("h", 1.0)), min_area=int(inference.get("min_area", 8)))
 
 
