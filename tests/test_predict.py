@@ -60,7 +60,7 @@ def test_distance_output_splits_touching_nuclei_and_is_found_by_name() -> None:
     out = instances(mask, distance=distance, h=0.1)
     assert out.max() == 2 and ((out > 0) == (labels > 0)).all()
     assert len(np.unique(out[labels == 1])) == 1 and len(np.unique(out[labels == 2])) == 1
-    predictor = Predictor(run=None, outputs=("mask", "distance"), h=0.1, min_area=8)  # no contour channel: distance is second
+    predictor = Predictor(run=None, outputs=("mask", "distance"), distances=True, h=0.1, min_area=8)  # distance is second
     assert predictor.labels(np.stack([mask, distance])).max() == 2
     predictor.distances = False
     assert predictor.labels(np.stack([mask, distance])).max() == 1

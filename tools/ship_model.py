@@ -1,7 +1,7 @@
 """Copy a run's exported model into the package as the shipped pretrained model, adding the
 inference settings chosen on the valid split (tools/tune_inference.py) to its metadata.
 
-    python tools/ship_model.py runs/nuclei-v3 --scale 1 --h 0.1 --min-area 16 --no-contours
+    python tools/ship_model.py runs/nuclei-v2 --scale 1 --h 0.5 --min-area 16 --no-contours
 """
 
 import argparse
@@ -18,7 +18,7 @@ def main() -> None:
     parser.add_argument("--contour-threshold", type=float, default=0.5, help="tools/tune_instances.py")
     parser.add_argument("--min-area", type=int, default=8, help="smallest instance in pixels")
     parser.add_argument("--no-contours", dest="contours", action="store_false", help="instances ignore the contour output")
-    parser.add_argument("--no-distances", dest="distances", action="store_false", help="instances ignore the distance output")
+    parser.add_argument("--distances", action="store_true", help="instances use the distance output (--h then in its 0..1 units)")
     parser.add_argument("--h", type=float, default=1.0, help="watershed seed depth, tools/tune_instances.py")
     parser.add_argument("--out", help="write here instead of into the package (a candidate to tune or compare)")
     args = parser.parse_args()

@@ -90,7 +90,7 @@ class Predictor:
     max_pixels: int = 64_000_000  # a rescaled image never exceeds this many pixels
     outputs: tuple[str, ...] = ("mask", "contour", "distance")  # what each output channel holds, in order
     contours: bool = True  # a contour output shapes the instance watershed (see :func:`instances`)
-    distances: bool = True  # a distance output is the watershed's relief and seeds
+    distances: bool = False  # a distance output is the watershed's relief and seeds (opt-in: h is then in its 0..1 units)
     contour_threshold: float = 0.5
     h: float = 1.0
     min_area: int = 8  # smaller components are dropped from the instances
@@ -336,7 +336,7 @@ def load_predictor(args) -> Predictor:
     return Predictor(run, train.get("norm", "fixed"), args.tile, args.batch_size,
                      bool(inference.get("tta", False)) if args.tta is None else args.tta, scale=scale,
                      target_diameter=float(inference.get("target_diameter", 16.0)),
-                     outputs=outputs, contours=bool(inference.get("contours", True)), distances=bool(inference.get("distances", True)),
+                     outputs=outputs, contours=bool(inference.get("contours", True)), distances=bool(inference.get("distances", False)),
                      contour_threshold=float(inference.get("contour_threshold", 0.5)),
                      h=float(inference.get("h", 1.0)), min_area=int(inference.get("min_area", 8)))
 
