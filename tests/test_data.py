@@ -113,6 +113,17 @@ def test_normalisations() -> None:
     assert np.array_equal(data.normalise(255 - dark_nuclei, "polarity"), data.normalise(255 - dark_nuclei, "percentile"))
 
 
+def test_protocol_views_keep_native_and_resize_labels_without_mixing_them() -> None:
+    labels = np.zeros((100, 300), np.int32)
+    labels[10:60, 20:120], labels[10:60, 120:200] = 7, 9  # two touching nuclei
+    record = data.Record("r", np.zeros((100, 300, 3), np.uint8), labels)
+    image, native = data.protocol_view(record, "native")
+    assert image is record.image and native is labels
+    image, small = data.protocol_view(record, "resize256")
+    assert image.shape == (256, 256, 3) and small.shape == (256, 256)
+    assert set(np.unique(small)) == {0, 7, 9}  # nearest neighbour: no blended label values
+
+
 def test_modality_rules() -> None:
     dark = np.zeros((8, 8, 3), np.uint8)
     bright = np.full((8, 8, 3), 200, np.uint8)

@@ -22,7 +22,7 @@ def main(archive: str) -> None:
     scores: dict[str, list[float]] = {"model's instances": [], "distance watershed": [], "connected components": [],
                                       "ground-truth mask as components": []}
     for r in test:
-        image, labels = data.resize(r.image, (256, 256)), data.resize(r.labels, (256, 256), nearest=True)
+        image, labels = data.protocol_view(r, "resize256")
         probs = predictor.probabilities(image)[0]
         scores["model's instances"].append(metrics.dsb_score(labels, predictor.labels(probs)))
         scores["distance watershed"].append(metrics.dsb_score(labels, instances(probs[0])))

@@ -39,9 +39,7 @@ def main() -> None:
                                       "true mask as components": []}
     matched = []
     for r in valid:
-        image, labels = r.image, r.labels
-        if args.protocol == "resize256":
-            image, labels = data.resize(image, (256, 256)), data.resize(labels, (256, 256), nearest=True)
+        image, labels = data.protocol_view(r, args.protocol)
         probs = predictor.probabilities(image)[0]
         oracle = true_split(probs[0] > 0.5, labels)
         truth = np.zeros_like(probs)

@@ -35,10 +35,8 @@ def main() -> None:
     for protocol in args.protocols:
         items = []
         for r in valid:
-            image, mask = r.image, r.mask
-            if protocol == "resize256":
-                image, mask = data.resize(image, (256, 256)), data.resize(r.labels, (256, 256), nearest=True) > 0
-            items.append((image, mask, data.modality(r.image)))
+            image, labels = data.protocol_view(r, protocol)
+            items.append((image, labels > 0, data.modality(r.image)))
         for name, kwargs in settings:
             for tta in ([False, True] if args.tta else [False]):
                 predictor = Predictor(run, norm, tta=tta, **kwargs)

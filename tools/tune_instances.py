@@ -37,9 +37,7 @@ def main() -> None:
     valid = data.select(records, data.reference_split([r.id for r in records]), "valid")
     items = []
     for r in valid:
-        image, labels = r.image, r.labels
-        if args.protocol == "resize256":
-            image, labels = data.resize(image, (256, 256)), data.resize(labels, (256, 256), nearest=True)
+        image, labels = data.protocol_view(r, args.protocol)
         items.append((labels, predictor.probabilities(image)[0]))
     methods = {
         "connected components": lambda p: ndimage.label(p[0] > 0.5)[0],

@@ -296,6 +296,14 @@ def resize(array: np.ndarray, size: tuple[int, int], nearest: bool = False) -> n
     return out.astype(array.dtype) if array.dtype == np.int32 else out
 
 
+def protocol_view(record: Record, protocol: str) -> tuple[np.ndarray, np.ndarray]:
+    """The image and instance labels an evaluation protocol scores: ``resize256`` (the report's:
+    both resized to 256 x 256, labels by nearest neighbour) or ``native`` (as stored)."""
+    if protocol == "resize256":
+        return resize(record.image, (256, 256)), resize(record.labels, (256, 256), nearest=True)
+    return record.image, record.labels
+
+
 def modality(image: np.ndarray) -> str:
     """'fluorescence' (grey, dark background), 'brightfield' (grey, bright background) or
     'stained' (colour): channel spread and mean brightness of the 8-bit-scaled image."""

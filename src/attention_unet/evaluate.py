@@ -54,9 +54,7 @@ def score_records(predictor: Predictor, records: list[data.Record], protocol: st
 
     rows = []
     for r in tqdm(records, desc=f"evaluate ({protocol})", unit="image", file=sys.stderr):
-        image, labels = r.image, r.labels
-        if protocol == "resize256":
-            image, labels = data.resize(image, (256, 256)), data.resize(labels, (256, 256), nearest=True)
+        image, labels = data.protocol_view(r, protocol)
         probs = predictor.probabilities(image)[0]
         pred = probs[0] > 0.5
         row: dict[str, Any] = {"id": r.id, "modality": data.modality(r.image), "height": r.image.shape[0], "width": r.image.shape[1]}
