@@ -9,7 +9,9 @@ tiled), FLOPs per image (torch.utils.flop_counter) and achieved GFLOP/s, peak RS
 training and the 4096 x 4096 prediction; for our models also the BatchNorm-folded torch path and
 ONNX Runtime fp32 / static int8 (calibrated on the embedded sample). Once per run: the training
 data loader alone (the shipped recipe's 128 x 128 crops and augmentation, one process), to set
-against the training step. Prints a Markdown table and writes the numbers as JSON.
+against the training step. Prints a Markdown table and writes the numbers as JSON. Both models run
+with glibc's freed memory kept for reuse, as the command line runs (allocator.py);
+``ATTENTION_UNET_KEEP_FREED=0`` measures glibc's default instead.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import numpy as np
 import psutil
 import torch
 
-from attention_unet import AttentionUNet, data
+from attention_unet import AttentionUNet, allocator, data
 from attention_unet.export import calibration_tiles, export_onnx, fold_batchnorm, onnx_runner, quantize_onnx
 from attention_unet.model import PRESETS
 from attention_unet.predict import Predictor, torch_runner
@@ -38,6 +40,7 @@ class PeakRSS:
     """Peak resident memory above the level at entry, sampled every 5 ms by a thread."""
 
     def __enter__(self) -> "PeakRSS":
+        allocator.release()  # the heap kept from earlier measurements would hide this one's peak
         self.proc, self.base, self.peak, self.running = psutil.Process(), psutil.Process().memory_info().rss, 0, True
         self.thread = threading.Thread(target=self._sample, daemon=True)
         self.thread.start()
@@ -140,11 +143,13 @@ def main() -> None:
     args = parser.parse_args()
     repeats = args.repeats
     torch.manual_seed(0)
+    kept = allocator.keep_freed_memory()  # as the command line does
     machine = {
         "cpu": platform.processor() or platform.machine(),
         "cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,
+        "freed_memory_kept": kept,
         "matmul_gflops": round(matmul_gflops(), 1),
         "loader_128_img_s": round(loader_speed(), 1),
     }

@@ -6,6 +6,7 @@
 #   tools/gpu_runs.sh precision    -> 32-true vs bf16-mixed vs 16-mixed, equal budget
 #   tools/gpu_runs.sh ttq          -> CPU time-to-quality, channels_last off vs on: two runs side by side,
 #                                     each pinned to two cores (as on the 2-core development machine)
+#   tools/gpu_runs.sh ttq-malloc   -> the same with glibc's default allocator vs the kept heap (allocator.py)
 #   tools/gpu_runs.sh sweep        -> variants of the shipped recipe (nuclei-v2), side by side on the GPU,
 #                                     each with the epochs that fit the 88-minute CPU budget
 #   tools/gpu_runs.sh distance     -> the shipped recipe with and without the distance output, same seed
@@ -48,16 +49,18 @@ case "$1" in
     wait
     tar -C "$OUT" -czf "$OUT/distance-metrics.tgz" control-metrics.csv distance-metrics.csv
     ;;
-  ttq)
+  ttq|ttq-malloc)
     CPU="--accelerator cpu --workers 0 --norm polarity --contour"
+    if [ "$1" = ttq ]; then A="nhwc:"; B="nchw:--no-channels-last"; ENV_B=""; else A="kept:"; B="default:"; ENV_B="ATTENTION_UNET_KEEP_FREED=0"; fi
     python3 -c "from attention_unet import data; data.load_records('.devdata/dsb')"  # fill the cache once
-    OMP_NUM_THREADS=2 taskset -c 0,1 bash -c "$(declare -f run); RECIPE='$RECIPE'; OUT=$OUT; run nhwc ${TTQ_MINUTES:-6} $CPU" &
-    OMP_NUM_THREADS=2 taskset -c 2,3 bash -c "$(declare -f run); RECIPE='$RECIPE'; OUT=$OUT; run nchw ${TTQ_MINUTES:-6} $CPU --no-channels-last" &
+    OMP_NUM_THREADS=2 taskset -c 0,1 bash -c "$(declare -f run); RECIPE='$RECIPE'; OUT=$OUT; run ${A%%:*} ${TTQ_MINUTES:-6} $CPU ${A#*:}" &
+    env $ENV_B OMP_NUM_THREADS=2 taskset -c 2,3 bash -c "$(declare -f run); RECIPE='$RECIPE'; OUT=$OUT; run ${B%%:*} ${TTQ_MINUTES:-6} $CPU ${B#*:}" &
     wait
-    python3 - <<'PY'
-import csv, os
-for name in ("nchw", "nhwc"):
+    python3 - "${A%%:*}" "${B%%:*}" <<'PY'
+import csv, os, sys
+for name in sys.argv[1:]:
     rows = [r for r in csv.DictReader(open(f"{os.environ['OUT']}/{name}-metrics.csv")) if r["val_f1"]]
+    print(name, "minutes at the end of each epoch:", " ".join(f"{float(r['minutes']):.2f}" for r in rows))
     for target in (0.80, 0.83, 0.85):
         first = next((r for r in rows if float(r["val_f1"]) >= target), None)
         print(name, f"first val_f1 >= {target}:", f"{float(first['minutes']):.2f} min (epoch {first['epoch']})" if first else "not reached")
