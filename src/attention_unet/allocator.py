@@ -5,8 +5,9 @@ straight to the kernel with mmap and returns it with munmap when freed. A networ
 such blocks, freed and allocated again at every step, so each step page-faults and zero-fills
 hundreds of MiB afresh: on a 2-core machine that was a third of the training step's time
 (BENCHMARKS.md). Keeping freed memory in the heap instead (no mmap, no automatic trimming) lets the
-next step reuse it; peak memory is the same, but the process keeps it until :func:`release`.
-``ATTENTION_UNET_KEEP_FREED=0`` in the environment leaves glibc's default.
+next step reuse it. The heap then holds on to it, so training keeps it for the whole process and
+prediction only while the network runs (:func:`kept`), handing it back before the image-sized
+post-processing. ``ATTENTION_UNET_KEEP_FREED=0`` in the environment leaves glibc's default.
 """
 
 from __future__ import annotations
@@ -15,9 +16,13 @@ import ctypes
 import ctypes.util
 import os
 import platform
+from contextlib import contextmanager
+from typing import Iterator
 
-_M_TRIM_THRESHOLD = -1  # mallopt parameters, from glibc's malloc.h
-_M_MMAP_MAX = -4
+_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4  # mallopt parameters, from glibc's malloc.h
+_DEFAULT = {_M_TRIM_THRESHOLD: 128 * 1024, _M_MMAP_MAX: 65536}  # glibc's (static) defaults
+_KEEP = {_M_TRIM_THRESHOLD: 2**31 - 1, _M_MMAP_MAX: 0}
+_state = {"kept": False}
 
 
 def _glibc() -> ctypes.CDLL | None:
@@ -27,14 +32,30 @@ def _glibc() -> ctypes.CDLL | None:
     return ctypes.CDLL(name) if name else None
 
 
-def keep_freed_memory() -> bool:
-    """Make glibc keep freed blocks for reuse instead of unmapping them; True when it applied
-    (glibc on Linux), False elsewhere, where the allocators do not have this cost, or when
-    ``ATTENTION_UNET_KEEP_FREED=0``."""
+def keep_freed_memory(keep: bool = True) -> bool:
+    """Make glibc keep freed blocks for reuse (``keep``) or map and return large blocks again;
+    True when the setting applied: glibc on Linux (other allocators do not have this cost), and
+    not switched off by ``ATTENTION_UNET_KEEP_FREED=0``."""
     libc = _glibc()
-    if libc is None or os.environ.get("ATTENTION_UNET_KEEP_FREED") == "0":
+    if libc is None or (keep and os.environ.get("ATTENTION_UNET_KEEP_FREED") == "0"):
         return False
-    return bool(libc.mallopt(_M_MMAP_MAX, 0)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, 2**31 - 1))
+    applied = all(libc.mallopt(param, value) for param, value in (_KEEP if keep else _DEFAULT).items())
+    _state["kept"] = keep and applied
+    return applied
+
+
+@contextmanager
+def kept() -> Iterator[None]:
+    """Keep freed memory inside the block; afterwards, unless it was kept before (or the setting
+    does not apply here), map large blocks again and give the heap's free memory back."""
+    before = _state["kept"]
+    applied = keep_freed_memory()
+    try:
+        yield
+    finally:
+        if applied and not before:
+            keep_freed_memory(False)
+            release()
 
 
 def release() -> None:

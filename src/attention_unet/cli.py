@@ -7,7 +7,7 @@ import argparse
 import sys
 from typing import Any, Sequence
 
-from . import __version__, allocator
+from . import __version__
 from .errors import InputError
 
 PRESET_NAMES = ("seed", "medium", "small")
@@ -152,7 +152,6 @@ def _run(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code (2 for bad input, 1 when some files failed)."""
     args = build_parser().parse_args(argv)
-    allocator.keep_freed_memory()
     try:
         return _run(args)
     except (InputError, FileNotFoundError) as exc:

@@ -20,7 +20,7 @@ from typing import Callable, Iterator
 import numpy as np
 from scipy import ndimage
 
-from . import data
+from . import allocator, data
 from .errors import InputError
 
 Runner = Callable[[np.ndarray], tuple[np.ndarray, list[np.ndarray]]]
@@ -102,6 +102,10 @@ class Predictor:
     def probabilities(self, image: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
         """(C x H x W float32 probabilities: foreground, then contours for a contour model; the
         gates' H x W attention maps when the runner returns them)."""
+        with allocator.kept():  # the tiles' activations reuse one another's memory
+            return self._probabilities(image)
+
+    def _probabilities(self, image: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
         value_range = data.normalisation_range(image, self.norm)
         factor = self.scale
         if factor is None:

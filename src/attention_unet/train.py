@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from scipy import ndimage
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 
-from . import data
+from . import allocator, data
 from .errors import InputError
 from .model import PRESETS, AttentionUNet, ModelConfig, save_model
 
@@ -425,6 +425,7 @@ def fit(cfg: TrainConfig) -> Path:
     from lightning.pytorch.loggers import CSVLogger
 
     cfg.validate()
+    allocator.keep_freed_memory()  # for the whole process: every step reuses the last one's memory
     run_dir = Path(cfg.out or f"runs/{time.strftime('%Y%m%d-%H%M%S')}")
     run_dir.mkdir(parents=True, exist_ok=True)
     import yaml
