@@ -23,8 +23,8 @@ import platform
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import psutil
@@ -39,7 +39,7 @@ from attention_unet.predict import Predictor, torch_runner
 class PeakRSS:
     """Peak resident memory above the level at entry, sampled every 5 ms by a thread."""
 
-    def __enter__(self) -> "PeakRSS":
+    def __enter__(self) -> PeakRSS:
         allocator.release()  # the heap kept from earlier measurements would hide this one's peak
         self.proc, self.base, self.peak, self.running = psutil.Process(), psutil.Process().memory_info().rss, 0, True
         self.thread = threading.Thread(target=self._sample, daemon=True)

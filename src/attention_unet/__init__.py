@@ -7,7 +7,7 @@ The heavy imports (torch) happen on first use of ``AttentionUNet``, ``ModelConfi
 from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["AttentionUNet", "ModelConfig", "load_model", "__version__"]
+__all__ = ["AttentionUNet", "ModelConfig", "__version__", "load_model"]
 
 
 def __getattr__(name: str) -> Any:

@@ -16,8 +16,8 @@ import ctypes
 import ctypes.util
 import os
 import platform
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 _M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4  # mallopt parameters, from glibc's malloc.h
 _DEFAULT = {_M_TRIM_THRESHOLD: 128 * 1024, _M_MMAP_MAX: 65536}  # glibc's (static) defaults

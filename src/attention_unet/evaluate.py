@@ -43,7 +43,7 @@ def choose_split(model_path: str | None, data_path: str | Path, records: list[da
 
 def strip(image: np.ndarray, true: np.ndarray, pred: np.ndarray) -> np.ndarray:
     """The report's figure: image | ground truth | prediction, side by side (8-bit RGB)."""
-    grey = lambda m: np.repeat((m > 0).astype(np.uint8)[..., None] * 255, 3, axis=2)  # noqa: E731
+    grey = lambda m: np.repeat((m > 0).astype(np.uint8)[..., None] * 255, 3, axis=2)
     gap = np.full((image.shape[0], 4, 3), 128, np.uint8)
     return np.concatenate([to_uint8(image), gap, grey(true), gap, grey(pred)], axis=1)
 

@@ -19,7 +19,7 @@ thresholds >= 0.5 a match is unique, so no assignment problem arises):
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import numpy as np
 

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["ModelConfig", "AttentionUNet", "PRESETS", "save_model", "load_model", "count_parameters"]
+__all__ = ["PRESETS", "AttentionUNet", "ModelConfig", "count_parameters", "load_model", "save_model"]
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
@@ -44,7 +44,7 @@ class ModelConfig:
             raise ValueError("depth and width must be positive")
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "ModelConfig":
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
         """Build from a dict, ignoring keys this version does not know (forward compatibility)."""
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in names})

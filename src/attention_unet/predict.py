@@ -12,10 +12,10 @@ import csv
 import glob
 import math
 import sys
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable, Iterator
 
 import numpy as np
 from scipy import ndimage
@@ -48,7 +48,7 @@ def gaussian_weights(height: int, width: int) -> np.ndarray:
     return np.maximum(np.outer(y, x), 1e-3).astype(np.float32)
 
 
-def torch_runner(model: "torch.nn.Module", device: str = "cpu", attention: bool = False) -> Runner:  # noqa: F821
+def torch_runner(model: torch.nn.Module, device: str = "cpu", attention: bool = False) -> Runner:  # noqa: F821
     """Wrap a model as a function: float32 NCHW batch -> (probabilities N x C x H x W, gate maps N x H x W)."""
     import torch
     import torch.nn.functional as F
@@ -177,7 +177,7 @@ class Predictor:
                 view = np.rot90(batch, k, axes=(2, 3))
                 view = view[..., ::-1] if flip else view
                 p, m = self.run(np.ascontiguousarray(view))
-                undo = lambda a: np.rot90(a[..., ::-1] if flip else a, -k, axes=(a.ndim - 2, a.ndim - 1))  # noqa: E731
+                undo = lambda a: np.rot90(a[..., ::-1] if flip else a, -k, axes=(a.ndim - 2, a.ndim - 1))
                 probs = undo(p) if probs is None else probs + undo(p)
                 maps = [undo(a) for a in m] if maps is None else [s + undo(a) for s, a in zip(maps, m)]
         return probs / 8, [m / 8 for m in maps or []]

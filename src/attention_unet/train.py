@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-from lightning.pytorch.plugins.layer_sync import LayerSync
 import numpy as np
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.plugins.layer_sync import LayerSync
 from scipy import ndimage
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 
@@ -107,7 +107,7 @@ class TrainConfig:
                 raise InputError(f"--{name} must be one of {', '.join(allowed)}, not '{value}'")
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any], source: str = "config") -> "TrainConfig":
+    def from_dict(cls, values: dict[str, Any], source: str = "config") -> TrainConfig:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
