@@ -9,6 +9,7 @@ import argparse
 import torch
 from torch.profiler import ProfilerActivity, profile
 
+from attention_unet import allocator
 from attention_unet.model import PRESETS, AttentionUNet
 
 
@@ -17,6 +18,7 @@ def main() -> None:
     parser.add_argument("--preset", default="small", choices=list(PRESETS))
     parser.add_argument("--rows", type=int, default=15)
     args = parser.parse_args()
+    allocator.keep_freed_memory()  # as training runs
     torch.manual_seed(0)
     model = AttentionUNet(PRESETS[args.preset]).train().to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(model.parameters(), 1e-4)
