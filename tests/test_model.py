@@ -1,12 +1,26 @@
-"""The network: shapes on odd sizes, presets, gates, parameter counts, save/load."""
+"""The network: shapes on odd sizes, presets, gates, the coarse-grid decoder convolution, parameter counts,
+save/load."""
 
 import dataclasses
+from unittest import mock
 
 import pytest
 import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from attention_unet import AttentionUNet, ModelConfig, load_model
-from attention_unet.model import PRESETS, count_parameters, read_model_info, save_model
+from attention_unet import model as model_module
+from attention_unet.model import (
+    PRESETS,
+    DecoderBlock,
+    count_parameters,
+    read_model_info,
+    save_model,
+    upsample,
+    upsample_conv,
+)
 
 
 @pytest.mark.parametrize("size", [(16, 16), (37, 53), (64, 9), (5, 7), (100, 128)])
@@ -80,3 +94,45 @@ def test_save_load_round_trip(tmp_path) -> None:
 def test_load_model_names_a_missing_file(tmp_path) -> None:
     with pytest.raises(FileNotFoundError, match="model.safetensors"):
         load_model(tmp_path)
+
+
+@settings(max_examples=25, deadline=None, derandomize=True)
+@given(height=st.integers(1, 9), width=st.integers(1, 9), channels_last=st.booleans())
+def test_upsample_conv_is_the_convolution_of_the_upsampled_input(height: int, width: int, channels_last: bool) -> None:
+    """The coarse-grid route (forced on for few channels) gives the same values and gradients as
+    convolving the upsampled tensor, edges included."""
+    generator = torch.Generator().manual_seed(height * 10 + width)
+    x = torch.randn(2, 5, height, width, dtype=torch.float64, generator=generator)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    x.requires_grad_()
+    weight = torch.randn(3, 5, 3, 3, dtype=torch.float64, generator=generator, requires_grad=True)
+    with mock.patch.object(model_module, "COARSE_MIN_CHANNELS", 1):
+        got = upsample_conv(x, weight)
+    expected = F.conv2d(upsample(x), weight, padding=1)
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-12)
+    grad = torch.randn_like(expected)
+    for a, b in zip(torch.autograd.grad(got, (x, weight), grad), torch.autograd.grad(expected, (x, weight), grad)):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
+
+
+def test_decoder_equals_the_reports_upsample_gate_concatenate_convolve() -> None:
+    block = DecoderBlock(8, 4, attention=True, scalar=False).double().train()
+    x, skip = torch.randn(2, 8, 5, 6, dtype=torch.float64), torch.randn(2, 4, 10, 12, dtype=torch.float64)
+    with mock.patch.object(model_module, "COARSE_MIN_CHANNELS", 1):
+        got, coeff = block(x, skip)
+    up = upsample(x)
+    gate = block.gate
+    expected_coeff = torch.sigmoid(gate.psi(F.relu(gate.w_gate(up) + gate.w_skip(skip))))
+    expected = block.conv(torch.cat([up, expected_coeff * skip], dim=1))
+    torch.testing.assert_close(coeff, expected_coeff, rtol=0, atol=1e-12)
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-12)
+
+
+def test_coarse_route_trains_after_inference() -> None:
+    """Its cached constant must not be an inference tensor, or backward fails after a prediction."""
+    x, weight = torch.randn(1, 128, 4, 4), torch.randn(2, 128, 3, 3, requires_grad=True)
+    with torch.inference_mode():
+        upsample_conv(x, weight)
+    upsample_conv(x, weight).sum().backward()
+    assert weight.grad is not None and weight.grad.abs().sum() > 0

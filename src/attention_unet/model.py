@@ -7,12 +7,17 @@ Gating follows the reference report: the deeper decoder features are first upsam
 and the *upsampled* features are the gating signal of the additive attention gate on the skip
 connection of the same resolution. (Oktay et al. gate with the coarser features before upsampling;
 the report's order keeps gate and skip at one resolution and needs no resampling of the coefficients.)
+
+The decoder computes exactly that function with fewer operations: the convolutions that read the
+upsampled features run on the coarse grid (see :func:`upsample_conv`), so the upsampled tensor and the
+concatenation are never built.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, fields
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["PRESETS", "AttentionUNet", "ModelConfig", "count_parameters", "load_model", "save_model"]
+__all__ = ["PRESETS", "AttentionUNet", "ModelConfig", "count_parameters", "load_model", "save_model", "upsample_conv"]
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
@@ -71,11 +76,66 @@ class ConvBlock(nn.Sequential):
         )
 
 
+def upsample(x: torch.Tensor) -> torch.Tensor:
+    """Bilinear x2 upsampling (half-pixel centres, edges clamped), as the report's decoder does."""
+    return F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
+
+
+@cache
+def _phase_kernel(channels: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """Grouped-convolution weights (4 * channels, 9, 3, 3) that turn the nine coarse-grid 1x1
+    products of :func:`upsample_conv` into its four output phases (row and column parity), read off
+    :func:`upsample` applied to unit impulses rather than typed in."""
+    with torch.inference_mode(False):  # a normal tensor even when first asked for during inference
+        impulses = torch.eye(5, dtype=torch.float64).view(5, 1, 1, 5)  # impulse at coarse position 0..4
+        rows = upsample(impulses)[:, 0, 0, :]  # (5, 10): fine-grid response of each impulse
+        # weight of coarse offset t in {-1, 0, 1} (impulse 2 + t) for output phase a and tap k,
+        # i.e. at fine index 2 * 2 + a + k - 1
+        one_d = torch.stack([torch.stack([rows[1:4, 4 + a + k - 1] for k in range(3)]) for a in range(2)])
+        two_d = torch.einsum("akt,blu->abkltu", one_d, one_d).reshape(4, 9, 3, 3)
+        kernel = two_d.repeat(channels, 1, 1, 1).to(dtype=dtype, device=device)
+        return kernel.contiguous(memory_format=torch.channels_last)
+
+
+# Below this many input channels the fixed costs of the coarse-grid route (the grouped convolution,
+# shuffle and edge rows) outweigh its savings: `python benchmarks/upsample_conv.py` on 2 CPU cores.
+COARSE_MIN_CHANNELS = 128
+
+
+def upsample_conv(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """``conv2d(upsample(x), weight, padding=1)`` for a 3x3 ``weight``, with a quarter of the
+    multiply-adds and without building the upsampled tensor.
+
+    A 3x3 convolution is nine 1x1 convolutions summed with one-pixel shifts, and a 1x1 convolution
+    commutes with bilinear upsampling. So the channel mixing runs once per tap on the coarse grid
+    (1x1 convolution to 9 x out channels), and a fixed per-channel grouped convolution followed by a
+    pixel shuffle does the upsampling and the shifts. Replicate padding of ``x`` gives the upsampling's
+    edge clamping; the outermost fine rows and columns, where the convolution's zero padding applies
+    instead, are recomputed directly from the two coarse rows or columns they depend on. Inputs with
+    fewer than ``COARSE_MIN_CHANNELS`` channels, and traced graphs (ONNX, TorchScript: ONNX Runtime
+    fuses and quantises the plain operators best), take the direct route.
+    """
+    cout, cin = weight.shape[:2]
+    if cin < COARSE_MIN_CHANNELS or torch.jit.is_tracing():
+        return F.conv2d(upsample(x), weight, padding=1)
+    taps = weight.permute(0, 2, 3, 1).reshape(cout * 9, cin, 1, 1)  # rows ordered (out channel, tap)
+    products = F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), taps)
+    out = F.pixel_shuffle(F.conv2d(products, _phase_kernel(cout, x.dtype, x.device), groups=cout), 2)
+    out[:, :, :1] = F.conv2d(F.pad(upsample(x[:, :, :2])[:, :, :2], (1, 1, 1, 0)), weight)
+    out[:, :, -1:] = F.conv2d(F.pad(upsample(x[:, :, -2:])[:, :, -2:], (1, 1, 0, 1)), weight)
+    out[:, :, :, :1] = F.conv2d(F.pad(upsample(x[..., :2])[..., :2], (1, 0, 1, 1)), weight)
+    out[:, :, :, -1:] = F.conv2d(F.pad(upsample(x[..., -2:])[..., -2:], (0, 1, 1, 1)), weight)
+    return out
+
+
 class AttentionGate(nn.Module):
-    """Additive attention gate: a = sigmoid(psi(relu(BN(Wg g) + BN(Ws s)))); returns a * s and a.
+    """Additive attention gate: a = sigmoid(psi(relu(BN(Wg up(g)) + BN(Ws s)))); returns a * s and a.
+
+    ``g`` is the deeper features before upsampling: the 1x1 convolution Wg commutes with
+    upsampling, so it runs on the coarse grid and only its output is upsampled.
 
     Args:
-        gate_channels: channels of the gating signal g (the upsampled deeper features).
+        gate_channels: channels of the gating signal g (the deeper features).
         skip_channels: channels of the skip connection s; also the inner width.
         scalar: one coefficient per pixel (Oktay et al.) instead of one per skip channel (report).
     """
@@ -88,12 +148,18 @@ class AttentionGate(nn.Module):
         self.psi = nn.Conv2d(inner, 1 if scalar else skip_channels, 1)
 
     def forward(self, g: torch.Tensor, s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        a = torch.sigmoid(self.psi(F.relu(self.w_gate(g) + self.w_skip(s))))
+        conv, norm = self.w_gate
+        a = torch.sigmoid(self.psi(F.relu(norm(upsample(conv(g))) + self.w_skip(s))))
         return a * s, a
 
 
 class DecoderBlock(nn.Module):
-    """Upsample x2 (bilinear), gate the skip with the upsampled features, concatenate, conv block."""
+    """Upsample x2 (bilinear), gate the skip with the upsampled features, concatenate, conv block.
+
+    Computed without the upsampled tensor or the concatenation: the first convolution's weights
+    for the deeper features go through :func:`upsample_conv`, those for the skip through a plain
+    convolution, and the two are summed.
+    """
 
     def __init__(self, cin: int, cskip: int, attention: bool, scalar: bool) -> None:
         super().__init__()
@@ -101,11 +167,14 @@ class DecoderBlock(nn.Module):
         self.conv = ConvBlock(cin + cskip, cskip)
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        x = F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
         coeff = None
         if self.gate is not None:
             skip, coeff = self.gate(x, skip)
-        return self.conv(torch.cat([x, skip], dim=1)), coeff
+        first, cin = self.conv[0], x.shape[1]
+        y = F.conv2d(skip, first.weight[:, cin:], first.bias, padding=1).add_(upsample_conv(x, first.weight[:, :cin]))
+        for layer in list(self.conv)[1:]:
+            y = layer(y)
+        return y, coeff
 
 
 class AttentionUNet(nn.Module):

@@ -1,0 +1,79 @@
+"""The decoder's convolution of upsampled features: directly (upsample, then 3x3 convolution) and
+by the coarse-grid route of ``model.upsample_conv``, for every decoder level of the presets
+(batch 8, 256 x 256 input, channels_last). Sets ``model.COARSE_MIN_CHANNELS``.
+
+    python benchmarks/upsample_conv.py [--repeats 5]
+
+Prints a Markdown table of median milliseconds: inference (forward under inference_mode) and
+training (forward + backward to the input and the weights).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable
+from unittest import mock
+
+import torch
+import torch.nn.functional as F
+
+from attention_unet import allocator
+from attention_unet import model as model_module
+from attention_unet.model import PRESETS, upsample, upsample_conv
+
+
+def median_ms(fn: Callable[[], object], repeats: int) -> float:
+    fn()  # warm-up: oneDNN picks its kernels
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return sorted(times)[len(times) // 2] * 1e3
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    allocator.keep_freed_memory()  # as training runs
+    torch.manual_seed(0)
+    levels = sorted(
+        {
+            (cfg.width * 2 ** (i + 1), cfg.width * 2**i, 256 // 2**i)
+            for cfg in PRESETS.values()
+            for i in range(cfg.depth)
+        },
+        reverse=True,
+    )
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch 8, channels_last\n")
+    print("| in -> out channels | output size | inference direct / coarse ms | speed-up | training direct / coarse ms | speed-up |")
+    print("|---|---|---|---|---|---|")
+    for cin, cout, size in levels:
+        x = torch.randn(8, cin, size // 2, size // 2).contiguous(memory_format=torch.channels_last).requires_grad_()
+        weight = (torch.randn(cout, cin, 3, 3) * 0.02).contiguous(memory_format=torch.channels_last).requires_grad_()
+        grad = torch.randn(8, cout, size, size).contiguous(memory_format=torch.channels_last)
+
+        def direct() -> torch.Tensor:
+            return F.conv2d(upsample(x), weight, padding=1)
+
+        def coarse() -> torch.Tensor:
+            with mock.patch.object(model_module, "COARSE_MIN_CHANNELS", 1):
+                return upsample_conv(x, weight)
+
+        def training(fn: Callable[[], torch.Tensor]) -> Callable[[], object]:
+            return lambda: torch.autograd.grad(fn(), (x, weight), grad)
+
+        with torch.inference_mode():
+            infer = [median_ms(fn, args.repeats) for fn in (direct, coarse)]
+        train = [median_ms(training(fn), args.repeats) for fn in (direct, coarse)]
+        print(
+            f"| {cin} -> {cout} | {size} x {size} | {infer[0]:.0f} / {infer[1]:.0f} | {infer[0] / infer[1]:.2f}x "
+            f"| {train[0]:.0f} / {train[1]:.0f} | {train[0] / train[1]:.2f}x |",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()
