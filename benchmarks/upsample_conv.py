@@ -33,6 +33,27 @@ def median_ms(fn: Callable[[], object], repeats: int) -> float:
     return sorted(times)[len(times) // 2] * 1e3
 
 
+def measure(cin: int, cout: int, size: int, repeats: int) -> tuple[list[float], list[float]]:
+    """Median ms (direct, coarse) for inference and for training at one decoder level."""
+    x = torch.randn(8, cin, size // 2, size // 2).contiguous(memory_format=torch.channels_last).requires_grad_()
+    weight = (torch.randn(cout, cin, 3, 3) * 0.02).contiguous(memory_format=torch.channels_last).requires_grad_()
+    grad = torch.randn(8, cout, size, size).contiguous(memory_format=torch.channels_last)
+
+    def direct() -> torch.Tensor:
+        return F.conv2d(upsample(x), weight, padding=1)
+
+    def coarse() -> torch.Tensor:
+        with mock.patch.object(model_module, "COARSE_MIN_CHANNELS", 1):
+            return upsample_conv(x, weight)
+
+    def training(fn: Callable[[], torch.Tensor]) -> Callable[[], object]:
+        return lambda: torch.autograd.grad(fn(), (x, weight), grad)
+
+    with torch.inference_mode():
+        infer = [median_ms(fn, repeats) for fn in (direct, coarse)]
+    return infer, [median_ms(training(fn), repeats) for fn in (direct, coarse)]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeats", type=int, default=5)
@@ -48,26 +69,12 @@ def main() -> None:
         reverse=True,
     )
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch 8, channels_last\n")
-    print("| in -> out channels | output size | inference direct / coarse ms | speed-up | training direct / coarse ms | speed-up |")
+    print(
+        "| in -> out channels | output size | inference direct / coarse ms | speed-up | training direct / coarse ms | speed-up |"
+    )
     print("|---|---|---|---|---|---|")
     for cin, cout, size in levels:
-        x = torch.randn(8, cin, size // 2, size // 2).contiguous(memory_format=torch.channels_last).requires_grad_()
-        weight = (torch.randn(cout, cin, 3, 3) * 0.02).contiguous(memory_format=torch.channels_last).requires_grad_()
-        grad = torch.randn(8, cout, size, size).contiguous(memory_format=torch.channels_last)
-
-        def direct() -> torch.Tensor:
-            return F.conv2d(upsample(x), weight, padding=1)
-
-        def coarse() -> torch.Tensor:
-            with mock.patch.object(model_module, "COARSE_MIN_CHANNELS", 1):
-                return upsample_conv(x, weight)
-
-        def training(fn: Callable[[], torch.Tensor]) -> Callable[[], object]:
-            return lambda: torch.autograd.grad(fn(), (x, weight), grad)
-
-        with torch.inference_mode():
-            infer = [median_ms(fn, args.repeats) for fn in (direct, coarse)]
-        train = [median_ms(training(fn), args.repeats) for fn in (direct, coarse)]
+        infer, train = measure(cin, cout, size, args.repeats)
         print(
             f"| {cin} -> {cout} | {size} x {size} | {infer[0]:.0f} / {infer[1]:.0f} | {infer[0] / infer[1]:.2f}x "
             f"| {train[0]:.0f} / {train[1]:.0f} | {train[0] / train[1]:.2f}x |",
