@@ -112,11 +112,10 @@ def upsample_conv(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     pixel shuffle does the upsampling and the shifts. Replicate padding of ``x`` gives the upsampling's
     edge clamping; the outermost fine rows and columns, where the convolution's zero padding applies
     instead, are recomputed directly from the two coarse rows or columns they depend on. Inputs with
-    fewer than ``COARSE_MIN_CHANNELS`` channels, and traced graphs (ONNX, TorchScript: ONNX Runtime
-    fuses and quantises the plain operators best), take the direct route.
+    fewer than ``COARSE_MIN_CHANNELS`` channels take the direct route.
     """
     cout, cin = weight.shape[:2]
-    if cin < COARSE_MIN_CHANNELS or torch.jit.is_tracing():
+    if cin < COARSE_MIN_CHANNELS:
         return F.conv2d(upsample(x), weight, padding=1)
     taps = weight.permute(0, 2, 3, 1).reshape(cout * 9, cin, 1, 1)  # rows ordered (out channel, tap)
     products = F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), taps)
@@ -129,13 +128,10 @@ def upsample_conv(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
 
 
 class AttentionGate(nn.Module):
-    """Additive attention gate: a = sigmoid(psi(relu(BN(Wg up(g)) + BN(Ws s)))); returns a * s and a.
-
-    ``g`` is the deeper features before upsampling: the 1x1 convolution Wg commutes with
-    upsampling, so it runs on the coarse grid and only its output is upsampled.
+    """Additive attention gate: a = sigmoid(psi(relu(BN(Wg g) + BN(Ws s)))); returns a * s and a.
 
     Args:
-        gate_channels: channels of the gating signal g (the deeper features).
+        gate_channels: channels of the gating signal g (the upsampled deeper features).
         skip_channels: channels of the skip connection s; also the inner width.
         scalar: one coefficient per pixel (Oktay et al.) instead of one per skip channel (report).
     """
@@ -147,18 +143,23 @@ class AttentionGate(nn.Module):
         self.w_skip = nn.Sequential(nn.Conv2d(skip_channels, inner, 1, bias=False), nn.BatchNorm2d(inner))
         self.psi = nn.Conv2d(inner, 1 if scalar else skip_channels, 1)
 
-    def forward(self, g: torch.Tensor, s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, g: torch.Tensor, s: torch.Tensor, coarse: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """``coarse``: g is at half of s's resolution and is upsampled here, after Wg's 1x1
+        convolution (which commutes with the upsampling: the same function, a quarter of the work)."""
         conv, norm = self.w_gate
-        a = torch.sigmoid(self.psi(F.relu(norm(upsample(conv(g))) + self.w_skip(s))))
+        gated = norm(upsample(conv(g))) if coarse else self.w_gate(g)
+        a = torch.sigmoid(self.psi(F.relu(gated + self.w_skip(s))))
         return a * s, a
 
 
 class DecoderBlock(nn.Module):
     """Upsample x2 (bilinear), gate the skip with the upsampled features, concatenate, conv block.
 
-    Computed without the upsampled tensor or the concatenation: the first convolution's weights
-    for the deeper features go through :func:`upsample_conv`, those for the skip through a plain
-    convolution, and the two are summed.
+    Eager execution computes this without the upsampled tensor or the concatenation: the gate's
+    1x1 convolution runs before the upsampling, and the first convolution's weights for the deeper
+    features go through :func:`upsample_conv`, those for the skip through a plain convolution, and
+    the two are summed. Traced graphs (ONNX, TorchScript) keep the literal operators, which ONNX
+    Runtime fuses and quantises best.
     """
 
     def __init__(self, cin: int, cskip: int, attention: bool, scalar: bool) -> None:
@@ -168,8 +169,13 @@ class DecoderBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         coeff = None
+        if torch.jit.is_tracing():
+            x = upsample(x)
+            if self.gate is not None:
+                skip, coeff = self.gate(x, skip)
+            return self.conv(torch.cat([x, skip], dim=1)), coeff
         if self.gate is not None:
-            skip, coeff = self.gate(x, skip)
+            skip, coeff = self.gate(x, skip, coarse=True)
         first, cin = self.conv[0], x.shape[1]
         y = F.conv2d(skip, first.weight[:, cin:], first.bias, padding=1).add_(upsample_conv(x, first.weight[:, :cin]))
         for layer in list(self.conv)[1:]:
