@@ -107,7 +107,7 @@ def test_upsample_conv_is_the_convolution_of_the_upsampled_input(height: int, wi
         x = x.contiguous(memory_format=torch.channels_last)
     x.requires_grad_()
     weight = torch.randn(3, 5, 3, 3, dtype=torch.float64, generator=generator, requires_grad=True)
-    with mock.patch.object(model_module, "COARSE_MIN_CHANNELS", 1):
+    with mock.patch.object(model_module, "coarse_pays", lambda *size: True):
         got = upsample_conv(x, weight)
     expected = F.conv2d(upsample(x), weight, padding=1)
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-12)
@@ -119,7 +119,7 @@ def test_upsample_conv_is_the_convolution_of_the_upsampled_input(height: int, wi
 def test_decoder_equals_the_reports_upsample_gate_concatenate_convolve() -> None:
     block = DecoderBlock(8, 4, attention=True, scalar=False).double().train()
     x, skip = torch.randn(2, 8, 5, 6, dtype=torch.float64), torch.randn(2, 4, 10, 12, dtype=torch.float64)
-    with mock.patch.object(model_module, "COARSE_MIN_CHANNELS", 1):
+    with mock.patch.object(model_module, "coarse_pays", lambda *size: True):
         got, coeff = block(x, skip)
     up = upsample(x)
     gate = block.gate
@@ -131,7 +131,8 @@ def test_decoder_equals_the_reports_upsample_gate_concatenate_convolve() -> None
 
 def test_coarse_route_trains_after_inference() -> None:
     """Its cached constant must not be an inference tensor, or backward fails after a prediction."""
-    x, weight = torch.randn(1, 128, 4, 4), torch.randn(2, 128, 3, 3, requires_grad=True)
+    x, weight = torch.randn(1, 128, 32, 32), torch.randn(2, 128, 3, 3, requires_grad=True)
+    assert model_module.coarse_pays(128, 32, 32)
     with torch.inference_mode():
         upsample_conv(x, weight)
     upsample_conv(x, weight).sum().backward()

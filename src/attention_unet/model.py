@@ -97,9 +97,17 @@ def _phase_kernel(channels: int, dtype: torch.dtype, device: torch.device) -> to
         return kernel.contiguous(memory_format=torch.channels_last)
 
 
-# Below this many input channels the fixed costs of the coarse-grid route (the grouped convolution,
-# shuffle and edge rows) outweigh its savings: `python benchmarks/upsample_conv.py` on 2 CPU cores.
+# The coarse-grid route pays from 128 input channels, and on coarse grids whose shorter side is at
+# least max(16, 4096 / channels): below that its fixed costs (the grouped convolution, the shuffle,
+# the edge rows) outweigh its savings. `python benchmarks/upsample_conv.py` on 2 CPU cores.
 COARSE_MIN_CHANNELS = 128
+COARSE_MIN_SIDE = 16
+COARSE_MIN_WORK = 4096  # input channels x shorter coarse side
+
+
+def coarse_pays(channels: int, height: int, width: int) -> bool:
+    """Whether :func:`upsample_conv` takes the coarse-grid route for this input size."""
+    return channels >= COARSE_MIN_CHANNELS and min(height, width) >= max(COARSE_MIN_SIDE, COARSE_MIN_WORK / channels)
 
 
 def upsample_conv(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -111,11 +119,11 @@ def upsample_conv(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     (1x1 convolution to 9 x out channels), and a fixed per-channel grouped convolution followed by a
     pixel shuffle does the upsampling and the shifts. Replicate padding of ``x`` gives the upsampling's
     edge clamping; the outermost fine rows and columns, where the convolution's zero padding applies
-    instead, are recomputed directly from the two coarse rows or columns they depend on. Inputs with
-    fewer than ``COARSE_MIN_CHANNELS`` channels take the direct route.
+    instead, are recomputed directly from the two coarse rows or columns they depend on. Where
+    :func:`coarse_pays` says no, the direct route.
     """
     cout, cin = weight.shape[:2]
-    if cin < COARSE_MIN_CHANNELS:
+    if not coarse_pays(cin, *x.shape[-2:]):
         return F.conv2d(upsample(x), weight, padding=1)
     taps = weight.permute(0, 2, 3, 1).reshape(cout * 9, cin, 1, 1)  # rows ordered (out channel, tap)
     products = F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), taps)
