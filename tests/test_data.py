@@ -155,3 +155,9 @@ def test_real_archive_and_sample_lies_in_its_test_split(monkeypatch: pytest.Monk
         low, high = data.normalisation_range(r.image, "polarity")
         kinds.append(f"{data.modality(r.image)}{' turned' if low > high else ''}")
     assert data.count_by(kinds) == {"brightfield turned": 16, "fluorescence": 541, "stained turned": 107}
+
+
+@pytest.mark.parametrize(("value", "expected"), [("", Path.home() / ".cache" / "attention-unet"), ("/tmp/x", Path("/tmp/x"))])
+def test_cache_dir_treats_an_empty_variable_as_unset(monkeypatch, value: str, expected: Path) -> None:
+    monkeypatch.setenv("ATTENTION_UNET_CACHE", value)
+    assert data.cache_dir() == expected

@@ -172,7 +172,9 @@ def iter_records(data: str | Path) -> Iterable[Record]:
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get("ATTENTION_UNET_CACHE", Path.home() / ".cache" / "attention-unet"))
+    """``$ATTENTION_UNET_CACHE``, or ``~/.cache/attention-unet`` when unset or empty (an empty value
+    must not mean the current directory)."""
+    return Path(os.environ.get("ATTENTION_UNET_CACHE") or Path.home() / ".cache" / "attention-unet")
 
 
 def _fingerprint(path: Path) -> str:
