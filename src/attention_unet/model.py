@@ -8,9 +8,10 @@ and the *upsampled* features are the gating signal of the additive attention gat
 connection of the same resolution. (Oktay et al. gate with the coarser features before upsampling;
 the report's order keeps gate and skip at one resolution and needs no resampling of the coefficients.)
 
-The decoder computes exactly that function with fewer operations: the convolutions that read the
-upsampled features run on the coarse grid (see :func:`upsample_conv`), so the upsampled tensor and the
-concatenation are never built.
+In eager execution the decoder computes exactly that function with fewer operations: the
+convolutions that read the upsampled features run on the coarse grid where that pays (see
+:func:`upsample_conv`), and the concatenation is never built. Traced graphs (ONNX, TorchScript)
+keep the literal operators.
 """
 
 from __future__ import annotations
