@@ -166,3 +166,14 @@ def test_shipped_model_keeps_its_accuracy_on_the_sample(tmp_path: Path) -> None:
     summary = evaluate(None, None, "all", "resize256", tmp_path, strips=False)
     assert summary["n_images"] == 39
     assert summary["f1"] >= SHIPPED_SAMPLE_F1 - 0.02
+
+
+def test_tta_maps_every_view_back_onto_the_image() -> None:
+    """A runner whose output is its input's first channel, gate map the second: averaged over the 8
+    flipped and turned views, both must come back exactly as the input (non-square, so a wrong
+    turn also fails on shape)."""
+    batch = np.random.default_rng(0).random((2, 3, 6, 9), dtype=np.float32)
+    predictor = Predictor(lambda b: (b[:, :1], [b[:, 1:2]]), "polarity", tta=True)
+    probs, maps = predictor._views(batch)
+    np.testing.assert_allclose(probs, batch[:, :1], rtol=0, atol=1e-6)
+    np.testing.assert_allclose(maps[0], batch[:, 1:2], rtol=0, atol=1e-6)

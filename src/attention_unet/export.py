@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import itertools
 import json
 import sys
 from collections.abc import Callable
@@ -27,7 +28,7 @@ def fold_batchnorm(model: AttentionUNet) -> AttentionUNet:
     for module in fused.modules():
         if isinstance(module, nn.Sequential):
             children = list(module.named_children())
-            for (name, conv), (bn_name, bn) in zip(children, children[1:]):
+            for (name, conv), (bn_name, bn) in itertools.pairwise(children):
                 if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
                     setattr(module, name, fuse_conv_bn_eval(conv, bn))
                     setattr(module, bn_name, nn.Identity())

@@ -177,10 +177,15 @@ class Predictor:
                 view = np.rot90(batch, k, axes=(2, 3))
                 view = view[..., ::-1] if flip else view
                 p, m = self.run(np.ascontiguousarray(view))
-                undo = lambda a: np.rot90(a[..., ::-1] if flip else a, -k, axes=(a.ndim - 2, a.ndim - 1))
-                probs = undo(p) if probs is None else probs + undo(p)
-                maps = [undo(a) for a in m] if maps is None else [s + undo(a) for s, a in zip(maps, m)]
+                p, m = _undo_view(p, k, flip), [_undo_view(a, k, flip) for a in m]
+                probs = p if probs is None else probs + p
+                maps = m if maps is None else [s + a for s, a in zip(maps, m)]
         return probs / 8, [m / 8 for m in maps or []]
+
+
+def _undo_view(a: np.ndarray, k: int, flip: bool) -> np.ndarray:
+    """Map an output of a turned (k quarter turns) and maybe mirrored view back onto the image."""
+    return np.rot90(a[..., ::-1] if flip else a, -k, axes=(a.ndim - 2, a.ndim - 1))
 
 
 # ------------------------------------------------------------------------------------ instances
