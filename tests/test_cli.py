@@ -43,7 +43,8 @@ def test_evaluate_prints_the_table_and_writes_scores(run_dir: Path, tiny_dataset
     assert main(["evaluate", "--model", str(run_dir), "--data", str(tiny_dataset), "--out", str(tmp_path), "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["protocol"] == "resize256" and summary["n_images"] == 2
-    assert set(summary) == {"protocol", "n_images", "accuracy", "f1", "jaccard", "recall", "precision"}
+    assert set(summary) == {"data", "protocol", "n_images", "accuracy", "f1", "jaccard", "recall", "precision", "dsb_score",
+                            "tp_fp_fn_ratio_at_0.5", "relative_count_error"}
     rows = (tmp_path / "score.csv").read_text().splitlines()
     assert len(rows) == 3 and "dsb_score" in rows[0]
     assert len(list((tmp_path / "strips").glob("*.png"))) == 2

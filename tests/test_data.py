@@ -1,5 +1,6 @@
 """Dataset layouts, image kinds, the reference split, normalisation."""
 
+import json
 import zipfile
 from pathlib import Path
 
@@ -161,3 +162,35 @@ def test_real_archive_and_sample_lies_in_its_test_split(monkeypatch: pytest.Monk
 def test_cache_dir_treats_an_empty_variable_as_unset(monkeypatch, value: str, expected: Path) -> None:
     monkeypatch.setenv("ATTENTION_UNET_CACHE", value)
     assert data.cache_dir() == expected
+
+
+def test_default_split_keeps_each_slide_in_one_part() -> None:
+    ids = [f"{slide:02d}_{crop}" for slide in range(1, 11) for crop in range(1, 5)]
+    split = data.default_split(ids)
+    assert sorted(i for names in split.values() for i in names) == sorted(ids)
+    parts = {part: {i.split("_")[0] for i in names} for part, names in split.items()}
+    assert [len(parts[p]) for p in ("train", "valid", "test")] == [6, 2, 2]
+    assert not (parts["train"] & parts["valid"] or parts["train"] & parts["test"] or parts["valid"] & parts["test"])
+    assert data.default_split(ids) == split  # seeded
+    hashes = [f"{i:04x}" for i in range(20)]
+    assert data.default_split(hashes) == data.reference_split(hashes)  # no groups: the report's split
+
+
+def test_several_dataset_split_file_is_read_per_dataset(tmp_path: Path) -> None:
+    split = {"train": ["a"], "valid": ["b"], "test": ["c"]}
+    path = tmp_path / "split.json"
+    path.write_text(json.dumps({str(tmp_path / "one"): split, str(tmp_path / "two"): {**split, "train": ["d"]}}))
+    assert data.load_split(path, str(tmp_path / "two"))["train"] == ["d"]
+    with pytest.raises(InputError, match="no split for dataset"):
+        data.load_split(path, str(tmp_path / "three"))
+
+
+def test_raw_mask_of_another_size_is_named(tmp_path: Path) -> None:
+    write_raw(tmp_path / "raw")
+    iio.imwrite(tmp_path / "raw" / "id1" / "masks" / "m2.png", np.zeros((20, 24), np.uint8))
+    with zipfile.ZipFile(tmp_path / "raw.zip", "w") as z:
+        for f in sorted((tmp_path / "raw").rglob("*.png")):
+            z.write(f, f.relative_to(tmp_path / "raw"))
+    for source in (tmp_path / "raw", tmp_path / "raw.zip"):
+        with pytest.raises(InputError, match=r"id1/masks/m2.png: mask is \(20, 24\), its image is \(24, 24\)"):
+            data.load_records(source, use_cache=False)

@@ -10,9 +10,10 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from attention_unet import AttentionUNet, ModelConfig, load_model
+from attention_unet import AttentionUNet, ModelConfig, data, load_model
 from attention_unet.cli import main
 from attention_unet.data import SAMPLE_DIR, load_records
+from attention_unet.errors import InputError
 from attention_unet.model import pretrained_path, save_model
 from attention_unet.predict import Predictor, gaussian_weights, instances, tile_starts, torch_runner
 from attention_unet.train import contours, distances
@@ -132,14 +133,12 @@ def test_a_contour_model_predicts_both_channels(tmp_path: Path) -> None:
 
 
 def test_inference_settings_come_from_the_model(tmp_path: Path) -> None:
-    from argparse import Namespace
-
     from attention_unet.predict import load_predictor
 
     inference = {"tta": True, "scale": 1.0, "contours": False, "distances": False, "contour_threshold": 0.3, "h": 2.0, "min_area": 500}
     save_model(AttentionUNet(ModelConfig(width=4, depth=2, out_channels=2)).eval(), tmp_path,
                {"train": {"norm": "polarity", "contour": True}, "inference": inference})
-    predictor = load_predictor(Namespace(model=str(tmp_path), device="cpu", tile=64, batch_size=2, tta=None, scale=None))
+    predictor = load_predictor(tmp_path, tile=64, batch_size=2)
     settings = (predictor.norm, predictor.tta, predictor.outputs, predictor.contours, predictor.distances, predictor.contour_threshold,
                 predictor.h, predictor.min_area)
     assert settings == ("polarity", True, ("mask", "contour"), False, False, 0.3, 2.0, 500)
@@ -163,7 +162,7 @@ def test_shipped_model_keeps_its_accuracy_on_the_sample(tmp_path: Path) -> None:
     """The floor was measured when the model was shipped (MODEL.md), minus a margin of 0.02."""
     from attention_unet.evaluate import evaluate
 
-    summary = evaluate(None, None, "all", "resize256", tmp_path, strips=False)
+    summary = evaluate(None, None, split="all", protocol="resize256", out=tmp_path, strips=False)
     assert summary["n_images"] == 39
     assert summary["f1"] >= SHIPPED_SAMPLE_F1 - 0.02
 
@@ -177,3 +176,27 @@ def test_tta_maps_every_view_back_onto_the_image() -> None:
     probs, maps = predictor._views(batch)
     np.testing.assert_allclose(probs, batch[:, :1], rtol=0, atol=1e-6)
     np.testing.assert_allclose(maps[0], batch[:, 1:2], rtol=0, atol=1e-6)
+
+
+def brightness_runner(batch: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+    """A stand-in network whose foreground probability is the normalised image's first channel."""
+    return batch[:, :1].astype(np.float32), []
+
+
+@pytest.mark.parametrize(("radius", "expected"), [(8, 1.0), (32, 0.25), (3, 16 / 6)])
+def test_auto_scale_brings_nuclei_to_the_learnt_size(radius: int, expected: float) -> None:
+    centres = [(y, x) for y in range(radius + 4, 256 - radius, 2 * radius + 8) for x in range(radius + 4, 320 - radius, 2 * radius + 8)]
+    image = np.dstack([(disks((256, 320), centres, radius) > 0).astype(np.uint8) * 200] * 3)
+    predictor = Predictor(brightness_runner, "percentile", tile=128, scale=None, target_diameter=16.0, min_area=1)
+    factor = predictor.auto_scale(image, data.normalisation_range(image, "percentile"))
+    assert factor == pytest.approx(expected, rel=0.15)
+    assert predictor.probability(image).shape == (256, 320)
+
+
+def test_diameter_sets_the_scale_from_the_model_target(tmp_path: Path) -> None:
+    from attention_unet.predict import load_predictor
+
+    save_model(AttentionUNet(ModelConfig(width=4, depth=2)).eval(), tmp_path, {"inference": {"target_diameter": 20.0}})
+    assert load_predictor(tmp_path, diameter=80).scale == pytest.approx(0.25)
+    with pytest.raises(InputError, match="--diameter"):
+        load_predictor(tmp_path, diameter=0)

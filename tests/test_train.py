@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import imageio.v3 as iio
 import numpy as np
 import pytest
 import torch
@@ -12,9 +13,19 @@ from safetensors.torch import load_file
 
 from attention_unet import data
 from attention_unet.cli import main
-from attention_unet.train import TrainConfig, TrainDataset, contours, distances, scaled_crop, segmentation_loss, targets
+from attention_unet.model import read_model_info
+from attention_unet.train import (
+    TrainConfig,
+    TrainDataset,
+    contours,
+    distances,
+    scaled_crop,
+    segmentation_loss,
+    stain_jitter,
+    targets,
+)
 
-from .conftest import two_touching_boxes
+from .conftest import synthetic, two_touching_boxes
 
 TINY = ["--preset", "small", "--width", "4", "--depth", "2", "--batch-size", "4", "--epochs", "1"]
 
@@ -132,3 +143,51 @@ def test_ddp_on_two_cpu_processes_matches_one_process(tiny_dataset: Path, tmp_pa
 
     assert len(losses("one")) == 2
     np.testing.assert_allclose(losses("ddp"), losses("one"), rtol=1e-10)
+
+
+def test_several_datasets_train_together_each_with_its_own_split(tiny_dataset: Path, tmp_path: Path, capsys) -> None:
+    slides = tmp_path / "slides"
+    for folder in ("images", "masks"):
+        (slides / folder).mkdir(parents=True)
+    for i in range(10):
+        image, labels = synthetic(20 + i)
+        iio.imwrite(slides / "images" / f"{i // 2:02d}_{i % 2}.png", np.dstack([255 - image, 200 - image // 2, 255 - image]))
+        iio.imwrite(slides / "masks" / f"{i // 2:02d}_{i % 2}.png", labels.astype(np.uint16))
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(tiny_dataset), str(slides), *TINY, "--input", "crop:32", "--augment", "robust", "--balance",
+                 "--out", str(run)]) == 0
+    split = json.loads((run / "split.json").read_text())
+    assert set(split) == {str(tiny_dataset), str(slides)}
+    valid = split[str(slides)]["valid"]  # whole slides: 5 slides give 3 / 1 / 1
+    assert len(valid) == 2 and valid[0][:2] == valid[1][:2]
+    assert main(["evaluate", "--model", str(run), "--data", str(tiny_dataset), str(slides), "--split", "valid", "--out", str(tmp_path / "e"),
+                 "--no-strips"]) == 0
+    table = capsys.readouterr().out
+    assert f"| {slides} | 2 |" in table and f"| {tiny_dataset} | 2 |" in table
+    assert (tmp_path / "e" / "slides" / "score.csv").read_text().count(f"{valid[0][:2]}_") == 2
+
+
+def test_init_from_starts_from_the_model_and_refuses_contradictions(tiny_dataset: Path, tmp_path: Path, capsys) -> None:
+    first = tmp_path / "first"
+    assert main(["train", "--data", str(tiny_dataset), *TINY, "--contour", "--norm", "polarity", "--out", str(first)]) == 0
+    config = TrainConfig.from_dict({"init_from": str(first)})
+    assert (config.model_config().width, config.model_config().depth, config.contour, config.norm) == (4, 2, True, "polarity")
+    fine = tmp_path / "fine"
+    args = ["train", "--data", str(tiny_dataset), "--init-from", str(first), "--batch-size", "4", "--epochs", "1", "--lr", "1e-12", "--out"]
+    assert main([*args, str(fine)]) == 0
+    start, tuned = weights(first), weights(fine)
+    assert all(torch.allclose(start[k].float(), tuned[k].float(), atol=1e-6) for k in start if "running" not in k and "num_batches" not in k)
+    info = read_model_info(fine)
+    assert info["init"]["from"] == str(first) and len(info["init"]["sha256"]) == 64
+    assert main([*args, str(tmp_path / "bad"), "--width", "8"]) == 2
+    assert "--width gives width 8, but the --init-from model" in capsys.readouterr().err
+
+
+def test_stain_jitter_is_the_identity_at_zero_strength() -> None:
+    """On an image made of haematoxylin, eosin and DAB (what H&E tissue is), zero jitter gives it back."""
+    from skimage.color import hed2rgb
+
+    rng = np.random.default_rng(0)
+    image = hed2rgb(rng.uniform(0.0, 0.1, (16, 16, 3))).astype(np.float32)
+    assert np.allclose(stain_jitter(image, rng, sigma=0.0), image, atol=1e-4)
+    assert not np.allclose(stain_jitter(image, rng, sigma=0.2), image, atol=1e-2)

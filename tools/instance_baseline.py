@@ -6,7 +6,6 @@ model, against the distance-transform watershed that ignores the contours).
 """
 
 import sys
-from argparse import Namespace
 
 import numpy as np
 from scipy import ndimage
@@ -18,7 +17,7 @@ from attention_unet.predict import instances, load_predictor
 def main(archive: str) -> None:
     records = data.load_records(archive)
     test = data.select(records, data.reference_split([r.id for r in records]), "test")
-    predictor = load_predictor(Namespace(model=None, device="cpu", tile=512, batch_size=4, tta=None, scale=None))
+    predictor = load_predictor(None)
     scores: dict[str, list[float]] = {"model's instances": [], "distance watershed": [], "connected components": [],
                                       "ground-truth mask as components": []}
     for r in test:

@@ -11,7 +11,6 @@ share of matched nuclei at each IoU threshold (0.5 .. 0.95), which shows where t
 """
 
 import argparse
-from argparse import Namespace
 
 import numpy as np
 from scipy import ndimage
@@ -34,7 +33,7 @@ def main() -> None:
     args = parser.parse_args()
     records = data.load_records(args.data)
     valid = data.select(records, data.reference_split([r.id for r in records]), "valid")
-    predictor = load_predictor(Namespace(model=args.model, device="cpu", tile=512, batch_size=4, tta=None, scale=None))
+    predictor = load_predictor(args.model)
     scores: dict[str, list[float]] = {"model's instances": [], "true mask, our splitting": [], "our mask, true splitting": [],
                                       "true mask as components": []}
     matched = []

@@ -13,7 +13,6 @@ import argparse
 import itertools
 import json
 import sys
-from argparse import Namespace
 
 import numpy as np
 from scipy import ndimage
@@ -32,7 +31,7 @@ def main() -> None:
     parser.add_argument("--distance-hs", type=float, nargs="*", default=[0.05, 0.1, 0.2])
     parser.add_argument("--min-areas", type=int, nargs="+", default=[8])
     args = parser.parse_args()
-    predictor = load_predictor(Namespace(model=args.model, device="cpu", tile=512, batch_size=4, tta=None, scale=None))
+    predictor = load_predictor(args.model)
     records = data.load_records(args.data)
     valid = data.select(records, data.reference_split([r.id for r in records]), "valid")
     items = []

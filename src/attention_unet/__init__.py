@@ -1,13 +1,13 @@
 """attention-unet: train, evaluate and apply the Attention U-Net for 2D biomedical segmentation.
 
-The heavy imports (torch) happen on first use of ``AttentionUNet``, ``ModelConfig`` or
-``load_model``, so that ``attention-unet --help`` starts at once.
+The heavy imports (torch) happen on first use of ``AttentionUNet``, ``ModelConfig``,
+``load_model`` or ``Segmenter``, so that ``attention-unet --help`` starts at once.
 """
 
 from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["AttentionUNet", "ModelConfig", "__version__", "load_model"]
+__all__ = ["AttentionUNet", "ModelConfig", "Segmentation", "Segmenter", "__version__", "load_model"]
 
 
 def __getattr__(name: str) -> Any:
@@ -15,4 +15,8 @@ def __getattr__(name: str) -> Any:
         from . import model
 
         return getattr(model, name)
+    if name in ("Segmenter", "Segmentation"):
+        from . import segmenter
+
+        return getattr(segmenter, name)
     raise AttributeError(f"module 'attention_unet' has no attribute {name!r}")

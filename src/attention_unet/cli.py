@@ -18,7 +18,9 @@ def _train_parser(sub: Any) -> None:
     p = sub.add_parser("train", help="train a model", description="Train an Attention U-Net. Defaults reproduce the reference report; flags override --config.")
     # defaults are None so that only the flags given override the YAML file and TrainConfig defaults
     p.add_argument("--config", help="YAML file of options (keys as the long flags, with underscores)")
-    p.add_argument("--data", help="dataset folder or .zip (default: the embedded sample)")
+    p.add_argument("--data", nargs="+", help="dataset folders or .zips, each with its own split (default: the embedded sample)")
+    p.add_argument("--init-from", metavar="MODEL", help="start from these weights: 'pretrained' (the shipped model), a model file, "
+                   "model folder or run folder; its network and normalisation unless given")
     p.add_argument("--preset", choices=PRESET_NAMES)
     p.add_argument("--gate", choices=("channel", "scalar"))
     p.add_argument("--no-attention", dest="attention", action="store_const", const=False, help="plain U-Net of the same widths")
@@ -32,7 +34,7 @@ def _train_parser(sub: Any) -> None:
     p.add_argument("--loss", choices=("bce", "dice", "bce+dice", "bce+image-dice"))
     p.add_argument("--input", help="resize256 (report) or crop:N (native-resolution crops, scale-jittered)")
     p.add_argument("--scale", type=float, nargs=2, metavar=("MIN", "MAX"), help="crop-mode scale range (default 0.25 2)")
-    p.add_argument("--augment", choices=("none", "geometric", "full"))
+    p.add_argument("--augment", choices=("none", "geometric", "full", "robust"), help="robust: full + H&E stain jitter and noise")
     p.add_argument("--balance", action="store_const", const=True, help="oversample rare modalities")
     p.add_argument("--contour", action="store_const", const=True, help="also predict nucleus contours (separates touching nuclei)")
     p.add_argument("--distance", action="store_const", const=True, help="also predict each nucleus's normalised distance to its rim (seeds for instances)")
@@ -67,6 +69,7 @@ def _inference_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tta", action=argparse.BooleanOptionalAction, help="average over flips and turns (8 views); default: the model's own setting")
     p.add_argument("--scale", help="rescale images before inference: 'auto' (to the nucleus size the model learnt) "
                    "or a factor; default: the model's own recommendation, else 1")
+    p.add_argument("--diameter", type=float, metavar="PX", help="the nuclei's typical diameter in pixels: rescale them to the size the model learnt")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -78,13 +81,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("evaluate", help="score a model on a dataset split")
     _model_args(p)
-    p.add_argument("--data", help="dataset folder or .zip (default: the embedded sample)")
+    p.add_argument("--data", nargs="+", help="dataset folders or .zips, each scored on its own (default: the embedded sample)")
     p.add_argument("--split", choices=("test", "valid", "train", "all"), default="test")
     p.add_argument("--split-file", help="split.json (default: the run's, else the reference split)")
     p.add_argument("--protocol", choices=("resize256", "native"), default="resize256")
     p.add_argument("--out", help="folder for score.csv, summary.json and strips (default: evaluation/)")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     p.add_argument("--no-strips", dest="strips", action="store_false", help="skip the image | mask | prediction strips")
+    p.add_argument("--zoom", type=float, default=1.0, help="resize images and labels by this factor first (nuclei of other sizes)")
     _inference_args(p)
 
     p = sub.add_parser("predict", help="segment images")

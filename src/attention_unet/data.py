@@ -104,9 +104,9 @@ def _raw_items_from_zip(path: Path) -> Iterable[Record]:
             raise InputError(f"{path}: no '<id>/images/<id>.png' entries in this archive")
         for image_id in sorted(images):
             image = to_rgb(decode_image(archive.read(images[image_id]), f"{path}:{images[image_id]}"))
-            labels = _stack_instance_masks(
-                [decode_image(archive.read(m), f"{path}:{m}") for m in sorted(masks.get(image_id, []))], image.shape[:2]
-            )
+            names = sorted(masks.get(image_id, []))
+            labels = _stack_instance_masks([decode_image(archive.read(m), f"{path}:{m}") for m in names], image.shape[:2],
+                                           [f"{path}:{m}" for m in names])
             yield Record(image_id, image, labels)
 
 
@@ -118,14 +118,17 @@ def _raw_items_from_folder(path: Path) -> Iterable[Record]:
             raise InputError(f"{folder / 'images'}: no image file")
         image = to_rgb(decode_image(files[0]), str(files[0]))
         mask_files = sorted(f for f in (folder / "masks").glob("*") if f.suffix.lower() in IMAGE_SUFFIXES)
-        yield Record(folder.name, image, _stack_instance_masks([decode_image(m) for m in mask_files], image.shape[:2]))
+        labels = _stack_instance_masks([decode_image(m) for m in mask_files], image.shape[:2], [str(m) for m in mask_files])
+        yield Record(folder.name, image, labels)
 
 
-def _stack_instance_masks(masks: Sequence[np.ndarray], shape: tuple[int, ...]) -> np.ndarray:
+def _stack_instance_masks(masks: Sequence[np.ndarray], shape: tuple[int, ...], names: Sequence[str]) -> np.ndarray:
     labels = np.zeros(shape, np.int32)
-    for index, mask in enumerate(masks, start=1):
+    for index, (mask, name) in enumerate(zip(masks, names), start=1):
         if mask.ndim == 3:
             mask = mask.max(axis=2)
+        if mask.shape != tuple(shape):
+            raise InputError(f"{name}: mask is {mask.shape}, its image is {tuple(shape)}")
         labels[mask > 0] = index
     return labels
 
@@ -229,11 +232,44 @@ def reference_split(ids: Sequence[str]) -> dict[str, list[str]]:
     return {"train": list(train), "valid": list(valid), "test": list(test)}
 
 
-def load_split(path: str | Path) -> dict[str, list[str]]:
+def groups_of(ids: Sequence[str]) -> dict[str, str] | None:
+    """Each id's group when the ids name one (``<slide>_<crop>``, as TNBC's ``01_3``): the text
+    before the first underscore, used only when it gives at least 3 groups and at most half as
+    many groups as ids. None otherwise (DSB ids are hashes; BBBC039's all start ``IXMtest_``).
+
+    >>> groups_of(["01_1", "01_2", "02_1", "02_2", "03_1", "03_2"])["02_2"]
+    '02'
+    >>> groups_of(["IXMtest_A02_s1", "IXMtest_A06_s6"]) is None
+    True
+    """
+    groups = {i: i.split("_", 1)[0] for i in ids if "_" in i}
+    n = len(set(groups.values()))
+    return groups if len(groups) == len(ids) and 3 <= n <= len(ids) / 2 else None
+
+
+def default_split(ids: Sequence[str]) -> dict[str, list[str]]:
+    """The split a dataset gets unless a split file says otherwise: whole groups (slides) 60/20/20
+    when :func:`groups_of` finds them, so no slide is in two parts (seeded, as the reference split);
+    else the report's :func:`reference_split`."""
+    groups = groups_of(ids)
+    if groups is None:
+        return reference_split(ids)
+    by_group = reference_split(sorted(set(groups.values())))
+    return {part: sorted(i for i in ids if groups[i] in set(names)) for part, names in by_group.items()}
+
+
+def load_split(path: str | Path, dataset: str | None = None) -> dict[str, list[str]]:
+    """A split file's {train, valid, test} lists; in a several-dataset file ({dataset: {train,
+    valid, test}}, as multi-dataset training writes), those of ``dataset`` (matched by resolved path)."""
     try:
         split = json.loads(Path(path).read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise InputError(f"{path}: cannot read split file ({exc})") from None
+    if isinstance(split, dict) and not {"train", "valid", "test"} <= set(split) and dataset is not None:
+        matches = [v for k, v in split.items() if Path(k).resolve() == Path(dataset).resolve()]
+        if not matches:
+            raise InputError(f"{path}: no split for dataset {dataset} (it has {', '.join(split)})")
+        split = matches[0]
     if not isinstance(split, dict) or not {"train", "valid", "test"} <= set(split):
         raise InputError(f"{path}: a split file needs 'train', 'valid' and 'test' lists")
     return {k: list(split[k]) for k in ("train", "valid", "test")}

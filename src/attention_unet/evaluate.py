@@ -23,10 +23,10 @@ OBJECT_METRICS = ("dsb_score", "tp_fp_fn_ratio_at_0.5", "relative_count_error")
 
 
 def choose_split(model_path: str | None, data_path: str | Path, records: list[data.Record], split_file: str | None) -> dict[str, list[str]]:
-    """--split-file, else the training run's split.json when it trained on this data, else the
-    reference split of this data's ids."""
+    """--split-file, else the training run's split.json when it trained on this data (one of its
+    datasets), else this data's :func:`data.default_split`."""
     if split_file:
-        return data.load_split(split_file)
+        return data.load_split(split_file, str(data_path))
     if model_path:
         run = Path(model_path)
         run = run if run.is_dir() else run.parent
@@ -35,10 +35,11 @@ def choose_split(model_path: str | None, data_path: str | Path, records: list[da
             if (folder / "split.json").is_file() and config.is_file():
                 import yaml
 
-                trained_on = (yaml.safe_load(config.read_text()) or {}).get("data") or str(data.default_data())
-                if Path(trained_on).resolve() == Path(data_path).resolve():
-                    return data.load_split(folder / "split.json")
-    return data.reference_split([r.id for r in records])
+                trained_on = (yaml.safe_load(config.read_text()) or {}).get("data") or [str(data.default_data())]
+                trained_on = [trained_on] if isinstance(trained_on, str) else trained_on
+                if any(Path(t).resolve() == Path(data_path).resolve() for t in trained_on):
+                    return data.load_split(folder / "split.json", str(data_path))
+    return data.default_split([r.id for r in records])
 
 
 def strip(image: np.ndarray, true: np.ndarray, pred: np.ndarray) -> np.ndarray:
@@ -48,13 +49,23 @@ def strip(image: np.ndarray, true: np.ndarray, pred: np.ndarray) -> np.ndarray:
     return np.concatenate([to_uint8(image), gap, grey(true), gap, grey(pred)], axis=1)
 
 
-def score_records(predictor: Predictor, records: list[data.Record], protocol: str, strips_dir: Path | None) -> list[dict[str, Any]]:
+def zoomed(image: np.ndarray, labels: np.ndarray, zoom: float) -> tuple[np.ndarray, np.ndarray]:
+    """Image and labels resized by ``zoom`` (labels by nearest neighbour): the same nuclei at
+    another size, to measure how prediction copes with nucleus sizes a dataset does not have."""
+    if zoom == 1.0:
+        return image, labels
+    size = (max(8, round(image.shape[0] * zoom)), max(8, round(image.shape[1] * zoom)))
+    return data.resize(image, size), data.resize(labels, size, nearest=True)
+
+
+def score_records(predictor: Predictor, records: list[data.Record], protocol: str, strips_dir: Path | None,
+                  zoom: float = 1.0) -> list[dict[str, Any]]:
     """Per-image rows: id, modality, size, pixel metrics and object metrics."""
     from tqdm import tqdm
 
     rows = []
     for r in tqdm(records, desc=f"evaluate ({protocol})", unit="image", file=sys.stderr):
-        image, labels = data.protocol_view(r, protocol)
+        image, labels = zoomed(*data.protocol_view(r, protocol), zoom)
         probs = predictor.probabilities(image)[0]
         pred = probs[0] > 0.5
         row: dict[str, Any] = {"id": r.id, "modality": data.modality(r.image), "height": r.image.shape[0], "width": r.image.shape[1]}
@@ -91,40 +102,53 @@ def format_table(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def evaluate(model: str | None, data_path: str | Path | None, split: str = "test", protocol: str = "resize256", out: str | Path = "evaluation",
+def evaluate(model: str | None, data_path: str | Path | None, *, split: str = "test", protocol: str = "resize256", out: str | Path = "evaluation",
              split_file: str | None = None, strips: bool = True, tile: int = 512, batch_size: int = 4, tta: bool | None = None, device: str = "cpu",
-             scale: str | None = None) -> dict[str, Any]:
-    """Score a model; writes score.csv, summary.json and strips/ under ``out``; returns the summary."""
-    from argparse import Namespace
-
+             scale: str | None = None, diameter: float | None = None, zoom: float = 1.0) -> dict[str, Any]:
+    """Score a model; writes score.csv, summary.json and strips/ under ``out``; returns the summary.
+    ``zoom`` resizes each image and its labels first (see :func:`zoomed`)."""
+    if not zoom > 0:
+        raise InputError(f"--zoom must be a positive factor, not {zoom}")
     data_path = data_path or data.default_data()
     records = data.load_records(data_path)
     chosen = data.select(records, choose_split(model, data_path, records, split_file), split)
     if not chosen:
         raise InputError(f"{data_path}: the '{split}' part is empty")
-    predictor = load_predictor(Namespace(model=model, device=device, tile=tile, batch_size=batch_size, tta=tta, scale=scale))
+    predictor = load_predictor(model, device=device, tile=tile, batch_size=batch_size, tta=tta, scale=scale, diameter=diameter)
     out = Path(out)
     strips_dir = out / "strips" if strips else None
     (strips_dir or out).mkdir(parents=True, exist_ok=True)
-    rows = score_records(predictor, chosen, protocol, strips_dir)
+    rows = score_records(predictor, chosen, protocol, strips_dir, zoom)
     with open(out / "score.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
     summary = summarise(rows, protocol)
+    summary.update({"data": str(data_path), "split": split, "zoom": zoom})
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
 
 
 def evaluate_command(args) -> int:
-    summary = evaluate(args.model, args.data, args.split, args.protocol, args.out or "evaluation", args.split_file,
-                       args.strips, args.tile, args.batch_size, args.tta, args.device, args.scale)
-    if args.json:
-        print(json.dumps({k: summary[k] for k in ("protocol", "n_images", *metrics.PIXEL_METRICS)}))
-    else:
-        print(format_table(summary))
-        out = Path(args.out or "evaluation")
-        print(f"\nper-image scores: {out / 'score.csv'}" + (f"; strips: {out / 'strips'}" if args.strips else ""))
+    """Each --data in turn (into OUT/<dataset name>/ when there are several), then one line per dataset."""
+    paths = args.data or [None]
+    root = Path(args.out or "evaluation")
+    summaries = []
+    for path in paths:
+        out = root / Path(path).stem if len(paths) > 1 else root
+        summary = evaluate(args.model, path, split=args.split, protocol=args.protocol, out=out, split_file=args.split_file, strips=args.strips,
+                           tile=args.tile, batch_size=args.batch_size, tta=args.tta, device=args.device, scale=args.scale,
+                           diameter=args.diameter, zoom=args.zoom)
+        summaries.append(summary)
+        if args.json:
+            print(json.dumps({k: summary[k] for k in ("data", "protocol", "n_images", *metrics.PIXEL_METRICS, *OBJECT_METRICS)}))
+        else:
+            print(f"{summary['data']}, {args.split}:\n" + format_table(summary))
+            print(f"\nper-image scores: {out / 'score.csv'}" + (f"; strips: {out / 'strips'}" if args.strips else "") + "\n")
+    if len(summaries) > 1 and not args.json:
+        print("| dataset | images | F1 | Jaccard | DSB score |\n|---|---|---|---|---|")
+        for s in summaries:
+            print(f"| {s['data']} | {s['n_images']} | {s['f1']:.3f} | {s['jaccard']:.3f} | {s['dsb_score']:.3f} |")
     return 0
 
 
@@ -134,7 +158,7 @@ def demo(out: str, minutes: float) -> int:
 
     run = fit(TrainConfig(preset="small", input="crop:128", augment="full", norm="percentile", loss="bce+dice", lr=1e-3,
                           scheduler="cosine", samples_per_epoch=400, epochs=12, monitor="val_f1", max_minutes=minutes, out=out))
-    summary = evaluate(str(run), None, "test", "resize256", Path(out) / "evaluation")
+    summary = evaluate(str(run), None, split="test", protocol="resize256", out=Path(out) / "evaluation")
     print(format_table(summary))
     print(f"\nstrips (image | ground truth | prediction): {Path(out) / 'evaluation' / 'strips'}")
     return 0

@@ -74,9 +74,10 @@ class Predictor:
     scale normalisation.
 
     ``scale`` resizes the image by a fixed factor before inference (the probability is mapped
-    back); ``scale=None`` chooses it per image: a first pass measures the median nucleus diameter,
-    and the image is predicted again at the scale that brings it to ``target_diameter`` pixels (the
-    size the model learnt best), when that differs by more than 20%.
+    back); ``scale=None`` chooses it per image (:meth:`auto_scale`): a pass at half size measures
+    the median nucleus diameter, and the image is predicted at the scale that brings it to
+    ``target_diameter`` pixels (the size the model learnt best) when it is more than
+    ``auto_range`` times too large (or too small).
     """
 
     run: Runner
@@ -87,6 +88,8 @@ class Predictor:
     overlap: float = 0.25
     scale: float | None = 1.0
     target_diameter: float = 16.0
+    auto_range: tuple[float, float] = (0.5, 2.0)  # auto scale leaves diameters of these multiples of target_diameter alone
+    probe: float = 0.5  # auto scale measures nuclei on the image at this size (a quarter of the work)
     max_pixels: int = 64_000_000  # a rescaled image never exceeds this many pixels
     outputs: tuple[str, ...] = ("mask", "contour", "distance")  # what each output channel holds, in order
     contours: bool = True  # a contour output shapes the instance watershed (see :func:`instances`)
@@ -107,12 +110,7 @@ class Predictor:
 
     def _probabilities(self, image: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
         value_range = data.normalisation_range(image, self.norm)
-        factor = self.scale
-        if factor is None:
-            prob, gates = self._tiled(image, value_range)
-            factor = self.auto_scale(prob[0])
-            if factor == 1.0:
-                return prob, gates
+        factor = self.scale if self.scale is not None else self.auto_scale(image, value_range)
         height, width = image.shape[:2]
         factor = min(factor, math.sqrt(self.max_pixels / (height * width)))
         if abs(factor - 1.0) < 1e-3:
@@ -130,15 +128,26 @@ class Predictor:
         return instances(probs[0], output("contour", self.contours), threshold, self.min_area, self.h, self.contour_threshold,
                          output("distance", self.distances))
 
-    def auto_scale(self, prob: np.ndarray) -> float:
-        """The factor that brings the median nucleus of a first-pass prediction to ``target_diameter``
-        (clipped to 0.5..4), or 1.0 when within 20% of it or when nothing was found."""
-        areas = np.bincount(ndimage.label(prob > 0.5)[0].ravel())[1:]
-        areas = areas[areas >= 4]
+    def auto_scale(self, image: np.ndarray, value_range: tuple[float, float]) -> float:
+        """The factor that brings the median nucleus to ``target_diameter`` (clipped to 0.125..4),
+        or 1.0 when its diameter lies within ``auto_range`` times the target or nothing was found.
+
+        Measured on the image at ``probe`` size, not at full size: large textured nuclei that a
+        full-size pass cuts into small bright fragments (which would ask for enlarging) are whole
+        there, and the pass costs a quarter of a full one."""
+        height, width = image.shape[:2]
+        size = (max(8, round(height * self.probe)), max(8, round(width * self.probe)))
+        probs, _ = self._tiled(data.resize(image, size), value_range)
+        smallest = max(1, round(self.min_area * self.probe**2))
+        areas = np.bincount(instances(probs[0], threshold=0.5, min_area=smallest, h=self.h).ravel())[1:]
+        areas = areas[areas > 0]
         if not len(areas):
             return 1.0
-        factor = float(np.clip(self.target_diameter / (2 * math.sqrt(np.median(areas) / math.pi)), 0.5, 4.0))
-        return 1.0 if abs(math.log(factor)) < math.log(1.2) else factor
+        diameter = 2 * math.sqrt(float(np.median(areas)) / math.pi) * width / size[1]
+        low, high = self.auto_range
+        if low * self.target_diameter <= diameter <= high * self.target_diameter:
+            return 1.0
+        return float(np.clip(self.target_diameter / diameter, 0.125, 4.0))
 
     def _tiled(self, image: np.ndarray, value_range: tuple[float, float]) -> tuple[np.ndarray, list[np.ndarray]]:
         height, width = image.shape[:2]
@@ -307,15 +316,17 @@ def summarise(name: str, labels: np.ndarray) -> dict:
     }
 
 
-def load_predictor(args) -> Predictor:
-    """A Predictor for --model/--engine/--device/--tile/--batch-size/--tta/--scale. An .onnx model
-    runs on ONNX Runtime; any other model on torch (BatchNorm folded) unless --engine onnx asks for
-    an export first. Normalisation and the default scale come from the model's own metadata."""
+def load_predictor(model: str | Path | None = None, *, device: str = "cpu", tile: int = 512, batch_size: int = 4, tta: bool | None = None,
+                   scale: str | float | None = None, diameter: float | None = None, engine: str = "torch", attention: bool = False) -> Predictor:
+    """A Predictor for a model file, folder or run folder (None: the shipped model). An .onnx model
+    runs on ONNX Runtime; any other on torch (BatchNorm folded) unless ``engine="onnx"`` asks for
+    an export first. Normalisation and the defaults of ``tta`` and ``scale`` come from the model's
+    own metadata; ``scale`` is a factor or "auto"; ``diameter`` (the nuclei's size in pixels, as
+    Cellpose's) sets the factor that brings them to the size the model learnt, instead."""
     from .model import load_model, pretrained_path
 
-    path = Path(args.model) if args.model else pretrained_path()
-    attention = getattr(args, "attention", False)
-    if path.suffix == ".onnx" or getattr(args, "engine", "torch") == "onnx":
+    path = Path(model) if model else pretrained_path()
+    if path.suffix == ".onnx" or engine == "onnx":
         from .export import export_onnx, onnx_info, onnx_runner
 
         if attention:
@@ -328,10 +339,15 @@ def load_predictor(args) -> Predictor:
     else:
         from .export import fold_batchnorm
 
-        model = load_model(path, args.device)
-        run, info = torch_runner(model if attention else fold_batchnorm(model), args.device, attention), model.info
+        network = load_model(path, device)
+        run, info = torch_runner(network if attention else fold_batchnorm(network), device, attention), network.info
     inference, train = info.get("inference", {}), info.get("train", {})
-    scale = args.scale if getattr(args, "scale", None) is not None else inference.get("scale", 1.0)
+    target_diameter = float(inference.get("target_diameter", 16.0))
+    if diameter is not None:
+        if not diameter > 0:
+            raise InputError(f"--diameter must be a positive number of pixels, not {diameter}")
+        scale = target_diameter / diameter
+    scale = scale if scale is not None else inference.get("scale", 1.0)
     if str(scale) == "auto":
         scale = None
     else:
@@ -342,9 +358,9 @@ def load_predictor(args) -> Predictor:
         if scale <= 0:
             raise InputError(f"--scale must be 'auto' or a positive number, not '{scale}'")
     outputs = ("mask",) + ("contour",) * bool(train.get("contour")) + ("distance",) * bool(train.get("distance"))
-    return Predictor(run, train.get("norm", "fixed"), args.tile, args.batch_size,
-                     bool(inference.get("tta", False)) if args.tta is None else args.tta, scale=scale,
-                     target_diameter=float(inference.get("target_diameter", 16.0)),
+    return Predictor(run, train.get("norm", "fixed"), tile, batch_size,
+                     bool(inference.get("tta", False)) if tta is None else tta, scale=scale,
+                     target_diameter=target_diameter,
                      outputs=outputs, contours=bool(inference.get("contours", True)), distances=bool(inference.get("distances", False)),
                      contour_threshold=float(inference.get("contour_threshold", 0.5)),
                      h=float(inference.get("h", 1.0)), min_area=int(inference.get("min_area", 8)))
@@ -355,7 +371,8 @@ def predict_command(args) -> int:
     import tifffile
     from tqdm import tqdm
 
-    predictor = load_predictor(args)
+    predictor = load_predictor(args.model, device=args.device, tile=args.tile, batch_size=args.batch_size, tta=args.tta, scale=args.scale,
+                               diameter=args.diameter, engine=args.engine, attention=args.attention)
     out = Path(args.out)
     files = list(find_inputs(args.inputs))
     if not files:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,9 @@ from .model import PRESETS, AttentionUNet, ModelConfig, save_model
 LOSSES = ("bce", "dice", "bce+dice", "bce+image-dice")
 SCHEDULERS = ("plateau", "cosine")
 OPTIMIZERS = ("adam", "adamw", "sgd")
-AUGMENTS = ("none", "geometric", "full")
+AUGMENTS = ("none", "geometric", "full", "robust")
+# Keys an --init-from model decides unless given: its network and the normalisation it learnt with.
+INIT_KEYS = ("preset", "gate", "attention", "width", "depth", "contour", "distance", "norm")
 EVAL_SIZE = (256, 256)  # the report's resize256 protocol, used for validation
 
 
@@ -37,7 +39,8 @@ EVAL_SIZE = (256, 256)  # the report's resize256 protocol, used for validation
 class TrainConfig:
     """Every training option; defaults reproduce the reference report."""
 
-    data: str = ""  # dataset folder or .zip; empty = the embedded sample
+    data: list[str] = field(default_factory=list)  # dataset folders or .zips, each with its own split; empty = the sample
+    init_from: str = ""  # start from these weights: "pretrained" (the shipped model), a model file or a run folder
     preset: str = "seed"
     gate: str | None = None  # override the preset's gate kind
     attention: bool = True  # False trains a plain U-Net of the same widths
@@ -50,8 +53,8 @@ class TrainConfig:
     loss: str = "bce"
     input: str = "resize256"  # or "crop:N": random N x N crops at native resolution, scale-jittered
     scale: tuple[float, float] = (0.25, 2.0)  # crop-mode scale range (log-uniform), covers resize256 views
-    augment: str = "none"  # none (report), geometric (flips, 90-degree turns), full (+ colour, grey, invert)
-    balance: bool = False  # oversample rare modalities (brightfield, stained tissue)
+    augment: str = "none"  # none (report), geometric (flips, 90-degree turns), full (+ colour, grey, invert), robust (+ H&E stain, noise)
+    balance: bool = False  # oversample rare (dataset, modality) groups: each gets a share ~ the square root of its size
     samples_per_epoch: int = 0  # crop mode: crops per epoch; 0 = one per training image
     norm: str = "fixed"  # report: /255; or "percentile", or "polarity" (percentile, nuclei made bright)
     contour: bool = False  # a second output channel: nucleus contours, to separate touching nuclei
@@ -75,6 +78,8 @@ class TrainConfig:
     limit_batches: float = 1.0  # fraction or count of batches per epoch (tests)
 
     def model_config(self) -> ModelConfig:
+        if self.init_from:
+            return self._init_model_config()
         if self.preset not in PRESETS:
             raise InputError(f"unknown preset '{self.preset}' (choose from {', '.join(PRESETS)})")
         base = asdict(PRESETS[self.preset])
@@ -84,6 +89,19 @@ class TrainConfig:
         base["attention"] = self.attention
         base["out_channels"] = 1 + self.contour + self.distance
         return ModelConfig(**base)
+
+    def _init_model_config(self) -> ModelConfig:
+        """The --init-from model's network; an explicit option that contradicts it is an error."""
+        from .model import read_model_info
+
+        config = ModelConfig.from_dict(read_model_info(init_path(self.init_from))["model"])
+        wanted = {"gate": self.gate, "width": self.width, "depth": self.depth, "attention": self.attention,
+                  "out_channels": 1 + self.contour + self.distance}
+        for key, value in wanted.items():
+            if value is not None and value != getattr(config, key):
+                flag = "--contour/--distance" if key == "out_channels" else f"--{key}"
+                raise InputError(f"{flag} gives {key} {value}, but the --init-from model {self.init_from} has {getattr(config, key)}")
+        return config
 
     def crop_size(self) -> int | None:
         if self.input == "resize256":
@@ -115,7 +133,40 @@ class TrainConfig:
         values = dict(values)
         if "scale" in values:
             values["scale"] = tuple(values["scale"])
+        if isinstance(values.get("data"), str):
+            values["data"] = [values["data"]] if values["data"] else []
+        if values.get("init_from"):
+            values = {**init_defaults(values["init_from"]), **values}
         return cls(**values)
+
+
+def init_path(init_from: str) -> Path:
+    """The weights that --init-from names: "pretrained" is the shipped model."""
+    from .model import _resolve_weights, pretrained_path
+
+    return pretrained_path() if init_from == "pretrained" else _resolve_weights(Path(init_from))
+
+
+def init_defaults(init_from: str) -> dict[str, Any]:
+    """The options an --init-from model sets unless given: its network and normalisation."""
+    from .model import read_model_info
+
+    try:
+        info = read_model_info(init_path(init_from))
+    except (FileNotFoundError, ValueError) as exc:
+        raise InputError(f"--init-from {init_from}: {exc}") from None
+    train = info.get("train", {})
+    return {key: train[key] for key in INIT_KEYS if key in train}
+
+
+def init_record(init_from: str) -> dict[str, Any]:
+    """What a fine-tuned model records about its start: the name, version and weights checksum."""
+    import hashlib
+
+    from .model import read_model_info
+
+    path = init_path(init_from)
+    return {"from": init_from, "version": read_model_info(path).get("version"), "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
 
 
 # ------------------------------------------------------------------------------------- datasets
@@ -128,14 +179,28 @@ def augmenter(kind: str) -> Any:
     if kind == "none":
         return None
     steps = [A.HorizontalFlip(), A.VerticalFlip(), A.RandomRotate90()]
-    if kind == "full":
+    if kind in ("full", "robust"):
         steps += [
             A.ColorJitter(brightness=0.25, contrast=0.25, saturation=0.3, hue=0.08, p=0.6),
             A.ToGray(p=0.15),
             A.InvertImg(p=0.15),
             A.GaussianBlur(blur_limit=(3, 5), p=0.1),
         ]
+    if kind == "robust":  # texture and noise of dim, large nuclei; out-of-focus planes
+        steps += [A.GaussNoise(std_range=(0.02, 0.1), p=0.25), A.Defocus(radius=(1, 3), p=0.05)]
     return A.Compose(steps)
+
+
+def stain_jitter(image: np.ndarray, rng: np.random.Generator, sigma: float = 0.1) -> np.ndarray:
+    """H&E stain variation (Tellez et al. 2018): in haematoxylin-eosin-DAB space each stain's
+    amount is scaled by U(1 - sigma, 1 + sigma) and shifted by U(-sigma, sigma) of its range.
+    ``image`` is RGB in 0..1."""
+    from skimage.color import hed2rgb, rgb2hed
+
+    hed = rgb2hed(np.clip(image, 1e-6, 1.0))
+    span = np.maximum(hed.reshape(-1, 3).max(0) - hed.reshape(-1, 3).min(0), 1e-3)
+    hed = hed * rng.uniform(1 - sigma, 1 + sigma, 3) + rng.uniform(-sigma, sigma, 3) * span
+    return np.clip(hed2rgb(hed), 0.0, 1.0).astype(np.float32)
 
 
 def scaled_crop(image: np.ndarray, labels: np.ndarray, size: int, scale: tuple[float, float], rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -203,13 +268,20 @@ class TrainDataset(Dataset):
         self.transform = augmenter(cfg.augment)
         self.length = cfg.samples_per_epoch or len(records)
         self.contour, self.distance = cfg.contour, cfg.distance
-        self.images, self.labels = [], []
-        for r in records:
-            image, labels = data.normalise(r.image, cfg.norm), r.labels.astype(np.uint16)
+        self.norm = cfg.norm
+        # robust: colour images are kept at fixed scale with their own range, so that the stain
+        # jitter acts on the stains before the (polarity) normalisation turns them round
+        self.stain = [cfg.augment == "robust" and data.modality(r.image) == "stained" for r in records]
+        self.images, self.labels, self.ranges = [], [], []
+        for r, stain in zip(records, self.stain):
+            _, hi = data.normalisation_range(r.image, "fixed")
+            value_range = tuple(v / hi for v in data.normalisation_range(r.image, cfg.norm)) if stain else None
+            image, labels = data.normalise(r.image, "fixed" if stain else cfg.norm), r.labels.astype(np.uint16)
             if self.crop is None:
                 image, labels = data.resize(image, EVAL_SIZE), data.resize(labels, EVAL_SIZE, nearest=True)
             self.images.append(image)
             self.labels.append(labels)
+            self.ranges.append(value_range)
         self.calls = 0
 
     def __len__(self) -> int:
@@ -222,6 +294,8 @@ class TrainDataset(Dataset):
         image, labels = self.images[i], self.labels[i]
         if self.crop is not None:
             image, labels = scaled_crop(image, labels, self.crop, self.scale, rng)
+        if self.ranges[i] is not None:
+            image = data.normalise(stain_jitter(image, rng) if rng.random() < 0.7 else image, self.norm, self.ranges[i])
         if self.transform is not None:
             self.transform.set_random_seed(int(rng.integers(2**31)))
             out = self.transform(image=image, mask=labels)
@@ -251,9 +325,10 @@ def to_tensor(image: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1), dtype=np.float32))
 
 
-def sample_weights(records: list[data.Record], length: int) -> torch.Tensor:
-    """Weights that give each modality a share proportional to the square root of its size."""
-    kinds = [data.modality(r.image) for r in records]
+def sample_weights(records: list[data.Record], length: int, sources: list[str] | None = None) -> torch.Tensor:
+    """Weights that give each modality of each dataset (``sources``, one per record) a share
+    proportional to the square root of its size."""
+    kinds = [f"{source}:{data.modality(r.image)}" for source, r in zip(sources or [""] * len(records), records)]
     counts = data.count_by(kinds)
     per_record = torch.tensor([counts[k] ** -0.5 for k in kinds], dtype=torch.double)
     return per_record.repeat(math.ceil(length / len(records)))[:length]
@@ -399,11 +474,10 @@ class ExportBest(L.Callback):
         model = AttentionUNet(task.model.config)
         model.load_state_dict({k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")})
         score = float(ckpt.best_model_score) if ckpt is not None and ckpt.best_model_score is not None else None
-        save_model(
-            model,
-            self.run_dir / "model",
-            {"train": _jsonable(asdict(task.cfg)), "best": {"monitor": task.cfg.monitor, "score": score, "checkpoint": Path(best).name}},
-        )
+        metadata = {"train": _jsonable(asdict(task.cfg)), "best": {"monitor": task.cfg.monitor, "score": score, "checkpoint": Path(best).name}}
+        if task.cfg.init_from:
+            metadata["init"] = init_record(task.cfg.init_from)
+        save_model(model, self.run_dir / "model", metadata)
 
 
 def _jsonable(values: dict[str, Any]) -> dict[str, Any]:
@@ -413,10 +487,24 @@ def _jsonable(values: dict[str, Any]) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------- fit
 
 
-def prepare_split(records: list[data.Record], cfg: TrainConfig, run_dir: Path) -> dict[str, list[str]]:
-    split = data.load_split(cfg.split_file) if cfg.split_file else data.reference_split([r.id for r in records])
-    (run_dir / "split.json").write_text(json.dumps(split, indent=1) + "\n")
-    return split
+def prepare_splits(datasets: dict[str, list[data.Record]], cfg: TrainConfig, run_dir: Path) -> dict[str, dict[str, list[str]]]:
+    """Each dataset's split (--split-file, else :func:`data.default_split`), written to
+    ``split.json``: one dataset as {train, valid, test}, several as {dataset: {train, valid, test}}."""
+    splits = {
+        name: data.load_split(cfg.split_file, name if len(datasets) > 1 else None) if cfg.split_file else data.default_split([r.id for r in records])
+        for name, records in datasets.items()
+    }
+    written = next(iter(splits.values())) if len(splits) == 1 else splits
+    (run_dir / "split.json").write_text(json.dumps(written, indent=1) + "\n")
+    return splits
+
+
+def load_datasets(paths: list[str]) -> dict[str, list[data.Record]]:
+    """Records of each dataset, by the path as given (the embedded sample when none is)."""
+    paths = paths or [str(data.default_data())]
+    if len(set(paths)) < len(paths):
+        raise InputError(f"--data names a dataset twice: {' '.join(paths)}")
+    return {path: data.load_records(path) for path in paths}
 
 
 def fit(cfg: TrainConfig) -> Path:
@@ -433,11 +521,13 @@ def fit(cfg: TrainConfig) -> Path:
     (run_dir / "config.yaml").write_text(yaml.safe_dump(_jsonable(asdict(cfg)), sort_keys=False))
     L.seed_everything(cfg.seed, workers=True, verbose=False)
 
-    records = data.load_records(cfg.data or data.default_data())
-    split = prepare_split(records, cfg, run_dir)
-    train_records, valid_records = data.select(records, split, "train"), data.select(records, split, "valid")
+    datasets = load_datasets(cfg.data)
+    splits = prepare_splits(datasets, cfg, run_dir)
+    parts = {part: [(name, r) for name, records in datasets.items() for r in data.select(records, splits[name], part)] for part in ("train", "valid")}
+    train_records, valid_records = [r for _, r in parts["train"]], [r for _, r in parts["valid"]]
     train_set = TrainDataset(train_records, cfg)
-    sampler = WeightedRandomSampler(sample_weights(train_records, len(train_set)), len(train_set)) if cfg.balance else None
+    weights = sample_weights(train_records, len(train_set), [name for name, _ in parts["train"]])
+    sampler = WeightedRandomSampler(weights, len(train_set)) if cfg.balance else None
     loader_args = {"num_workers": cfg.workers, "persistent_workers": cfg.workers > 0}
     train_loader = DataLoader(train_set, cfg.batch_size, shuffle=sampler is None, sampler=sampler, drop_last=len(train_set) > cfg.batch_size, **loader_args)
     valid_loader = DataLoader(EvalDataset(valid_records, cfg.norm, cfg.contour, cfg.distance), cfg.batch_size, **loader_args)
@@ -473,6 +563,10 @@ def fit(cfg: TrainConfig) -> Path:
         enable_model_summary=False,
     )
     task = SegmentationTask(asdict(cfg.model_config()), _jsonable(asdict(cfg)))
+    if cfg.init_from:
+        from .model import load_model
+
+        task.model.load_state_dict(load_model(init_path(cfg.init_from)).state_dict())
     resume = str(run_dir / "checkpoints" / "last.ckpt") if cfg.resume == "last" else (cfg.resume or None)
     if resume and not Path(resume).is_file():
         raise InputError(f"{resume}: no checkpoint to resume from")

@@ -1,0 +1,115 @@
+"""The Python API: one object that segments nuclei in an array, as Cellpose's ``model.eval`` and
+StarDist's ``predict_instances`` do, with no argparse anywhere below the command line.
+
+>>> import imageio.v3 as iio
+>>> from attention_unet import Segmenter
+>>> from attention_unet.data import SAMPLE_DIR
+>>> image = iio.imread(SAMPLE_DIR / "images" / "05040e2e959c3f5632558fc9683fec88f0010026c555b499066346f67fdd0e13.png")
+>>> result = Segmenter.from_pretrained().segment(image)  # RGBA PNG: alpha is dropped
+>>> result.labels.shape == result.probability.shape == image.shape[:2], int(result.labels.max()) > 10
+(True, True)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import data
+from .errors import InputError
+from .predict import Predictor, load_predictor
+
+
+@dataclass
+class Segmentation:
+    """What :meth:`Segmenter.segment` returns: instance labels (0 = background), the foreground
+    probability, and each attention gate's coefficient map when asked for (coarsest gate first)."""
+
+    labels: np.ndarray  # H x W int32
+    probability: np.ndarray  # H x W float32
+    attention: list[np.ndarray] = field(default_factory=list)  # H x W float32 each
+
+
+def as_image(image: np.ndarray, *, axes: str | None = None, channel: int | None = None) -> np.ndarray:
+    """An H x W x 3 image from H x W, H x W x C or C x H x W arrays.
+
+    ``axes`` names the layout ("YX", "YXC" or "CYX"); without it a 3-D array with at most 4 entries
+    on one end and more on the other is read that way. ``channel`` picks the nucleus channel;
+    without it grey and RGB(A) are used as they are, and other channel counts need it.
+
+    >>> as_image(np.zeros((2, 40, 50)), channel=1).shape
+    (40, 50, 3)
+    """
+    image = np.asarray(image)
+    if axes is None:
+        if image.ndim == 2:
+            axes = "YX"
+        elif image.ndim == 3 and image.shape[2] <= 4 < image.shape[0]:
+            axes = "YXC"
+        elif image.ndim == 3 and image.shape[0] <= 4 < image.shape[2]:
+            axes = "CYX"
+        else:
+            raise InputError(f"cannot tell the axes of an array of shape {image.shape}: give axes='YXC' or 'CYX'")
+    axes = axes.upper()
+    if sorted(axes) not in (sorted("YX"), sorted("YXC")) or len(axes) != image.ndim:
+        raise InputError(f"axes '{axes}' do not describe an array of shape {image.shape} (use YX, YXC or CYX)")
+    if axes == "YX":
+        return data.to_rgb(image)
+    image = np.moveaxis(image, axes.index("C"), 2)
+    image = np.moveaxis(image, 0, 1) if axes.index("X") < axes.index("Y") else image
+    if channel is not None:
+        if not 0 <= channel < image.shape[2]:
+            raise InputError(f"channel {channel} does not exist: the image has {image.shape[2]} channel(s)")
+        return data.to_rgb(image[:, :, channel])
+    if image.shape[2] not in (1, 3, 4):
+        raise InputError(f"an image with {image.shape[2]} channels needs channel= (which one holds the nuclei)")
+    return data.to_rgb(image)
+
+
+class Segmenter:
+    """A loaded model with its inference settings.
+
+    Args:
+        model: a model file, model folder, training run folder or ``.onnx`` file; None for the shipped model.
+        device: torch device ("cpu", "cuda", "mps").
+        engine: "torch", or "onnx" to run on ONNX Runtime.
+        tile: tile size of sliding-window inference.
+        batch_size: tiles per forward pass.
+    """
+
+    def __init__(self, model: str | Path | None = None, *, device: str = "cpu", engine: str = "torch", tile: int = 512,
+                 batch_size: int = 4) -> None:
+        self._options = {"device": device, "engine": engine, "tile": tile, "batch_size": batch_size}
+        self.model = model
+        self.predictor = load_predictor(model, **self._options)
+        self._with_attention: Predictor | None = None
+
+    @classmethod
+    def from_pretrained(cls, **options: object) -> Segmenter:
+        """The shipped nuclei model (see MODEL.md)."""
+        return cls(None, **options)  # type: ignore[arg-type]
+
+    def segment(self, image: np.ndarray, *, axes: str | None = None, channel: int | None = None, diameter: float | None = None,
+                threshold: float = 0.5, tta: bool | None = None, attention: bool = False) -> Segmentation:
+        """Segment the nuclei of one 2-D image (see :func:`as_image` for ``axes`` and ``channel``).
+
+        ``diameter`` (pixels) rescales nuclei to the size the model learnt, instead of the model's
+        own scale setting; ``tta`` averages over the 8 flips and turns (default: the model's setting);
+        ``attention`` also returns each gate's coefficient map (torch engine only)."""
+        predictor = self.predictor
+        if attention:
+            self._with_attention = self._with_attention or load_predictor(self.model, attention=True, **self._options)
+            predictor = self._with_attention
+        changes: dict[str, object] = {}
+        if diameter is not None:
+            if not diameter > 0:
+                raise InputError(f"diameter must be a positive number of pixels, not {diameter}")
+            changes["scale"] = predictor.target_diameter / diameter
+        if tta is not None:
+            changes["tta"] = tta
+        predictor = dataclasses.replace(predictor, **changes) if changes else predictor
+        probs, gates = predictor.probabilities(as_image(image, axes=axes, channel=channel))
+        return Segmentation(predictor.labels(probs, threshold), probs[0], gates)

@@ -1,0 +1,57 @@
+"""The Python API: array layouts in, labels and probabilities out, the same as the command line's."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+
+from attention_unet import Segmenter
+from attention_unet.cli import main
+from attention_unet.errors import InputError
+from attention_unet.segmenter import as_image
+
+from .conftest import synthetic
+
+
+@pytest.fixture(scope="module")
+def segmenter() -> Segmenter:
+    return Segmenter.from_pretrained(tile=256)
+
+
+def test_grey_rgb_and_channel_first_arrays_give_the_same_labels(segmenter: Segmenter) -> None:
+    grey, _ = synthetic(1, (96, 120))
+    expected = segmenter.segment(grey).labels
+    assert expected.max() >= 1
+    np.testing.assert_array_equal(segmenter.segment(np.dstack([grey] * 3)).labels, expected)
+    two_channels = np.stack([np.zeros_like(grey), grey])  # C x H x W, nuclei in channel 1
+    np.testing.assert_array_equal(segmenter.segment(two_channels, channel=1).labels, expected)
+    np.testing.assert_array_equal(segmenter.segment(two_channels.transpose(1, 2, 0), axes="YXC", channel=1).labels, expected)
+
+
+def test_the_api_and_the_command_agree(segmenter: Segmenter, tmp_path: Path) -> None:
+    grey, _ = synthetic(2, (96, 120))
+    tifffile.imwrite(tmp_path / "a.tif", grey)
+    assert main(["predict", str(tmp_path / "a.tif"), "--out", str(tmp_path / "o"), "--tile", "256"]) == 0
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "o" / "a_labels.tif"), segmenter.segment(grey).labels)
+
+
+def test_attention_maps_and_diameter(segmenter: Segmenter) -> None:
+    grey, _ = synthetic(3, (64, 64))
+    result = segmenter.segment(grey, attention=True)
+    assert len(result.attention) == 4 and all(a.shape == (64, 64) for a in result.attention)
+    assert segmenter.segment(grey, diameter=segmenter.predictor.target_diameter).labels.shape == (64, 64)
+
+
+@pytest.mark.parametrize(
+    ("array", "options", "message"),
+    [
+        (np.zeros((5, 6, 7)), {}, "cannot tell the axes"),
+        (np.zeros((40, 50, 2)), {}, "needs channel="),
+        (np.zeros((2, 40, 50)), {"channel": 2}, "channel 2 does not exist"),
+        (np.zeros((40, 50)), {"axes": "YXC"}, "do not describe"),
+    ],
+)
+def test_bad_layouts_are_one_clear_error(array: np.ndarray, options: dict, message: str) -> None:
+    with pytest.raises(InputError, match=message):
+        as_image(array, **options)
