@@ -20,7 +20,7 @@ from attention_unet.train import contours, distances
 
 from .conftest import disks, synthetic, two_touching_boxes
 
-SHIPPED_SAMPLE_F1 = 0.913  # `attention-unet evaluate --split all` on the sample, resize256, when shipped
+SHIPPED_SAMPLE_F1 = 0.910  # `attention-unet evaluate --split all` on the sample, resize256, when nuclei-v4 was shipped
 
 
 @settings(max_examples=100, deadline=None, derandomize=True)

@@ -32,7 +32,7 @@ def main() -> None:
     parser.add_argument("--model")
     args = parser.parse_args()
     records = data.load_records(args.data)
-    valid = data.select(records, data.reference_split([r.id for r in records]), "valid")
+    valid = data.select(records, data.default_split([r.id for r in records]), "valid")
     predictor = load_predictor(args.model)
     scores: dict[str, list[float]] = {"model's instances": [], "true mask, our splitting": [], "our mask, true splitting": [],
                                       "true mask as components": []}

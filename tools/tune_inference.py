@@ -29,7 +29,7 @@ def main() -> None:
     norm = model.info["train"]["norm"]
     run = torch_runner(fold_batchnorm(model))
     records = data.load_records(args.data)
-    valid = data.select(records, data.reference_split([r.id for r in records]), "valid")
+    valid = data.select(records, data.default_split([r.id for r in records]), "valid")
     settings = [(f"scale {s:g}", {"scale": s}) for s in args.scales] + [(f"auto D={d:g}", {"scale": None, "target_diameter": d}) for d in args.diameters]
     results = {}
     for protocol in args.protocols:

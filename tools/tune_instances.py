@@ -33,7 +33,7 @@ def main() -> None:
     args = parser.parse_args()
     predictor = load_predictor(args.model)
     records = data.load_records(args.data)
-    valid = data.select(records, data.reference_split([r.id for r in records]), "valid")
+    valid = data.select(records, data.default_split([r.id for r in records]), "valid")
     items = []
     for r in valid:
         image, labels = data.protocol_view(r, args.protocol)
