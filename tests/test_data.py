@@ -194,3 +194,17 @@ def test_raw_mask_of_another_size_is_named(tmp_path: Path) -> None:
     for source in (tmp_path / "raw", tmp_path / "raw.zip"):
         with pytest.raises(InputError, match=r"id1/masks/m2.png: mask is \(20, 24\), its image is \(24, 24\)"):
             data.load_records(source, use_cache=False)
+
+
+def test_cellpose_layout_pairs_each_image_with_its_masks_file(tmp_path: Path) -> None:
+    labels = disks((24, 32), [(8, 8), (14, 22)], 4).astype(np.uint16)
+    tifffile.imwrite(tmp_path / "a.tif", np.full((24, 32), 50, np.uint8))
+    tifffile.imwrite(tmp_path / "a_masks.tif", labels)
+    iio.imwrite(tmp_path / "b.png", np.full((24, 32, 3), 50, np.uint8))
+    iio.imwrite(tmp_path / "b_masks.png", labels)
+    records = data.load_records(tmp_path, use_cache=False)
+    assert [r.id for r in records] == ["a", "b"]
+    assert all(r.labels.max() == 2 and r.image.shape == (24, 32, 3) for r in records)
+    iio.imwrite(tmp_path / "c_masks.png", labels)
+    with pytest.raises(InputError, match="c_masks.png"):
+        data.load_records(tmp_path, use_cache=False)

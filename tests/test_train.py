@@ -181,6 +181,11 @@ def test_init_from_starts_from_the_model_and_refuses_contradictions(tiny_dataset
     assert info["init"]["from"] == str(first) and len(info["init"]["sha256"]) == 64
     assert main([*args, str(tmp_path / "bad"), "--width", "8"]) == 2
     assert "--width gives width 8, but the --init-from model" in capsys.readouterr().err
+    frozen = tmp_path / "frozen"
+    assert main([*args[:-2], "1e-2", "--freeze-encoder", "--out", str(frozen)]) == 0
+    after = weights(frozen)
+    assert all(torch.equal(start[k], after[k]) for k in start if k.startswith(("encoders.", "bridge.")))  # BatchNorm statistics too
+    assert not all(torch.equal(start[k], after[k]) for k in start if k.startswith("decoders."))
 
 
 def test_stain_jitter_is_the_identity_at_zero_strength() -> None:

@@ -21,6 +21,7 @@ def _train_parser(sub: Any) -> None:
     p.add_argument("--data", nargs="+", help="dataset folders or .zips, each with its own split (default: the embedded sample)")
     p.add_argument("--init-from", metavar="MODEL", help="start from these weights: 'pretrained' (the shipped model), a model file, "
                    "model folder or run folder; its network and normalisation unless given")
+    p.add_argument("--freeze-encoder", action="store_const", const=True, help="train only the decoder (with --init-from)")
     p.add_argument("--preset", choices=PRESET_NAMES)
     p.add_argument("--gate", choices=("channel", "scalar"))
     p.add_argument("--no-attention", dest="attention", action="store_const", const=False, help="plain U-Net of the same widths")

@@ -5,7 +5,9 @@ Layouts:
 * raw (Kaggle/BBBC038): ``<id>/images/<id>.png`` and ``<id>/masks/*.png`` (one PNG per nucleus),
   as a folder or straight from the ``.zip``;
 * flat ("processed"): ``images/`` and ``masks/`` with matching file stems, paired by stem. 8-bit
-  masks are binary (JPG thresholded at 127, others at > 0); 16/32-bit integer masks are instance labels.
+  masks are binary (JPG thresholded at 127, others at > 0); 16/32-bit integer masks are instance labels;
+* Cellpose's: ``<name>.tif`` (or .png, ...) beside ``<name>_masks.tif`` (or .png) in one folder,
+  masks read as in the flat layout (label images saved from napari or Fiji).
 
 Decoded datasets are cached as ``.npz`` (no pickle) under ``$ATTENTION_UNET_CACHE`` or
 ``~/.cache/attention-unet`` so that the 29k mask PNGs of DSB-2018 are decoded once.
@@ -30,6 +32,7 @@ from scipy import ndimage
 from .errors import InputError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+CELLPOSE_MASK = "_masks"  # Cellpose's layout: <name>.tif beside <name>_masks.tif
 NORMALISATIONS = ("fixed", "percentile", "polarity")
 SAMPLE_DIR = Path(__file__).parent / "sample"
 
@@ -144,7 +147,23 @@ def _flat_items(path: Path) -> Iterable[Record]:
                 found[stem] = f
         return found
 
-    images, masks = by_stem(path / "images"), by_stem(path / "masks")
+    return _paired_items(path, by_stem(path / "images"), by_stem(path / "masks"))
+
+
+def _cellpose_items(path: Path) -> Iterable[Record]:
+    """Cellpose's layout: ``<name>.tif`` beside ``<name>_masks.tif`` (or .png) in one folder."""
+    files = [f for f in sorted(path.iterdir()) if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES]
+    images: dict[str, Path] = {}
+    masks: dict[str, Path] = {}
+    for f in files:
+        found, stem = (masks, f.stem.removesuffix(CELLPOSE_MASK)) if f.stem.endswith(CELLPOSE_MASK) else (images, f.stem)
+        if stem in found:
+            raise InputError(f"{f}: two files for '{stem}' ({found[stem].name}, {f.name})")
+        found[stem] = f
+    return _paired_items(path, images, masks)
+
+
+def _paired_items(path: Path, images: dict[str, Path], masks: dict[str, Path]) -> Iterable[Record]:
     unmatched = sorted(set(images) ^ set(masks))
     if unmatched:
         shown = ", ".join(str(images.get(s) or masks.get(s)) for s in unmatched[:5])
@@ -169,9 +188,11 @@ def iter_records(data: str | Path) -> Iterable[Record]:
         return _raw_items_from_zip(path)
     if (path / "images").is_dir() and (path / "masks").is_dir():
         return _flat_items(path)
+    if any(p.stem.endswith(CELLPOSE_MASK) and p.suffix.lower() in IMAGE_SUFFIXES for p in path.iterdir()):
+        return _cellpose_items(path)
     if any((p / "images").is_dir() for p in path.iterdir()):
         return _raw_items_from_folder(path)
-    raise InputError(f"{path}: neither 'images/' + 'masks/' nor '<id>/images/' folders inside")
+    raise InputError(f"{path}: neither 'images/' + 'masks/', '<id>/images/' folders nor '<name>_masks' files inside")
 
 
 def cache_dir() -> Path:

@@ -41,6 +41,7 @@ class TrainConfig:
 
     data: list[str] = field(default_factory=list)  # dataset folders or .zips, each with its own split; empty = the sample
     init_from: str = ""  # start from these weights: "pretrained" (the shipped model), a model file or a run folder
+    freeze_encoder: bool = False  # keep the encoder and bridge (weights and BatchNorm statistics) as they start
     preset: str = "seed"
     gate: str | None = None  # override the preset's gate kind
     attention: bool = True  # False trains a plain U-Net of the same widths
@@ -378,6 +379,17 @@ class SegmentationTask(L.LightningModule):
             {f"{stage}_{name}": MeanMetric() for stage in ("train", "val") for name in ("f1", "iou", "recall", "precision")}
         )
         self.started = time.monotonic()
+        if self.cfg.freeze_encoder:
+            for part in self.frozen():
+                part.requires_grad_(False)
+
+    def frozen(self) -> list[torch.nn.Module]:
+        """The parts --freeze-encoder keeps: the encoder blocks and the bridge."""
+        return [self.model.encoders, self.model.bridge] if self.cfg.freeze_encoder else []
+
+    def on_train_epoch_start(self) -> None:
+        for part in self.frozen():
+            part.eval()  # BatchNorm keeps the statistics it started with
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.cfg.channels_last:
@@ -405,12 +417,13 @@ class SegmentationTask(L.LightningModule):
         self.log("minutes", (time.monotonic() - self.started) / 60, sync_dist=False, rank_zero_only=True)
 
     def configure_optimizers(self) -> Any:
+        trained = [p for p in self.parameters() if p.requires_grad]
         if self.cfg.optimizer == "sgd":
-            optimizer = torch.optim.SGD(self.parameters(), lr=self.cfg.lr, momentum=0.9)
+            optimizer = torch.optim.SGD(trained, lr=self.cfg.lr, momentum=0.9)
         elif self.cfg.optimizer == "adamw":
-            optimizer = torch.optim.AdamW(self.parameters(), lr=self.cfg.lr, weight_decay=1e-4)
+            optimizer = torch.optim.AdamW(trained, lr=self.cfg.lr, weight_decay=1e-4)
         else:
-            optimizer = torch.optim.Adam(self.parameters(), lr=self.cfg.lr)
+            optimizer = torch.optim.Adam(trained, lr=self.cfg.lr)
         if self.cfg.scheduler == "cosine":
             steps = self.trainer.estimated_stepping_batches
             schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, int(steps)), eta_min=self.cfg.lr / 100)
