@@ -316,6 +316,13 @@ def summarise(name: str, labels: np.ndarray) -> dict:
     }
 
 
+def scale_for_diameter(target_diameter: float, diameter: float) -> float:
+    """The factor that brings nuclei of ``diameter`` pixels to the size the model learnt."""
+    if not diameter > 0:
+        raise InputError(f"--diameter must be a positive number of pixels, not {diameter}")
+    return target_diameter / diameter
+
+
 def load_predictor(model: str | Path | None = None, *, device: str = "cpu", tile: int = 512, batch_size: int = 4, tta: bool | None = None,
                    scale: str | float | None = None, diameter: float | None = None, engine: str = "torch", attention: bool = False) -> Predictor:
     """A Predictor for a model file, folder or run folder (None: the shipped model). An .onnx model
@@ -344,9 +351,7 @@ def load_predictor(model: str | Path | None = None, *, device: str = "cpu", tile
     inference, train = info.get("inference", {}), info.get("train", {})
     target_diameter = float(inference.get("target_diameter", 16.0))
     if diameter is not None:
-        if not diameter > 0:
-            raise InputError(f"--diameter must be a positive number of pixels, not {diameter}")
-        scale = target_diameter / diameter
+        scale = scale_for_diameter(target_diameter, diameter)
     scale = scale if scale is not None else inference.get("scale", 1.0)
     if str(scale) == "auto":
         scale = None

@@ -20,7 +20,7 @@ import numpy as np
 
 from . import data
 from .errors import InputError
-from .predict import Predictor, load_predictor
+from .predict import Predictor, load_predictor, scale_for_diameter
 
 
 @dataclass
@@ -105,9 +105,7 @@ class Segmenter:
             predictor = self._with_attention
         changes: dict[str, object] = {}
         if diameter is not None:
-            if not diameter > 0:
-                raise InputError(f"diameter must be a positive number of pixels, not {diameter}")
-            changes["scale"] = predictor.target_diameter / diameter
+            changes["scale"] = scale_for_diameter(predictor.target_diameter, diameter)
         if tta is not None:
             changes["tta"] = tta
         predictor = dataclasses.replace(predictor, **changes) if changes else predictor
