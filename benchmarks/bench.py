@@ -33,13 +33,13 @@ import torch
 from attention_unet import AttentionUNet, allocator, data
 from attention_unet.export import calibration_tiles, export_onnx, fold_batchnorm, onnx_runner, quantize_onnx
 from attention_unet.model import PRESETS
-from attention_unet.predict import Predictor, torch_runner
+from attention_unet.tiling import Predictor, torch_runner
 
 
 class PeakRSS:
     """Peak resident memory above the level at entry, sampled every 5 ms by a thread."""
 
-    def __enter__(self) -> PeakRSS:
+    def __enter__(self) -> PeakRSS:  # noqa: PYI034 - typing.Self needs Python 3.11; the project supports 3.10
         allocator.release()  # the heap kept from earlier measurements would hide this one's peak
         self.proc, self.base, self.peak, self.running = psutil.Process(), psutil.Process().memory_info().rss, 0, True
         self.thread = threading.Thread(target=self._sample, daemon=True)
@@ -170,7 +170,7 @@ def main() -> None:
         config = PRESETS[preset]
         for impl in ("ours", "monai"):
             name = f"{preset}/{impl}"
-            make = (lambda: AttentionUNet(config)) if impl == "ours" else (lambda: monai_model(config.width, config.depth))
+            make = (lambda config=config: AttentionUNet(config)) if impl == "ours" else (lambda config=config: monai_model(config.width, config.depth))
             row: dict = {}
             row["train_256_img_s"], row["train_gflop_per_img"], row["train_peak_rss_mib"] = train_speed(make(), 256, repeats)
             row["train_128_img_s"] = train_speed(make(), 128, repeats)[0]
@@ -187,15 +187,15 @@ def main() -> None:
                     batch = np.random.default_rng(1).random((8, 3, 256, 256), dtype=np.float32)
                     for key, path in (("onnx_fp32", onnx_path), ("onnx_int8", int8_path)):
                         run = onnx_runner(path)
-                        row[f"infer_256_{key}_img_s"] = 8 / timed(lambda: run(batch), repeats)
+                        row[f"infer_256_{key}_img_s"] = 8 / timed(lambda run=run, batch=batch: run(batch), repeats)
                 runner = torch_runner(folded)
             else:
                 runner = torch_runner(model)
             predictor = Predictor(runner, "percentile", tile=512, batch_size=4)
-            row["predict_1024_s"] = timed(lambda: predictor.probability(big), max(1, repeats // 2))
+            row["predict_1024_s"] = timed(lambda predictor=predictor: predictor.probability(big), max(1, repeats // 2))
             if preset in args.huge:
                 with PeakRSS() as mem:
-                    row["predict_4096_tiled_s"] = timed(lambda: predictor.probability(huge), 1, 0)
+                    row["predict_4096_tiled_s"] = timed(lambda predictor=predictor: predictor.probability(huge), 1, 0)
                 row["predict_4096_peak_rss_mib"] = mem.mib
             results["models"][name] = {k: round(v, 3) for k, v in row.items()}
             print(name, results["models"][name], flush=True)

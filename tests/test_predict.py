@@ -14,9 +14,9 @@ from attention_unet import AttentionUNet, ModelConfig, data, load_model
 from attention_unet.cli import main
 from attention_unet.data import SAMPLE_DIR, load_records
 from attention_unet.errors import InputError
+from attention_unet.instances import contours, distances, instances
 from attention_unet.model import pretrained_path, save_model
-from attention_unet.predict import Predictor, gaussian_weights, instances, tile_starts, torch_runner
-from attention_unet.train import contours, distances
+from attention_unet.tiling import Predictor, gaussian_weights, tile_starts, torch_runner
 
 from .conftest import disks, synthetic, two_touching_boxes
 

@@ -11,7 +11,8 @@ import numpy as np
 from scipy import ndimage
 
 from attention_unet import data, metrics
-from attention_unet.predict import instances, load_predictor
+from attention_unet.instances import instances
+from attention_unet.predict import load_predictor
 
 
 def main(archive: str) -> None:

@@ -48,8 +48,8 @@ def main() -> None:
         scores["our mask, true splitting"].append(metrics.dsb_score(labels, oracle))
         scores["true mask as components"].append(metrics.dsb_score(labels, ndimage.label(labels > 0)[0]))
         iou = metrics.iou_matrix(labels, oracle)
-        matched.append([(lambda tp, fp, fn: tp / max(1, tp + fp + fn))(*metrics.object_counts(labels, oracle, t, iou))
-                        for t in metrics.IOU_THRESHOLDS])
+        counts = [metrics.object_counts(labels, oracle, t, iou) for t in metrics.IOU_THRESHOLDS]
+        matched.append([tp / max(1, tp + fp + fn) for tp, fp, fn in counts])
     print(f"valid, {args.protocol}, DSB score: " + ", ".join(f"{k} {np.mean(v):.3f}" for k, v in scores.items()))
     print("our mask, true splitting, TP/(TP+FP+FN) at IoU " +
           ", ".join(f"{t:.2f}: {m:.3f}" for t, m in zip(metrics.IOU_THRESHOLDS, np.mean(matched, 0))))

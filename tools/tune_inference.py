@@ -13,7 +13,7 @@ import numpy as np
 from attention_unet import data, metrics
 from attention_unet.export import fold_batchnorm
 from attention_unet.model import load_model
-from attention_unet.predict import Predictor, torch_runner
+from attention_unet.tiling import Predictor, torch_runner
 
 
 def main() -> None:

@@ -49,6 +49,7 @@ def _train_parser(sub: Any) -> None:
     p.add_argument("--out", help="run folder (default: runs/<time>)")
     p.add_argument("--resume", nargs="?", const="last", help="resume from a checkpoint (default: OUT/checkpoints/last.ckpt)")
     p.add_argument("--split-file", help="reuse a split.json")
+    p.add_argument("--valid-strip", type=int, metavar="ROWS", help="validate on each image's bottom ROWS rows, train on the rest (a handful of images)")
     p.add_argument("--workers", type=int, help="data-loader worker processes")
     p.add_argument("--accelerator", choices=("cpu", "gpu", "mps", "auto"))
     p.add_argument("--devices", help="number of devices or 'auto'")
@@ -79,6 +80,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = parser.add_subparsers(dest="command", required=True)
     _train_parser(sub)
+
+    p = sub.add_parser("finetune", help="fine-tune a model on a few annotated images of your own",
+                       description="Fine-tune the shipped model (or --model) on your images: a few minutes on a CPU. "
+                       "Every image trains; each one's bottom strip validates. Layouts: images/ + masks/, or Cellpose's <name> + <name>_masks.")
+    p.add_argument("data", nargs="+", help="dataset folders or .zips of your annotated images")
+    p.add_argument("--model", default="pretrained", help="the model to start from: 'pretrained' (the shipped one), a model file, model folder or run folder")
+    p.add_argument("--out", help="run folder (default: runs/<time>); the new model is OUT/model")
+    p.add_argument("--minutes", dest="max_minutes", type=float, help="time budget (default 4.5)")
+    p.add_argument("--epochs", type=int, help="epochs of 256 crops (default 10)")
+    p.add_argument("--lr", type=float, help="learning rate (default 2e-4)")
+    p.add_argument("--freeze-encoder", action="store_const", const=True, help="train only the decoder")
+    p.add_argument("--seed", type=int)
 
     p = sub.add_parser("evaluate", help="score a model on a dataset split")
     _model_args(p)
@@ -124,7 +137,8 @@ def _run(args: argparse.Namespace) -> int:
             import yaml
 
             try:
-                values = yaml.safe_load(open(args.config)) or {}
+                with open(args.config) as f:
+                    values = yaml.safe_load(f) or {}
             except (OSError, yaml.YAMLError) as exc:
                 raise InputError(f"{args.config}: cannot read YAML config ({exc})") from None
             if not isinstance(values, dict):
@@ -135,6 +149,13 @@ def _run(args: argparse.Namespace) -> int:
 
         if rank_zero_only.rank == 0:
             print(f"run folder: {run_dir}  (model: {run_dir / 'model'})")
+        return 0
+    if args.command == "finetune":
+        from .train import FINETUNE, TrainConfig, fit
+
+        given = {k: v for k, v in vars(args).items() if v is not None and k not in ("command", "debug", "model")}
+        run_dir = fit(TrainConfig.from_dict({**FINETUNE, "init_from": args.model, **given}, "finetune options"))
+        print(f"run folder: {run_dir}  (model: {run_dir / 'model'}; use it with predict --model {run_dir})")
         return 0
     if args.command == "evaluate":
         from .evaluate import evaluate_command

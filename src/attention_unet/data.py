@@ -65,7 +65,7 @@ def decode_image(data: bytes | str | Path, name: str = "") -> np.ndarray:
         import imageio.v3 as iio
 
         return iio.imread(data, extension=Path(name).suffix.lower() or None)
-    except Exception as exc:  # the decoders raise many types; the user needs the file name
+    except Exception as exc:  # noqa: BLE001 - the decoders raise many types; the user needs the file name
         raise InputError(f"{name}: cannot read image ({type(exc).__name__}: {exc})") from None
 
 
@@ -306,6 +306,29 @@ def select(records: Sequence[Record], split: dict[str, list[str]], part: str) ->
     if missing:
         raise InputError(f"split part '{part}' names {len(missing)} ids not in the data, e.g. {missing[0]}")
     return [by_id[i] for i in wanted]
+
+
+def strip_split(records: Sequence[Record], size: int) -> tuple[list[Record], list[Record]]:
+    """A split within images, for a handful of them (fine-tuning): each image's bottom ``size``
+    rows, cut into size x size squares, validate; the rows above train. An image under
+    2 x size rows (or narrower than size) trains whole.
+
+    >>> r = Record("a", np.zeros((300, 260, 3), np.uint8), np.zeros((300, 260), np.int32))
+    >>> train, valid = strip_split([r], 128)
+    >>> train[0].image.shape[:2], [v.id for v in valid], valid[0].image.shape[:2]
+    ((172, 260), ['a@0', 'a@1'], (128, 128))
+    """
+    train: list[Record] = []
+    valid: list[Record] = []
+    for r in records:
+        h, w = r.labels.shape
+        if h < 2 * size or w < size:
+            train.append(r)
+            continue
+        train.append(Record(r.id, r.image[: h - size], r.labels[: h - size]))
+        for k, x in enumerate(range(0, w - size + 1, size)):
+            valid.append(Record(f"{r.id}@{k}", r.image[h - size :, x : x + size], r.labels[h - size :, x : x + size]))
+    return train, valid
 
 
 # ------------------------------------------------------------------------------- normalisation

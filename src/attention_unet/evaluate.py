@@ -17,7 +17,9 @@ import numpy as np
 
 from . import data, metrics
 from .errors import InputError
-from .predict import Predictor, load_predictor, to_uint8
+from .images import to_uint8
+from .predict import load_predictor
+from .tiling import Predictor
 
 OBJECT_METRICS = ("dsb_score", "tp_fp_fn_ratio_at_0.5", "relative_count_error")
 

@@ -138,7 +138,7 @@ def export_command(args) -> int:
         print(f"wrote {path}", file=sys.stderr)
         if args.int8:
             from . import data
-            from .predict import find_inputs, read_pages
+            from .images import find_inputs, read_pages
 
             inputs = args.calibrate or [str(data.SAMPLE_DIR / "images")]
             images = [page for file, _ in find_inputs(inputs) for page in read_pages(file)]

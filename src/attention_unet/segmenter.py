@@ -20,7 +20,8 @@ import numpy as np
 
 from . import data
 from .errors import InputError
-from .predict import Predictor, load_predictor, scale_for_diameter
+from .predict import load_predictor, scale_for_diameter
+from .tiling import Predictor
 
 
 @dataclass

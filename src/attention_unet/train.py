@@ -19,12 +19,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.plugins.layer_sync import LayerSync
-from scipy import ndimage
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 
 from . import allocator, data
 from .errors import InputError
-from .model import PRESETS, AttentionUNet, ModelConfig, save_model
+from .instances import targets
+from .model import PRESETS, AttentionUNet, ModelConfig, read_model_info, save_model
 
 LOSSES = ("bce", "dice", "bce+dice", "bce+image-dice")
 SCHEDULERS = ("plateau", "cosine")
@@ -33,6 +33,14 @@ AUGMENTS = ("none", "geometric", "full", "robust")
 # Keys an --init-from model decides unless given: its network and the normalisation it learnt with.
 INIT_KEYS = ("preset", "gate", "attention", "width", "depth", "contour", "distance", "norm")
 EVAL_SIZE = (256, 256)  # the report's resize256 protocol, used for validation
+# `attention-unet finetune`: the TrainConfig options for a handful of one's own images (MODEL.md
+# measures it: a few minutes on 2 CPU cores); validation on a strip of each image, as there is
+# no image to spare.
+FINETUNE: dict[str, Any] = {
+    "init_from": "pretrained", "input": "crop:128", "scale": (0.5, 2.0), "augment": "robust", "loss": "bce+dice",
+    "lr": 2e-4, "scheduler": "cosine", "epochs": 10, "samples_per_epoch": 256, "monitor": "val_f1",
+    "early_stopping": 10, "max_minutes": 4.5, "valid_strip": 128,
+}
 
 
 @dataclass
@@ -68,6 +76,7 @@ class TrainConfig:
     out: str = ""
     resume: str = ""  # a checkpoint, or "last" for OUT/checkpoints/last.ckpt
     split_file: str = ""
+    valid_strip: int = 0  # > 0: validate on each image's bottom N rows (N x N squares, native), train on the rest: for a handful of images
     workers: int = 0
     channels_last: bool = True  # ~30% faster training on CPU
     accelerator: str = "auto"
@@ -93,8 +102,6 @@ class TrainConfig:
 
     def _init_model_config(self) -> ModelConfig:
         """The --init-from model's network; an explicit option that contradicts it is an error."""
-        from .model import read_model_info
-
         config = ModelConfig.from_dict(read_model_info(init_path(self.init_from))["model"])
         wanted = {"gate": self.gate, "width": self.width, "depth": self.depth, "attention": self.attention,
                   "out_channels": 1 + self.contour + self.distance}
@@ -113,6 +120,8 @@ class TrainConfig:
 
     def validate(self) -> None:
         self.crop_size()
+        if self.valid_strip and self.valid_strip < 16:
+            raise InputError(f"--valid-strip must be 0 (the dataset's valid split) or at least 16 rows, not {self.valid_strip}")
         self.model_config()
         for name, value, allowed in (
             ("loss", self.loss, LOSSES),
@@ -150,8 +159,6 @@ def init_path(init_from: str) -> Path:
 
 def init_defaults(init_from: str) -> dict[str, Any]:
     """The options an --init-from model sets unless given: its network and normalisation."""
-    from .model import read_model_info
-
     try:
         info = read_model_info(init_path(init_from))
     except (FileNotFoundError, ValueError) as exc:
@@ -163,8 +170,6 @@ def init_defaults(init_from: str) -> dict[str, Any]:
 def init_record(init_from: str) -> dict[str, Any]:
     """What a fine-tuned model records about its start: the name, version and weights checksum."""
     import hashlib
-
-    from .model import read_model_info
 
     path = init_path(init_from)
     return {"from": init_from, "version": read_model_info(path).get("version"), "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
@@ -226,36 +231,6 @@ def scaled_crop(image: np.ndarray, labels: np.ndarray, size: int, scale: tuple[f
     return image, cv2.resize(labels, (size, size), interpolation=cv2.INTER_NEAREST)
 
 
-def contours(labels: np.ndarray) -> np.ndarray:
-    """Each nucleus's inner rim, two pixels thick: where touching nuclei meet, a four-pixel seam
-    that the model learns to predict and :func:`predict.instances` cuts along."""
-    from skimage.segmentation import find_boundaries
-
-    rim = find_boundaries(labels, connectivity=1, mode="inner")
-    return ndimage.binary_dilation(rim) & (labels > 0)
-
-
-def distances(labels: np.ndarray) -> np.ndarray:
-    """Each nucleus's distance to its own rim (touching nuclei count as outside), divided by the
-    nucleus's largest: 1 at the centre, falling to 1/max at the rim, 0 outside. Scale-free, so
-    small and large nuclei give the same target shape (as in StarDist and Cellpose)."""
-    from skimage.segmentation import find_boundaries
-
-    inside = labels > 0
-    distance = ndimage.distance_transform_edt(inside & ~find_boundaries(labels, connectivity=1, mode="inner")) + inside
-    ids, index = np.unique(labels, return_inverse=True)
-    peak = np.ones(len(ids))
-    np.maximum.at(peak, index.ravel(), distance.ravel())  # ~10x faster than ndimage.maximum here
-    return np.where(inside, distance / peak[index.reshape(labels.shape)], 0.0)
-
-
-def targets(labels: np.ndarray, contour: bool, distance: bool = False) -> torch.Tensor:
-    """The training target for instance labels: the foreground mask, then the contours and the
-    normalised distance when asked."""
-    channels = [labels > 0] + ([contours(labels)] if contour else []) + ([distances(labels)] if distance else [])
-    return torch.from_numpy(np.stack(channels).astype(np.float32))
-
-
 class TrainDataset(Dataset):
     """Training samples: resized 256 x 256 images (report) or scale-jittered native crops, augmented.
 
@@ -301,17 +276,17 @@ class TrainDataset(Dataset):
             self.transform.set_random_seed(int(rng.integers(2**31)))
             out = self.transform(image=image, mask=labels)
             image, labels = out["image"], out["mask"]
-        return to_tensor(image), targets(np.ascontiguousarray(labels), self.contour, self.distance)
+        return to_tensor(image), torch.from_numpy(targets(np.ascontiguousarray(labels), self.contour, self.distance))
 
 
 class EvalDataset(Dataset):
-    """Validation images under the resize256 protocol, normalised like training."""
+    """Validation images under the resize256 protocol (or as they are, ``size=None``), normalised like training."""
 
-    def __init__(self, records: list[data.Record], norm: str, contour: bool = False, distance: bool = False) -> None:
-        self.items = [
-            (data.resize(data.normalise(r.image, norm), EVAL_SIZE), targets(data.resize(r.labels, EVAL_SIZE, nearest=True), contour, distance))
-            for r in records
-        ]
+    def __init__(self, records: list[data.Record], norm: str, contour: bool = False, distance: bool = False, size: tuple[int, int] | None = EVAL_SIZE) -> None:
+        def view(array: np.ndarray, nearest: bool = False) -> np.ndarray:
+            return array if size is None else data.resize(array, size, nearest=nearest)
+
+        self.items = [(view(data.normalise(r.image, norm)), torch.from_numpy(targets(view(r.labels, nearest=True), contour, distance))) for r in records]
 
     def __len__(self) -> int:
         return len(self.items)
@@ -490,6 +465,9 @@ class ExportBest(L.Callback):
         metadata = {"train": _jsonable(asdict(task.cfg)), "best": {"monitor": task.cfg.monitor, "score": score, "checkpoint": Path(best).name}}
         if task.cfg.init_from:
             metadata["init"] = init_record(task.cfg.init_from)
+            parent = read_model_info(init_path(task.cfg.init_from))
+            if "inference" in parent:  # the settings tuned for the parent hold until tuned again
+                metadata["inference"] = parent["inference"]
         save_model(model, self.run_dir / "model", metadata)
 
 
@@ -501,15 +479,30 @@ def _jsonable(values: dict[str, Any]) -> dict[str, Any]:
 
 
 def prepare_splits(datasets: dict[str, list[data.Record]], cfg: TrainConfig, run_dir: Path) -> dict[str, dict[str, list[str]]]:
-    """Each dataset's split (--split-file, else :func:`data.default_split`), written to
+    """Each dataset's split (--split-file, else all images with --valid-strip, else :func:`data.default_split`), written to
     ``split.json``: one dataset as {train, valid, test}, several as {dataset: {train, valid, test}}."""
-    splits = {
-        name: data.load_split(cfg.split_file, name if len(datasets) > 1 else None) if cfg.split_file else data.default_split([r.id for r in records])
-        for name, records in datasets.items()
-    }
+    def split_of(name: str, ids: list[str]) -> dict[str, list[str]]:
+        if cfg.split_file:
+            return data.load_split(cfg.split_file, name if len(datasets) > 1 else None)
+        # --valid-strip validates within the images, so every image can train
+        return {"train": sorted(ids), "valid": [], "test": []} if cfg.valid_strip else data.default_split(ids)
+
+    splits = {name: split_of(name, [r.id for r in records]) for name, records in datasets.items()}
     written = next(iter(splits.values())) if len(splits) == 1 else splits
     (run_dir / "split.json").write_text(json.dumps(written, indent=1) + "\n")
     return splits
+
+
+def strip_parts(named: list[tuple[str, data.Record]], size: int) -> dict[str, list[tuple[str, data.Record]]]:
+    """--valid-strip: every image of the train and valid parts split by :func:`data.strip_split`."""
+    parts: dict[str, list[tuple[str, data.Record]]] = {"train": [], "valid": []}
+    for name, record in named:
+        train, valid = data.strip_split([record], size)
+        parts["train"] += [(name, r) for r in train]
+        parts["valid"] += [(name, r) for r in valid]
+    if not parts["valid"]:
+        raise InputError(f"--valid-strip {size}: no image has {2 * size} rows and {size} columns to validate on; give a smaller strip")
+    return parts
 
 
 def load_datasets(paths: list[str]) -> dict[str, list[data.Record]]:
@@ -537,13 +530,16 @@ def fit(cfg: TrainConfig) -> Path:
     datasets = load_datasets(cfg.data)
     splits = prepare_splits(datasets, cfg, run_dir)
     parts = {part: [(name, r) for name, records in datasets.items() for r in data.select(records, splits[name], part)] for part in ("train", "valid")}
+    if cfg.valid_strip:
+        parts = strip_parts(parts["train"] + parts["valid"], cfg.valid_strip)
     train_records, valid_records = [r for _, r in parts["train"]], [r for _, r in parts["valid"]]
     train_set = TrainDataset(train_records, cfg)
     weights = sample_weights(train_records, len(train_set), [name for name, _ in parts["train"]])
     sampler = WeightedRandomSampler(weights, len(train_set)) if cfg.balance else None
     loader_args = {"num_workers": cfg.workers, "persistent_workers": cfg.workers > 0}
     train_loader = DataLoader(train_set, cfg.batch_size, shuffle=sampler is None, sampler=sampler, drop_last=len(train_set) > cfg.batch_size, **loader_args)
-    valid_loader = DataLoader(EvalDataset(valid_records, cfg.norm, cfg.contour, cfg.distance), cfg.batch_size, **loader_args)
+    valid_set = EvalDataset(valid_records, cfg.norm, cfg.contour, cfg.distance, size=None if cfg.valid_strip else EVAL_SIZE)
+    valid_loader = DataLoader(valid_set, cfg.batch_size, **loader_args)
 
     mode = "min" if cfg.monitor == "val_loss" else "max"
     checkpoint = ModelCheckpoint(run_dir / "checkpoints", filename="best-{epoch:03d}", monitor=cfg.monitor, mode=mode, save_last=True)

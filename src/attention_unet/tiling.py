@@ -1,0 +1,193 @@
+"""Sliding-window inference: probability maps of whole images from a network that sees tiles.
+
+Tiles are evenly spaced with the last one flush to the image edge and blended with a Gaussian
+weight map that has no zeros (as in nnU-Net); the normalisation range is computed once per image
+so all tiles share it. Memory grows with tile and batch size, plus two float32 accumulators of the
+image's size, not with the network's activations on the whole image. The network is reached
+through a :data:`Runner` (torch here, ONNX Runtime in :mod:`export`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+
+from . import allocator, data
+from .instances import instances
+
+Runner = Callable[[np.ndarray], tuple[np.ndarray, list[np.ndarray]]]
+
+
+def tile_starts(length: int, tile: int, overlap: float = 0.25) -> list[int]:
+    """Evenly spaced tile origins covering 0..length, the last flush with the end.
+
+    >>> tile_starts(1000, 512)
+    [0, 244, 488]
+    >>> tile_starts(300, 512)
+    [0]
+    """
+    if length <= tile:
+        return [0]
+    n = math.ceil((length - tile) / (tile * (1 - overlap))) + 1
+    return [round(i * (length - tile) / (n - 1)) for i in range(n)]
+
+
+@lru_cache(maxsize=8)
+def gaussian_weights(height: int, width: int) -> np.ndarray:
+    """Tile weights: a Gaussian with sigma = size / 8, floored at 1e-3 of its peak (never zero)."""
+    y = np.exp(-0.5 * ((np.arange(height) - (height - 1) / 2) / (height / 8)) ** 2)
+    x = np.exp(-0.5 * ((np.arange(width) - (width - 1) / 2) / (width / 8)) ** 2)
+    return np.maximum(np.outer(y, x), 1e-3).astype(np.float32)
+
+
+def torch_runner(model: torch.nn.Module, device: str = "cpu", attention: bool = False) -> Runner:  # noqa: F821
+    """Wrap a model as a function: float32 NCHW batch -> (probabilities N x C x H x W, gate maps N x H x W)."""
+    import torch
+    import torch.nn.functional as F
+
+    model = model.to(device).eval()
+
+    def run(batch: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+        with torch.inference_mode():
+            x = torch.from_numpy(batch).to(device).contiguous(memory_format=torch.channels_last)
+            if not attention:
+                return torch.sigmoid(model(x)).float().cpu().numpy(), []
+            logits, maps = model.forward_with_attention(x)
+            size = x.shape[-2:]
+            maps = [F.interpolate(m.mean(1, keepdim=True), size=size, mode="bilinear")[:, 0].cpu().numpy() for m in maps]
+            return torch.sigmoid(logits).float().cpu().numpy(), maps
+
+    return run
+
+
+@dataclass
+class Predictor:
+    """Probability maps of whole images by sliding-window inference, with optional flip TTA and
+    scale normalisation.
+
+    ``scale`` resizes the image by a fixed factor before inference (the probability is mapped
+    back); ``scale=None`` chooses it per image (:meth:`auto_scale`): a pass at half size measures
+    the median nucleus diameter, and the image is predicted at the scale that brings it to
+    ``target_diameter`` pixels (the size the model learnt best) when it is more than
+    ``auto_range`` times too large (or too small).
+    """
+
+    run: Runner
+    norm: str = "fixed"
+    tile: int = 512
+    batch_size: int = 4
+    tta: bool = False
+    overlap: float = 0.25
+    scale: float | None = 1.0
+    target_diameter: float = 16.0
+    auto_range: tuple[float, float] = (0.5, 2.0)  # auto scale leaves diameters of these multiples of target_diameter alone
+    probe: float = 0.5  # auto scale measures nuclei on the image at this size (a quarter of the work)
+    max_pixels: int = 64_000_000  # a rescaled image never exceeds this many pixels
+    outputs: tuple[str, ...] = ("mask", "contour", "distance")  # what each output channel holds, in order
+    contours: bool = True  # a contour output shapes the instance watershed (see :func:`instances`)
+    distances: bool = False  # a distance output is the watershed's relief and seeds (opt-in: h is then in its 0..1 units)
+    contour_threshold: float = 0.5
+    h: float = 1.0
+    min_area: int = 8  # smaller components are dropped from the instances
+
+    def probability(self, image: np.ndarray) -> np.ndarray:
+        """H x W float32 foreground probability of an H x W x 3 image."""
+        return self.probabilities(image)[0][0]
+
+    def probabilities(self, image: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+        """(C x H x W float32 probabilities: foreground, then contours for a contour model; the
+        gates' H x W attention maps when the runner returns them)."""
+        with allocator.kept():  # the tiles' activations reuse one another's memory
+            return self._probabilities(image)
+
+    def _probabilities(self, image: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+        value_range = data.normalisation_range(image, self.norm)
+        factor = self.scale if self.scale is not None else self.auto_scale(image, value_range)
+        height, width = image.shape[:2]
+        factor = min(factor, math.sqrt(self.max_pixels / (height * width)))
+        if abs(factor - 1.0) < 1e-3:
+            return self._tiled(image, value_range)
+        size = (max(8, round(height * factor)), max(8, round(width * factor)))
+        prob, gates = self._tiled(data.resize(image, size), value_range)
+        return np.stack([data.resize(c, (height, width)) for c in prob]), [data.resize(g, (height, width)) for g in gates]
+
+    def labels(self, probs: np.ndarray, threshold: float = 0.5) -> np.ndarray:
+        """Instance labels from :meth:`probabilities`' output, using the model's contour and
+        distance outputs when it has them and ``contours`` / ``distances`` are on."""
+        def output(name: str, wanted: bool) -> np.ndarray | None:
+            return probs[self.outputs.index(name)] if wanted and name in self.outputs[: len(probs)] else None
+
+        return instances(probs[0], output("contour", self.contours), threshold, self.min_area, self.h, self.contour_threshold,
+                         output("distance", self.distances))
+
+    def auto_scale(self, image: np.ndarray, value_range: tuple[float, float]) -> float:
+        """The factor that brings the median nucleus to ``target_diameter`` (clipped to 0.125..4),
+        or 1.0 when its diameter lies within ``auto_range`` times the target or nothing was found.
+
+        Measured on the image at ``probe`` size, not at full size: large textured nuclei that a
+        full-size pass cuts into small bright fragments (which would ask for enlarging) are whole
+        there, and the pass costs a quarter of a full one."""
+        height, width = image.shape[:2]
+        size = (max(8, round(height * self.probe)), max(8, round(width * self.probe)))
+        probs, _ = self._tiled(data.resize(image, size), value_range)
+        smallest = max(1, round(self.min_area * self.probe**2))
+        areas = np.bincount(instances(probs[0], threshold=0.5, min_area=smallest, h=self.h).ravel())[1:]
+        areas = areas[areas > 0]
+        if not len(areas):
+            return 1.0
+        diameter = 2 * math.sqrt(float(np.median(areas)) / math.pi) * width / size[1]
+        low, high = self.auto_range
+        if low * self.target_diameter <= diameter <= high * self.target_diameter:
+            return 1.0
+        return float(np.clip(self.target_diameter / diameter, 0.125, 4.0))
+
+    def _tiled(self, image: np.ndarray, value_range: tuple[float, float]) -> tuple[np.ndarray, list[np.ndarray]]:
+        height, width = image.shape[:2]
+        th, tw = min(self.tile, height), min(self.tile, width)
+        weights = gaussian_weights(th, tw)
+        origins = [(y, x) for y in tile_starts(height, th, self.overlap) for x in tile_starts(width, tw, self.overlap)]
+        total: np.ndarray | None = None
+        norm = np.zeros((height, width), np.float32)
+        gates: list[np.ndarray] = []
+        for start in range(0, len(origins), self.batch_size):
+            chunk = origins[start : start + self.batch_size]
+            batch = np.stack([data.normalise(image[y : y + th, x : x + tw], self.norm, value_range) for y, x in chunk])
+            probs, maps = self._views(batch.transpose(0, 3, 1, 2).copy())
+            if total is None:
+                total = np.zeros((probs.shape[1], height, width), np.float32)
+            if maps and not gates:
+                gates = [np.zeros((height, width), np.float32) for _ in maps]
+            for k, (y, x) in enumerate(chunk):
+                total[:, y : y + th, x : x + tw] += probs[k] * weights
+                norm[y : y + th, x : x + tw] += weights
+                for acc, m in zip(gates, maps):
+                    acc[y : y + th, x : x + tw] += m[k] * weights
+        assert total is not None
+        total /= norm  # in place: no second image-sized copy
+        for g in gates:
+            g /= norm
+        return total, gates
+
+    def _views(self, batch: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+        """Probabilities (and gate maps) averaged over the 8 flips/rotations when tta is on."""
+        if not self.tta:
+            return self.run(batch)
+        probs, maps = None, None
+        for k in range(4):
+            for flip in (False, True):
+                view = np.rot90(batch, k, axes=(2, 3))
+                view = view[..., ::-1] if flip else view
+                p, m = self.run(np.ascontiguousarray(view))
+                p, m = _undo_view(p, k, flip), [_undo_view(a, k, flip) for a in m]
+                probs = p if probs is None else probs + p
+                maps = m if maps is None else [s + a for s, a in zip(maps, m)]
+        return probs / 8, [m / 8 for m in maps or []]
+
+
+def _undo_view(a: np.ndarray, k: int, flip: bool) -> np.ndarray:
+    """Map an output of a turned (k quarter turns) and maybe mirrored view back onto the image."""
+    return np.rot90(a[..., ::-1] if flip else a, -k, axes=(a.ndim - 2, a.ndim - 1))
