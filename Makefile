@@ -28,8 +28,9 @@ bench: install
 	$(BIN)/python benchmarks/bench.py
 
 lint: install
-	$(BIN)/pip install --quiet ruff
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/pip install --quiet "ruff>=0.4"
+	$(BIN)/ruff check src tests tools benchmarks
+	$(BIN)/ruff format --check src tests tools benchmarks
 
 clean:
 	rm -rf $(VENV) runs evaluation .pytest_cache

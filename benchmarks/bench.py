@@ -144,7 +144,9 @@ def inference_speed(model: torch.nn.Module, repeats: int) -> tuple[float, float]
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeats", type=int, default=3, help="timed repeats per measurement (median)")
-    parser.add_argument("--huge", nargs="*", default=["medium", "small"], help="presets that also predict a 4096 x 4096 image")
+    parser.add_argument(
+        "--huge", nargs="*", default=["medium", "small"], help="presets that also predict a 4096 x 4096 image"
+    )
     parser.add_argument("--out", default="benchmarks/results.json")
     parser.add_argument("--presets", nargs="+", default=["seed", "medium", "small"])
     args = parser.parse_args()
@@ -170,9 +172,15 @@ def main() -> None:
         config = PRESETS[preset]
         for impl in ("ours", "monai"):
             name = f"{preset}/{impl}"
-            make = (lambda config=config: AttentionUNet(config)) if impl == "ours" else (lambda config=config: monai_model(config.width, config.depth))
+            make = (
+                (lambda config=config: AttentionUNet(config))
+                if impl == "ours"
+                else (lambda config=config: monai_model(config.width, config.depth))
+            )
             row: dict = {}
-            row["train_256_img_s"], row["train_gflop_per_img"], row["train_peak_rss_mib"] = train_speed(make(), 256, repeats)
+            row["train_256_img_s"], row["train_gflop_per_img"], row["train_peak_rss_mib"] = train_speed(
+                make(), 256, repeats
+            )
             row["train_128_img_s"] = train_speed(make(), 128, repeats)[0]
             row["train_gflop_s"] = row["train_256_img_s"] * row["train_gflop_per_img"]
             model = make().eval()
@@ -210,11 +218,20 @@ def main() -> None:
 
 def print_table(results: dict) -> None:
     keys = [
-        ("train_256_img_s", "train img/s 256"), ("train_128_img_s", "train img/s 128"), ("train_gflop_s", "train GFLOP/s"),
-        ("infer_256_img_s", "infer img/s 256"), ("infer_256_folded_img_s", "folded BN"), ("infer_256_onnx_fp32_img_s", "ONNX fp32"),
-        ("infer_256_onnx_int8_img_s", "ONNX int8"), ("infer_gflop_per_img", "GFLOP/img"), ("infer_gflop_s", "infer GFLOP/s"),
-        ("infer_pct_of_matmul", "% of matmul"), ("predict_1024_s", "1024² s"), ("predict_4096_tiled_s", "4096² s"),
-        ("train_peak_rss_mib", "train RSS MiB"), ("predict_4096_peak_rss_mib", "4096² RSS MiB"),
+        ("train_256_img_s", "train img/s 256"),
+        ("train_128_img_s", "train img/s 128"),
+        ("train_gflop_s", "train GFLOP/s"),
+        ("infer_256_img_s", "infer img/s 256"),
+        ("infer_256_folded_img_s", "folded BN"),
+        ("infer_256_onnx_fp32_img_s", "ONNX fp32"),
+        ("infer_256_onnx_int8_img_s", "ONNX int8"),
+        ("infer_gflop_per_img", "GFLOP/img"),
+        ("infer_gflop_s", "infer GFLOP/s"),
+        ("infer_pct_of_matmul", "% of matmul"),
+        ("predict_1024_s", "1024² s"),
+        ("predict_4096_tiled_s", "4096² s"),
+        ("train_peak_rss_mib", "train RSS MiB"),
+        ("predict_4096_peak_rss_mib", "4096² RSS MiB"),
     ]
     print("| model | " + " | ".join(label for _, label in keys) + " |")
     print("|---" * (len(keys) + 1) + "|")

@@ -38,11 +38,19 @@ def main() -> None:
         iio.imwrite(path, image)
         del image
         start = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "attention_unet", "predict", str(path), "--out", str(Path(tmp) / "out"), "--no-tta"], check=True)
+        subprocess.run(
+            [sys.executable, "-m", "attention_unet", "predict", str(path), "--out", str(Path(tmp) / "out"), "--no-tta"],
+            check=True,
+        )
         seconds = time.perf_counter() - start
         peak_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
         count = (Path(tmp) / "out" / "summary.csv").read_text().splitlines()[1].split(",")[3]
-    result = {"size": args.size, "seconds": round(seconds, 1), "peak_rss_mib": round(peak_mib), "nucleus_count": int(count)}
+    result = {
+        "size": args.size,
+        "seconds": round(seconds, 1),
+        "peak_rss_mib": round(peak_mib),
+        "nucleus_count": int(count),
+    }
     print(json.dumps(result))
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
 

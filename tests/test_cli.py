@@ -25,7 +25,14 @@ def run_dir(tiny_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
 
 
 def test_train_writes_a_complete_run_folder(run_dir: Path) -> None:
-    for name in ("config.yaml", "split.json", "metrics.csv", "checkpoints/last.ckpt", "model/model.safetensors", "model/config.json"):
+    for name in (
+        "config.yaml",
+        "split.json",
+        "metrics.csv",
+        "checkpoints/last.ckpt",
+        "model/model.safetensors",
+        "model/config.json",
+    ):
         assert (run_dir / name).is_file(), name
     resolved = yaml.safe_load((run_dir / "config.yaml").read_text())
     assert resolved["loss"] == "bce+dice" and resolved["lr"] == 0.01  # from the YAML file
@@ -40,15 +47,45 @@ def test_train_writes_a_complete_run_folder(run_dir: Path) -> None:
 
 
 def test_evaluate_prints_the_table_and_writes_scores(run_dir: Path, tiny_dataset: Path, tmp_path: Path, capsys) -> None:
-    assert main(["evaluate", "--model", str(run_dir), "--data", str(tiny_dataset), "--out", str(tmp_path), "--json"]) == 0
+    assert (
+        main(["evaluate", "--model", str(run_dir), "--data", str(tiny_dataset), "--out", str(tmp_path), "--json"]) == 0
+    )
     summary = json.loads(capsys.readouterr().out)
     assert summary["protocol"] == "resize256" and summary["n_images"] == 2
-    assert set(summary) == {"data", "protocol", "n_images", "accuracy", "f1", "jaccard", "recall", "precision", "dsb_score",
-                            "tp_fp_fn_ratio_at_0.5", "relative_count_error"}
+    assert set(summary) == {
+        "data",
+        "protocol",
+        "n_images",
+        "accuracy",
+        "f1",
+        "jaccard",
+        "recall",
+        "precision",
+        "dsb_score",
+        "tp_fp_fn_ratio_at_0.5",
+        "relative_count_error",
+    }
     rows = (tmp_path / "score.csv").read_text().splitlines()
     assert len(rows) == 3 and "dsb_score" in rows[0]
     assert len(list((tmp_path / "strips").glob("*.png"))) == 2
-    assert main(["evaluate", "--model", str(run_dir), "--data", str(tiny_dataset), "--out", str(tmp_path / "n"), "--protocol", "native", "--split", "all"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--model",
+                str(run_dir),
+                "--data",
+                str(tiny_dataset),
+                "--out",
+                str(tmp_path / "n"),
+                "--protocol",
+                "native",
+                "--split",
+                "all",
+            ]
+        )
+        == 0
+    )
     assert "protocol native, 10 images" in capsys.readouterr().out
 
 
@@ -60,10 +97,15 @@ def test_resume_continues_from_the_last_checkpoint(run_dir: Path, tiny_dataset: 
 
 def test_export_onnx_and_predict_with_it(run_dir: Path, tiny_dataset: Path, tmp_path: Path) -> None:
     onnx_path = tmp_path / "m.onnx"
-    assert main(["export", "--model", str(run_dir), "--onnx", str(onnx_path), "--torchscript", str(tmp_path / "m.pt")]) == 0
+    assert (
+        main(["export", "--model", str(run_dir), "--onnx", str(onnx_path), "--torchscript", str(tmp_path / "m.pt")])
+        == 0
+    )
     assert onnx_path.is_file() and (tmp_path / "m.pt").is_file()
     image = tiny_dataset / "images" / "img00.png"
-    assert main(["predict", str(image), "--out", str(tmp_path / "p"), "--model", str(onnx_path), "--engine", "onnx"]) == 0
+    assert (
+        main(["predict", str(image), "--out", str(tmp_path / "p"), "--model", str(onnx_path), "--engine", "onnx"]) == 0
+    )
     assert (tmp_path / "p" / "img00_mask.png").is_file()
 
 
@@ -90,9 +132,14 @@ def test_bad_yaml_config_is_named(tmp_path: Path, capsys) -> None:
 
 def test_help_does_not_import_torch() -> None:
     code = "import sys; from attention_unet.cli import build_parser; build_parser(); print('torch' in sys.modules)"
-    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
+    assert (
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+        == "False"
+    )
 
 
 def test_module_entry_point() -> None:
-    result = subprocess.run([sys.executable, "-m", "attention_unet", "--version"], capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "attention_unet", "--version"], capture_output=True, text=True, check=True
+    )
     assert result.stdout.startswith("attention-unet ")

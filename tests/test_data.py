@@ -31,11 +31,14 @@ def test_flat_layout_pairs_by_stem_and_reads_every_kind(tmp_path: Path) -> None:
     binary = ((labels > 0) * 255).astype(np.uint8)
     rgba = np.dstack([np.full((32, 40, 3), 90, np.uint8), np.full((32, 40), 255, np.uint8)])
     grey16 = (labels * 1000).astype(np.uint16)
-    root = make_flat(tmp_path, {
-        "b": (rgba, binary, ".png", ".png"),  # 'b' before 'c' by stem; masks sorted differently on disk
-        "c": (grey16, labels.astype(np.uint16), ".tif", ".tif"),
-        "a": (np.full((32, 40, 3), 50, np.uint8), binary, ".jpg", ".jpg"),
-    })
+    root = make_flat(
+        tmp_path,
+        {
+            "b": (rgba, binary, ".png", ".png"),  # 'b' before 'c' by stem; masks sorted differently on disk
+            "c": (grey16, labels.astype(np.uint16), ".tif", ".tif"),
+            "a": (np.full((32, 40, 3), 50, np.uint8), binary, ".jpg", ".jpg"),
+        },
+    )
     records = data.load_records(root)
     assert [r.id for r in records] == ["a", "b", "c"]
     assert all(r.image.shape == (32, 40, 3) for r in records)
@@ -111,7 +114,9 @@ def test_normalisations() -> None:
     dark_nuclei[4:8, 4:8] = 30
     turned = data.normalise(dark_nuclei, "polarity")  # brightfield-like: nuclei come out bright
     assert turned[5, 5].min() == pytest.approx(1.0) and turned[0, 0].max() == pytest.approx(0.0)
-    assert np.array_equal(data.normalise(255 - dark_nuclei, "polarity"), data.normalise(255 - dark_nuclei, "percentile"))
+    assert np.array_equal(
+        data.normalise(255 - dark_nuclei, "polarity"), data.normalise(255 - dark_nuclei, "percentile")
+    )
 
 
 def test_protocol_views_keep_native_and_resize_labels_without_mixing_them() -> None:
@@ -135,7 +140,11 @@ def test_modality_rules() -> None:
 def test_embedded_sample_is_complete() -> None:
     records = data.load_records(data.default_data())
     assert len(records) == 39
-    assert data.count_by(data.modality(r.image) for r in records) == {"brightfield": 2, "fluorescence": 28, "stained": 9}
+    assert data.count_by(data.modality(r.image) for r in records) == {
+        "brightfield": 2,
+        "fluorescence": 28,
+        "stained": 9,
+    }
     assert (data.SAMPLE_DIR / "NOTICE").is_file()
 
 
@@ -158,7 +167,9 @@ def test_real_archive_and_sample_lies_in_its_test_split(monkeypatch: pytest.Monk
     assert data.count_by(kinds) == {"brightfield turned": 16, "fluorescence": 541, "stained turned": 107}
 
 
-@pytest.mark.parametrize(("value", "expected"), [("", Path.home() / ".cache" / "attention-unet"), ("/tmp/x", Path("/tmp/x"))])
+@pytest.mark.parametrize(
+    ("value", "expected"), [("", Path.home() / ".cache" / "attention-unet"), ("/tmp/x", Path("/tmp/x"))]
+)
 def test_cache_dir_treats_an_empty_variable_as_unset(monkeypatch, value: str, expected: Path) -> None:
     monkeypatch.setenv("ATTENTION_UNET_CACHE", value)
     assert data.cache_dir() == expected

@@ -32,9 +32,7 @@ def test_any_size_gives_logits_of_the_same_size(size: tuple[int, int], gate: str
     assert out.shape == (2, 1, *size)
 
 
-@pytest.mark.parametrize(
-    ("preset", "params"), [("seed", 8_132_033), ("medium", 2_035_425), ("small", 510_065)]
-)
+@pytest.mark.parametrize(("preset", "params"), [("seed", 8_132_033), ("medium", 2_035_425), ("small", 510_065)])
 def test_preset_parameter_counts_are_pinned(preset: str, params: int) -> None:
     assert count_parameters(AttentionUNet(PRESETS[preset])) == params
 

@@ -61,7 +61,9 @@ def test_distance_output_splits_touching_nuclei_and_is_found_by_name() -> None:
     out = instances(mask, distance=distance, h=0.1)
     assert out.max() == 2 and ((out > 0) == (labels > 0)).all()
     assert len(np.unique(out[labels == 1])) == 1 and len(np.unique(out[labels == 2])) == 1
-    predictor = Predictor(run=None, outputs=("mask", "distance"), distances=True, h=0.1, min_area=8)  # distance is second
+    predictor = Predictor(
+        run=None, outputs=("mask", "distance"), distances=True, h=0.1, min_area=8
+    )  # distance is second
     assert predictor.labels(np.stack([mask, distance])).max() == 2
     predictor.distances = False
     assert predictor.labels(np.stack([mask, distance])).max() == 1
@@ -72,7 +74,9 @@ def test_tiled_equals_whole_image_on_1024() -> None:
     brightfield = next(r for r in load_records(SAMPLE_DIR) if r.image.shape[:2] == (1024, 1024))
     run = torch_runner(load_model())
     whole = Predictor(run, "percentile", tile=1024).probability(brightfield.image)
-    tiled = Predictor(run, "percentile", tile=512, batch_size=4).probability(brightfield.image)  # the default tile: 9 tiles
+    tiled = Predictor(run, "percentile", tile=512, batch_size=4).probability(
+        brightfield.image
+    )  # the default tile: 9 tiles
     assert np.abs(whole - tiled).mean() <= 1e-3
 
 
@@ -92,7 +96,20 @@ def test_predict_writes_every_output_and_mirrors_folders(tmp_path: Path, tiny_mo
     iio.imwrite(src / "sub" / "b.jpg", np.dstack([image] * 3))
     tifffile.imwrite(src / "sub" / "c.tif", np.stack([image.astype(np.uint16) * 100] * 2))  # two pages
     out = tmp_path / "out"
-    code = main(["predict", str(src), "--out", str(out), "--model", str(tiny_model), "--save-prob", "--attention", "--tile", "64"])
+    code = main(
+        [
+            "predict",
+            str(src),
+            "--out",
+            str(out),
+            "--model",
+            str(tiny_model),
+            "--save-prob",
+            "--attention",
+            "--tile",
+            "64",
+        ]
+    )
     assert code == 0
     for stem in ("a", "sub/b", "sub/c_p0", "sub/c_p1"):
         mask = iio.imread(out / f"{stem}_mask.png")
@@ -109,7 +126,17 @@ def test_predict_writes_every_output_and_mirrors_folders(tmp_path: Path, tiny_mo
 def test_a_bad_file_is_reported_and_the_rest_goes_on(tmp_path: Path, tiny_model: Path, capsys) -> None:
     iio.imwrite(tmp_path / "good.png", synthetic(2)[0])
     (tmp_path / "broken.png").write_bytes(b"\x89PNG garbage")
-    code = main(["predict", str(tmp_path / "good.png"), str(tmp_path / "broken.png"), "--out", str(tmp_path / "o"), "--model", str(tiny_model)])
+    code = main(
+        [
+            "predict",
+            str(tmp_path / "good.png"),
+            str(tmp_path / "broken.png"),
+            "--out",
+            str(tmp_path / "o"),
+            "--model",
+            str(tiny_model),
+        ]
+    )
     assert code == 1
     assert (tmp_path / "o" / "good_mask.png").is_file()
     assert "broken.png" in capsys.readouterr().err
@@ -123,7 +150,11 @@ def test_missing_input_is_a_one_line_error(tmp_path: Path, tiny_model: Path, cap
 
 def test_a_contour_model_predicts_both_channels(tmp_path: Path) -> None:
     torch.manual_seed(0)
-    save_model(AttentionUNet(ModelConfig(width=4, depth=2, out_channels=2)).eval(), tmp_path / "m", {"train": {"norm": "polarity", "contour": True}})
+    save_model(
+        AttentionUNet(ModelConfig(width=4, depth=2, out_channels=2)).eval(),
+        tmp_path / "m",
+        {"train": {"norm": "polarity", "contour": True}},
+    )
     image = np.dstack([synthetic(4, (70, 90))[0]] * 3)
     probs, _ = Predictor(torch_runner(load_model(tmp_path / "m")), "polarity", tile=64, tta=True).probabilities(image)
     assert probs.shape == (2, 70, 90) and 0 <= probs.min() and probs.max() <= 1
@@ -135,12 +166,31 @@ def test_a_contour_model_predicts_both_channels(tmp_path: Path) -> None:
 def test_inference_settings_come_from_the_model(tmp_path: Path) -> None:
     from attention_unet.predict import load_predictor
 
-    inference = {"tta": True, "scale": 1.0, "contours": False, "distances": False, "contour_threshold": 0.3, "h": 2.0, "min_area": 500}
-    save_model(AttentionUNet(ModelConfig(width=4, depth=2, out_channels=2)).eval(), tmp_path,
-               {"train": {"norm": "polarity", "contour": True}, "inference": inference})
+    inference = {
+        "tta": True,
+        "scale": 1.0,
+        "contours": False,
+        "distances": False,
+        "contour_threshold": 0.3,
+        "h": 2.0,
+        "min_area": 500,
+    }
+    save_model(
+        AttentionUNet(ModelConfig(width=4, depth=2, out_channels=2)).eval(),
+        tmp_path,
+        {"train": {"norm": "polarity", "contour": True}, "inference": inference},
+    )
     predictor = load_predictor(tmp_path, tile=64, batch_size=2)
-    settings = (predictor.norm, predictor.tta, predictor.outputs, predictor.contours, predictor.distances, predictor.contour_threshold,
-                predictor.h, predictor.min_area)
+    settings = (
+        predictor.norm,
+        predictor.tta,
+        predictor.outputs,
+        predictor.contours,
+        predictor.distances,
+        predictor.contour_threshold,
+        predictor.h,
+        predictor.min_area,
+    )
     assert settings == ("polarity", True, ("mask", "contour"), False, False, 0.3, 2.0, 500)
     labels = two_touching_boxes()
     probs = np.stack([(labels > 0).astype(np.float32), contours(labels).astype(np.float32)])
@@ -185,7 +235,11 @@ def brightness_runner(batch: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
 
 @pytest.mark.parametrize(("radius", "expected"), [(8, 1.0), (32, 0.25), (3, 16 / 6)])
 def test_auto_scale_brings_nuclei_to_the_learnt_size(radius: int, expected: float) -> None:
-    centres = [(y, x) for y in range(radius + 4, 256 - radius, 2 * radius + 8) for x in range(radius + 4, 320 - radius, 2 * radius + 8)]
+    centres = [
+        (y, x)
+        for y in range(radius + 4, 256 - radius, 2 * radius + 8)
+        for x in range(radius + 4, 320 - radius, 2 * radius + 8)
+    ]
     image = np.dstack([(disks((256, 320), centres, radius) > 0).astype(np.uint8) * 200] * 3)
     predictor = Predictor(brightness_runner, "percentile", tile=128, scale=None, target_diameter=16.0, min_area=1)
     factor = predictor.auto_scale(image, data.normalisation_range(image, "percentile"))

@@ -26,7 +26,9 @@ def test_grey_rgb_and_channel_first_arrays_give_the_same_labels(segmenter: Segme
     np.testing.assert_array_equal(segmenter.segment(np.dstack([grey] * 3)).labels, expected)
     two_channels = np.stack([np.zeros_like(grey), grey])  # C x H x W, nuclei in channel 1
     np.testing.assert_array_equal(segmenter.segment(two_channels, channel=1).labels, expected)
-    np.testing.assert_array_equal(segmenter.segment(two_channels.transpose(1, 2, 0), axes="YXC", channel=1).labels, expected)
+    np.testing.assert_array_equal(
+        segmenter.segment(two_channels.transpose(1, 2, 0), axes="YXC", channel=1).labels, expected
+    )
 
 
 def test_the_api_and_the_command_agree(segmenter: Segmenter, tmp_path: Path) -> None:

@@ -38,7 +38,9 @@ def test_same_seed_gives_the_same_run(tiny_dataset: Path, tmp_path: Path) -> Non
 
 def test_crop_mode_gives_fixed_size_samples_with_binary_masks(tiny_dataset: Path) -> None:
     records = data.load_records(tiny_dataset)
-    dataset = TrainDataset(records, TrainConfig(input="crop:40", augment="full", norm="percentile", samples_per_epoch=25))
+    dataset = TrainDataset(
+        records, TrainConfig(input="crop:40", augment="full", norm="percentile", samples_per_epoch=25)
+    )
     assert len(dataset) == 25
     for i in range(5):
         x, y = dataset[i]
@@ -52,7 +54,9 @@ def test_contour_targets_mark_the_seam_between_touching_nuclei(tiny_dataset: Pat
     assert rim[10, 13:17].all() and not rim[10, 5:13].any()  # a 4-pixel seam; the inside stays off
     assert not rim[labels == 0].any()
     assert targets(labels, contour=True).shape == (2, 20, 30) and targets(labels, contour=False).shape == (1, 20, 30)
-    dataset = TrainDataset(data.load_records(tiny_dataset), TrainConfig(input="crop:40", augment="full", contour=True, samples_per_epoch=5))
+    dataset = TrainDataset(
+        data.load_records(tiny_dataset), TrainConfig(input="crop:40", augment="full", contour=True, samples_per_epoch=5)
+    )
     for i in range(5):
         _, y = dataset[i]
         assert y.shape == (2, 40, 40) and (y[1] <= y[0]).all()
@@ -66,7 +70,10 @@ def test_distance_targets_peak_at_each_nucleus_centre_whatever_its_size() -> Non
         assert d[labels == k].max() == 1
     assert d[10, 14] < 0.3 and d[10, 15] < 0.3
     big = np.kron(labels, np.ones((3, 3), labels.dtype))  # the same nuclei three times larger
-    assert distances(big).max() == 1 and abs(distances(big)[labels.repeat(3, 0).repeat(3, 1) > 0].mean() - d[labels > 0].mean()) < 0.1
+    assert (
+        distances(big).max() == 1
+        and abs(distances(big)[labels.repeat(3, 0).repeat(3, 1) > 0].mean() - d[labels > 0].mean()) < 0.1
+    )
     assert targets(labels, contour=True, distance=True).shape == (3, 20, 30)
     assert TrainConfig(contour=True, distance=True).model_config().out_channels == 3
 
@@ -94,7 +101,9 @@ def test_losses() -> None:
         assert float(segmentation_loss(logits, target, kind)) < 1e-3
     assert float(segmentation_loss(-logits, target, "dice")) == pytest.approx(1 - 1 / 3, abs=1e-3)  # smoothing 1
     two = torch.cat([logits, -logits], 1), torch.cat([target, target], 1)  # one channel right, one wrong
-    assert float(segmentation_loss(*two, "dice")) == pytest.approx((1 - 1 / 3) / 2, abs=1e-3)  # Dice averaged over channels
+    assert float(segmentation_loss(*two, "dice")) == pytest.approx(
+        (1 - 1 / 3) / 2, abs=1e-3
+    )  # Dice averaged over channels
     # a batch of a large right image and a small wrong one: pooled Dice barely notices the small one
     big, small = torch.full((1, 1, 10, 10), 10.0), torch.full((1, 1, 10, 10), -10.0)
     target = torch.zeros(2, 1, 10, 10)
@@ -102,7 +111,9 @@ def test_losses() -> None:
     target[1, :, :1, :1] = 1
     batch = torch.cat([big, small])
     assert float(segmentation_loss(batch, target, "dice")) < 0.01
-    assert float(segmentation_loss(batch, target, "bce+image-dice")) - float(segmentation_loss(batch, target, "bce")) == pytest.approx(0.25, abs=0.01)
+    assert float(segmentation_loss(batch, target, "bce+image-dice")) - float(
+        segmentation_loss(batch, target, "bce")
+    ) == pytest.approx(0.25, abs=0.01)
 
 
 def test_ddp_on_two_cpu_processes_matches_one_process(tiny_dataset: Path, tmp_path: Path) -> None:
@@ -114,16 +125,46 @@ def test_ddp_on_two_cpu_processes_matches_one_process(tiny_dataset: Path, tmp_pa
     ids = sorted(p.stem for p in (tiny_dataset / "images").glob("*.png"))
     split = tmp_path / "split.json"
     split.write_text(json.dumps({"train": ids[:4], "valid": ids[4:6], "test": ids[6:7]}))
-    common = ["train", "--data", str(tiny_dataset), "--split-file", str(split), "--preset", "small", "--width", "4",
-              "--depth", "2", "--epochs", "2", "--optimizer", "sgd", "--lr", "0.1", "--accelerator", "cpu", "--sync-bn",
-              "--precision", "64-true"]
-    runs = {"one": [*common, "--batch-size", "4", "--devices", "1"],
-            "ddp": [*common, "--batch-size", "2", "--devices", "2", "--strategy", "ddp"]}
+    common = [
+        "train",
+        "--data",
+        str(tiny_dataset),
+        "--split-file",
+        str(split),
+        "--preset",
+        "small",
+        "--width",
+        "4",
+        "--depth",
+        "2",
+        "--epochs",
+        "2",
+        "--optimizer",
+        "sgd",
+        "--lr",
+        "0.1",
+        "--accelerator",
+        "cpu",
+        "--sync-bn",
+        "--precision",
+        "64-true",
+    ]
+    runs = {
+        "one": [*common, "--batch-size", "4", "--devices", "1"],
+        "ddp": [*common, "--batch-size", "2", "--devices", "2", "--strategy", "ddp"],
+    }
     for name, argv in runs.items():
-        result = subprocess.run([sys.executable, "-m", "attention_unet", *argv, "--out", str(tmp_path / name)],
-                                check=False, capture_output=True, text=True, timeout=600)
+        result = subprocess.run(
+            [sys.executable, "-m", "attention_unet", *argv, "--out", str(tmp_path / name)],
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         assert result.returncode == 0, result.stderr[-2000:]
-    one, ddp = (torch.load(tmp_path / r / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"] for r in ("one", "ddp"))
+    one, ddp = (
+        torch.load(tmp_path / r / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"] for r in ("one", "ddp")
+    )
     for key in one:
         torch.testing.assert_close(ddp[key], one[key], atol=1e-10, rtol=1e-10, msg=key)
 
@@ -143,17 +184,52 @@ def test_several_datasets_train_together_each_with_its_own_split(tiny_dataset: P
         (slides / folder).mkdir(parents=True)
     for i in range(10):
         image, labels = synthetic(20 + i)
-        iio.imwrite(slides / "images" / f"{i // 2:02d}_{i % 2}.png", np.dstack([255 - image, 200 - image // 2, 255 - image]))
+        iio.imwrite(
+            slides / "images" / f"{i // 2:02d}_{i % 2}.png", np.dstack([255 - image, 200 - image // 2, 255 - image])
+        )
         iio.imwrite(slides / "masks" / f"{i // 2:02d}_{i % 2}.png", labels.astype(np.uint16))
     run = tmp_path / "run"
-    assert main(["train", "--data", str(tiny_dataset), str(slides), *TINY, "--input", "crop:32", "--augment", "robust", "--balance",
-                 "--out", str(run)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(tiny_dataset),
+                str(slides),
+                *TINY,
+                "--input",
+                "crop:32",
+                "--augment",
+                "robust",
+                "--balance",
+                "--out",
+                str(run),
+            ]
+        )
+        == 0
+    )
     split = json.loads((run / "split.json").read_text())
     assert set(split) == {str(tiny_dataset), str(slides)}
     valid = split[str(slides)]["valid"]  # whole slides: 5 slides give 3 / 1 / 1
     assert len(valid) == 2 and valid[0][:2] == valid[1][:2]
-    assert main(["evaluate", "--model", str(run), "--data", str(tiny_dataset), str(slides), "--split", "valid", "--out", str(tmp_path / "e"),
-                 "--no-strips"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--model",
+                str(run),
+                "--data",
+                str(tiny_dataset),
+                str(slides),
+                "--split",
+                "valid",
+                "--out",
+                str(tmp_path / "e"),
+                "--no-strips",
+            ]
+        )
+        == 0
+    )
     table = capsys.readouterr().out
     assert f"| {slides} | 2 |" in table and f"| {tiny_dataset} | 2 |" in table
     assert (tmp_path / "e" / "slides" / "score.csv").read_text().count(f"{valid[0][:2]}_") == 2
@@ -161,14 +237,38 @@ def test_several_datasets_train_together_each_with_its_own_split(tiny_dataset: P
 
 def test_init_from_starts_from_the_model_and_refuses_contradictions(tiny_dataset: Path, tmp_path: Path, capsys) -> None:
     first = tmp_path / "first"
-    assert main(["train", "--data", str(tiny_dataset), *TINY, "--contour", "--norm", "polarity", "--out", str(first)]) == 0
+    assert (
+        main(["train", "--data", str(tiny_dataset), *TINY, "--contour", "--norm", "polarity", "--out", str(first)]) == 0
+    )
     config = TrainConfig.from_dict({"init_from": str(first)})
-    assert (config.model_config().width, config.model_config().depth, config.contour, config.norm) == (4, 2, True, "polarity")
+    assert (config.model_config().width, config.model_config().depth, config.contour, config.norm) == (
+        4,
+        2,
+        True,
+        "polarity",
+    )
     fine = tmp_path / "fine"
-    args = ["train", "--data", str(tiny_dataset), "--init-from", str(first), "--batch-size", "4", "--epochs", "1", "--lr", "1e-12", "--out"]
+    args = [
+        "train",
+        "--data",
+        str(tiny_dataset),
+        "--init-from",
+        str(first),
+        "--batch-size",
+        "4",
+        "--epochs",
+        "1",
+        "--lr",
+        "1e-12",
+        "--out",
+    ]
     assert main([*args, str(fine)]) == 0
     start, tuned = weights(first), weights(fine)
-    assert all(torch.allclose(start[k].float(), tuned[k].float(), atol=1e-6) for k in start if "running" not in k and "num_batches" not in k)
+    assert all(
+        torch.allclose(start[k].float(), tuned[k].float(), atol=1e-6)
+        for k in start
+        if "running" not in k and "num_batches" not in k
+    )
     info = read_model_info(fine)
     assert info["init"]["from"] == str(first) and len(info["init"]["sha256"]) == 64
     assert main([*args, str(tmp_path / "bad"), "--width", "8"]) == 2
@@ -176,7 +276,9 @@ def test_init_from_starts_from_the_model_and_refuses_contradictions(tiny_dataset
     frozen = tmp_path / "frozen"
     assert main([*args[:-2], "1e-2", "--freeze-encoder", "--out", str(frozen)]) == 0
     after = weights(frozen)
-    assert all(torch.equal(start[k], after[k]) for k in start if k.startswith(("encoders.", "bridge.")))  # BatchNorm statistics too
+    assert all(
+        torch.equal(start[k], after[k]) for k in start if k.startswith(("encoders.", "bridge."))
+    )  # BatchNorm statistics too
     assert not all(torch.equal(start[k], after[k]) for k in start if k.startswith("decoders."))
 
 

@@ -19,8 +19,12 @@ def main(archive: str) -> None:
     records = data.load_records(archive)
     test = data.select(records, data.reference_split([r.id for r in records]), "test")
     predictor = load_predictor(None)
-    scores: dict[str, list[float]] = {"model's instances": [], "distance watershed": [], "connected components": [],
-                                      "ground-truth mask as components": []}
+    scores: dict[str, list[float]] = {
+        "model's instances": [],
+        "distance watershed": [],
+        "connected components": [],
+        "ground-truth mask as components": [],
+    }
     for r in test:
         image, labels = data.protocol_view(r, "resize256")
         probs = predictor.probabilities(image)[0]

@@ -34,8 +34,12 @@ def main() -> None:
     records = data.load_records(args.data)
     valid = data.select(records, data.default_split([r.id for r in records]), "valid")
     predictor = load_predictor(args.model)
-    scores: dict[str, list[float]] = {"model's instances": [], "true mask, our splitting": [], "our mask, true splitting": [],
-                                      "true mask as components": []}
+    scores: dict[str, list[float]] = {
+        "model's instances": [],
+        "true mask, our splitting": [],
+        "our mask, true splitting": [],
+        "true mask as components": [],
+    }
     matched = []
     for r in valid:
         image, labels = data.protocol_view(r, args.protocol)
@@ -51,8 +55,10 @@ def main() -> None:
         counts = [metrics.object_counts(labels, oracle, t, iou) for t in metrics.IOU_THRESHOLDS]
         matched.append([tp / max(1, tp + fp + fn) for tp, fp, fn in counts])
     print(f"valid, {args.protocol}, DSB score: " + ", ".join(f"{k} {np.mean(v):.3f}" for k, v in scores.items()))
-    print("our mask, true splitting, TP/(TP+FP+FN) at IoU " +
-          ", ".join(f"{t:.2f}: {m:.3f}" for t, m in zip(metrics.IOU_THRESHOLDS, np.mean(matched, 0))))
+    print(
+        "our mask, true splitting, TP/(TP+FP+FN) at IoU "
+        + ", ".join(f"{t:.2f}: {m:.3f}" for t, m in zip(metrics.IOU_THRESHOLDS, np.mean(matched, 0)))
+    )
 
 
 if __name__ == "__main__":

@@ -30,7 +30,9 @@ def main() -> None:
     run = torch_runner(fold_batchnorm(model))
     records = data.load_records(args.data)
     valid = data.select(records, data.default_split([r.id for r in records]), "valid")
-    settings = [(f"scale {s:g}", {"scale": s}) for s in args.scales] + [(f"auto D={d:g}", {"scale": None, "target_diameter": d}) for d in args.diameters]
+    settings = [(f"scale {s:g}", {"scale": s}) for s in args.scales] + [
+        (f"auto D={d:g}", {"scale": None, "target_diameter": d}) for d in args.diameters
+    ]
     results = {}
     for protocol in args.protocols:
         items = []
@@ -38,7 +40,7 @@ def main() -> None:
             image, labels = data.protocol_view(r, protocol)
             items.append((image, labels > 0, data.modality(r.image)))
         for name, kwargs in settings:
-            for tta in ([False, True] if args.tta else [False]):
+            for tta in [False, True] if args.tta else [False]:
                 predictor = Predictor(run, norm, tta=tta, **kwargs)
                 rows = []
                 for image, mask, kind in items:

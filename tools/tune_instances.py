@@ -48,11 +48,15 @@ def main() -> None:
     if "contour" in outputs:
         c = outputs.index("contour")
         for t, h, a in itertools.product(args.thresholds, args.hs, args.min_areas):
-            methods[f"contour watershed t={t:g} h={h:g} min_area={a}"] = lambda p, t=t, h=h, a=a: instances(p[0], p[c], h=h, min_area=a, contour_threshold=t)
+            methods[f"contour watershed t={t:g} h={h:g} min_area={a}"] = lambda p, t=t, h=h, a=a: instances(
+                p[0], p[c], h=h, min_area=a, contour_threshold=t
+            )
     if "distance" in outputs:
         d = outputs.index("distance")
         for h, a in itertools.product(args.distance_hs, args.min_areas):
-            methods[f"distance watershed h={h:g} min_area={a}"] = lambda p, h=h, a=a: instances(p[0], h=h, min_area=a, distance=p[d])
+            methods[f"distance watershed h={h:g} min_area={a}"] = lambda p, h=h, a=a: instances(
+                p[0], h=h, min_area=a, distance=p[d]
+            )
     results = {}
     for name, method in methods.items():
         results[name] = round(float(np.mean([metrics.dsb_score(labels, method(probs)) for labels, probs in items])), 4)

@@ -15,17 +15,37 @@ PRESET_NAMES = ("seed", "medium", "small")
 
 
 def _train_parser(sub: Any) -> None:
-    p = sub.add_parser("train", help="train a model", description="Train an Attention U-Net. Defaults reproduce the reference report; flags override --config.")
+    p = sub.add_parser(
+        "train",
+        help="train a model",
+        description="Train an Attention U-Net. Defaults reproduce the reference report; flags override --config.",
+    )
     # defaults are None so that only the flags given override the YAML file and TrainConfig defaults
     p.add_argument("--config", help="YAML file of options (keys as the long flags, with underscores)")
-    p.add_argument("--data", nargs="+", help="dataset folders or .zips, each with its own split (default: the embedded sample)")
-    p.add_argument("--init-from", metavar="MODEL", help="start from these weights: 'pretrained' (the shipped model), a model file, "
-                   "model folder or run folder; its network and normalisation unless given")
-    p.add_argument("--freeze-encoder", action="store_const", const=True, help="train only the decoder (with --init-from)")
+    p.add_argument(
+        "--data", nargs="+", help="dataset folders or .zips, each with its own split (default: the embedded sample)"
+    )
+    p.add_argument(
+        "--init-from",
+        metavar="MODEL",
+        help="start from these weights: 'pretrained' (the shipped model), a model file, "
+        "model folder or run folder; its network and normalisation unless given",
+    )
+    p.add_argument(
+        "--freeze-encoder", action="store_const", const=True, help="train only the decoder (with --init-from)"
+    )
     p.add_argument("--preset", choices=PRESET_NAMES)
     p.add_argument("--gate", choices=("channel", "scalar"))
-    p.add_argument("--no-attention", dest="attention", action="store_const", const=False, help="plain U-Net of the same widths")
-    p.add_argument("--no-channels-last", dest="channels_last", action="store_const", const=False, help="keep the default NCHW memory layout (slower on CPU)")
+    p.add_argument(
+        "--no-attention", dest="attention", action="store_const", const=False, help="plain U-Net of the same widths"
+    )
+    p.add_argument(
+        "--no-channels-last",
+        dest="channels_last",
+        action="store_const",
+        const=False,
+        help="keep the default NCHW memory layout (slower on CPU)",
+    )
     p.add_argument("--width", type=int)
     p.add_argument("--depth", type=int)
     p.add_argument("--epochs", type=int)
@@ -34,11 +54,22 @@ def _train_parser(sub: Any) -> None:
     p.add_argument("--optimizer", choices=("adam", "adamw", "sgd"))
     p.add_argument("--loss", choices=("bce", "dice", "bce+dice", "bce+image-dice"))
     p.add_argument("--input", help="resize256 (report) or crop:N (native-resolution crops, scale-jittered)")
-    p.add_argument("--scale", type=float, nargs=2, metavar=("MIN", "MAX"), help="crop-mode scale range (default 0.25 2)")
-    p.add_argument("--augment", choices=("none", "geometric", "full", "robust"), help="robust: full + H&E stain jitter and noise")
+    p.add_argument(
+        "--scale", type=float, nargs=2, metavar=("MIN", "MAX"), help="crop-mode scale range (default 0.25 2)"
+    )
+    p.add_argument(
+        "--augment", choices=("none", "geometric", "full", "robust"), help="robust: full + H&E stain jitter and noise"
+    )
     p.add_argument("--balance", action="store_const", const=True, help="oversample rare modalities")
-    p.add_argument("--contour", action="store_const", const=True, help="also predict nucleus contours (separates touching nuclei)")
-    p.add_argument("--distance", action="store_const", const=True, help="also predict each nucleus's normalised distance to its rim (seeds for instances)")
+    p.add_argument(
+        "--contour", action="store_const", const=True, help="also predict nucleus contours (separates touching nuclei)"
+    )
+    p.add_argument(
+        "--distance",
+        action="store_const",
+        const=True,
+        help="also predict each nucleus's normalised distance to its rim (seeds for instances)",
+    )
     p.add_argument("--samples-per-epoch", type=int)
     p.add_argument("--norm", choices=("fixed", "percentile", "polarity"))
     p.add_argument("--scheduler", choices=("plateau", "cosine"))
@@ -47,9 +78,16 @@ def _train_parser(sub: Any) -> None:
     p.add_argument("--max-minutes", type=float, help="wall-clock budget")
     p.add_argument("--seed", type=int)
     p.add_argument("--out", help="run folder (default: runs/<time>)")
-    p.add_argument("--resume", nargs="?", const="last", help="resume from a checkpoint (default: OUT/checkpoints/last.ckpt)")
+    p.add_argument(
+        "--resume", nargs="?", const="last", help="resume from a checkpoint (default: OUT/checkpoints/last.ckpt)"
+    )
     p.add_argument("--split-file", help="reuse a split.json")
-    p.add_argument("--valid-strip", type=int, metavar="ROWS", help="validate on each image's bottom ROWS rows, train on the rest (a handful of images)")
+    p.add_argument(
+        "--valid-strip",
+        type=int,
+        metavar="ROWS",
+        help="validate on each image's bottom ROWS rows, train on the rest (a handful of images)",
+    )
     p.add_argument("--workers", type=int, help="data-loader worker processes")
     p.add_argument("--accelerator", choices=("cpu", "gpu", "mps", "auto"))
     p.add_argument("--devices", help="number of devices or 'auto'")
@@ -68,24 +106,45 @@ def _model_args(p: argparse.ArgumentParser) -> None:
 def _inference_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tile", type=int, default=512, help="tile size of sliding-window inference")
     p.add_argument("--batch-size", type=int, default=4, help="tiles per batch")
-    p.add_argument("--tta", action=argparse.BooleanOptionalAction, help="average over flips and turns (8 views); default: the model's own setting")
-    p.add_argument("--scale", help="rescale images before inference: 'auto' (to the nucleus size the model learnt) "
-                   "or a factor; default: the model's own recommendation, else 1")
-    p.add_argument("--diameter", type=float, metavar="PX", help="the nuclei's typical diameter in pixels: rescale them to the size the model learnt")
+    p.add_argument(
+        "--tta",
+        action=argparse.BooleanOptionalAction,
+        help="average over flips and turns (8 views); default: the model's own setting",
+    )
+    p.add_argument(
+        "--scale",
+        help="rescale images before inference: 'auto' (to the nucleus size the model learnt) "
+        "or a factor; default: the model's own recommendation, else 1",
+    )
+    p.add_argument(
+        "--diameter",
+        type=float,
+        metavar="PX",
+        help="the nuclei's typical diameter in pixels: rescale them to the size the model learnt",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="attention-unet", description="Attention U-Net for 2D biomedical image segmentation.")
+    parser = argparse.ArgumentParser(
+        prog="attention-unet", description="Attention U-Net for 2D biomedical image segmentation."
+    )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = parser.add_subparsers(dest="command", required=True)
     _train_parser(sub)
 
-    p = sub.add_parser("finetune", help="fine-tune a model on a few annotated images of your own",
-                       description="Fine-tune the shipped model (or --model) on your images: a few minutes on a CPU. "
-                       "Every image trains; each one's bottom strip validates. Layouts: images/ + masks/, or Cellpose's <name> + <name>_masks.")
+    p = sub.add_parser(
+        "finetune",
+        help="fine-tune a model on a few annotated images of your own",
+        description="Fine-tune the shipped model (or --model) on your images: a few minutes on a CPU. "
+        "Every image trains; each one's bottom strip validates. Layouts: images/ + masks/, or Cellpose's <name> + <name>_masks.",
+    )
     p.add_argument("data", nargs="+", help="dataset folders or .zips of your annotated images")
-    p.add_argument("--model", default="pretrained", help="the model to start from: 'pretrained' (the shipped one), a model file, model folder or run folder")
+    p.add_argument(
+        "--model",
+        default="pretrained",
+        help="the model to start from: 'pretrained' (the shipped one), a model file, model folder or run folder",
+    )
     p.add_argument("--out", help="run folder (default: runs/<time>); the new model is OUT/model")
     p.add_argument("--minutes", dest="max_minutes", type=float, help="time budget (default 4.5)")
     p.add_argument("--epochs", type=int, help="epochs of 256 crops (default 10)")
@@ -95,14 +154,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("evaluate", help="score a model on a dataset split")
     _model_args(p)
-    p.add_argument("--data", nargs="+", help="dataset folders or .zips, each scored on its own (default: the embedded sample)")
+    p.add_argument(
+        "--data", nargs="+", help="dataset folders or .zips, each scored on its own (default: the embedded sample)"
+    )
     p.add_argument("--split", choices=("test", "valid", "train", "all"), default="test")
     p.add_argument("--split-file", help="split.json (default: the run's, else the reference split)")
     p.add_argument("--protocol", choices=("resize256", "native"), default="resize256")
     p.add_argument("--out", help="folder for score.csv, summary.json and strips (default: evaluation/)")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     p.add_argument("--no-strips", dest="strips", action="store_false", help="skip the image | mask | prediction strips")
-    p.add_argument("--zoom", type=float, default=1.0, help="resize images and labels by this factor first (nuclei of other sizes)")
+    p.add_argument(
+        "--zoom", type=float, default=1.0, help="resize images and labels by this factor first (nuclei of other sizes)"
+    )
     _inference_args(p)
 
     p = sub.add_parser("predict", help="segment images")
@@ -120,7 +183,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--onnx", help="output .onnx path")
     p.add_argument("--torchscript", help="output .pt path")
     p.add_argument("--int8", action="store_true", help="also write a statically quantised int8 ONNX (<name>.int8.onnx)")
-    p.add_argument("--calibrate", nargs="+", metavar="INPUT", help="images for int8 calibration (default: the embedded sample)")
+    p.add_argument(
+        "--calibrate", nargs="+", metavar="INPUT", help="images for int8 calibration (default: the embedded sample)"
+    )
 
     p = sub.add_parser("demo", help="train the small preset on the embedded sample, evaluate, show strips")
     p.add_argument("--out", default="runs/demo")
@@ -143,7 +208,9 @@ def _run(args: argparse.Namespace) -> int:
                 raise InputError(f"{args.config}: cannot read YAML config ({exc})") from None
             if not isinstance(values, dict):
                 raise InputError(f"{args.config}: a config file must be a mapping of option: value")
-        values.update({k: v for k, v in vars(args).items() if v is not None and k not in ("command", "config", "debug")})
+        values.update(
+            {k: v for k, v in vars(args).items() if v is not None and k not in ("command", "config", "debug")}
+        )
         run_dir = fit(TrainConfig.from_dict(values, args.config or "options"))
         from lightning.pytorch.utilities.rank_zero import rank_zero_only
 

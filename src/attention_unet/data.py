@@ -108,8 +108,11 @@ def _raw_items_from_zip(path: Path) -> Iterable[Record]:
         for image_id in sorted(images):
             image = to_rgb(decode_image(archive.read(images[image_id]), f"{path}:{images[image_id]}"))
             names = sorted(masks.get(image_id, []))
-            labels = _stack_instance_masks([decode_image(archive.read(m), f"{path}:{m}") for m in names], image.shape[:2],
-                                           [f"{path}:{m}" for m in names])
+            labels = _stack_instance_masks(
+                [decode_image(archive.read(m), f"{path}:{m}") for m in names],
+                image.shape[:2],
+                [f"{path}:{m}" for m in names],
+            )
             yield Record(image_id, image, labels)
 
 
@@ -121,7 +124,9 @@ def _raw_items_from_folder(path: Path) -> Iterable[Record]:
             raise InputError(f"{folder / 'images'}: no image file")
         image = to_rgb(decode_image(files[0]), str(files[0]))
         mask_files = sorted(f for f in (folder / "masks").glob("*") if f.suffix.lower() in IMAGE_SUFFIXES)
-        labels = _stack_instance_masks([decode_image(m) for m in mask_files], image.shape[:2], [str(m) for m in mask_files])
+        labels = _stack_instance_masks(
+            [decode_image(m) for m in mask_files], image.shape[:2], [str(m) for m in mask_files]
+        )
         yield Record(folder.name, image, labels)
 
 
@@ -156,7 +161,9 @@ def _cellpose_items(path: Path) -> Iterable[Record]:
     images: dict[str, Path] = {}
     masks: dict[str, Path] = {}
     for f in files:
-        found, stem = (masks, f.stem.removesuffix(CELLPOSE_MASK)) if f.stem.endswith(CELLPOSE_MASK) else (images, f.stem)
+        found, stem = (
+            (masks, f.stem.removesuffix(CELLPOSE_MASK)) if f.stem.endswith(CELLPOSE_MASK) else (images, f.stem)
+        )
         if stem in found:
             raise InputError(f"{f}: two files for '{stem}' ({found[stem].name}, {f.name})")
         found[stem] = f
@@ -359,7 +366,9 @@ def normalisation_range(image: np.ndarray, mode: str = "percentile") -> tuple[fl
     return lo, hi
 
 
-def normalise(image: np.ndarray, mode: str = "percentile", value_range: tuple[float, float] | None = None) -> np.ndarray:
+def normalise(
+    image: np.ndarray, mode: str = "percentile", value_range: tuple[float, float] | None = None
+) -> np.ndarray:
     """float32 image mapped by :func:`normalisation_range` (or the given range); all but 'fixed' clip to 0..1."""
     lo, hi = value_range or normalisation_range(image, mode)
     out = (image.astype(np.float32) - lo) / np.float32(hi - lo)

@@ -24,7 +24,9 @@ from .tiling import Predictor
 OBJECT_METRICS = ("dsb_score", "tp_fp_fn_ratio_at_0.5", "relative_count_error")
 
 
-def choose_split(model_path: str | None, data_path: str | Path, records: list[data.Record], split_file: str | None) -> dict[str, list[str]]:
+def choose_split(
+    model_path: str | None, data_path: str | Path, records: list[data.Record], split_file: str | None
+) -> dict[str, list[str]]:
     """--split-file, else the training run's split.json when it trained on this data (one of its
     datasets), else this data's :func:`data.default_split`."""
     if split_file:
@@ -60,8 +62,9 @@ def zoomed(image: np.ndarray, labels: np.ndarray, zoom: float) -> tuple[np.ndarr
     return data.resize(image, size), data.resize(labels, size, nearest=True)
 
 
-def score_records(predictor: Predictor, records: list[data.Record], protocol: str, strips_dir: Path | None,
-                  zoom: float = 1.0) -> list[dict[str, Any]]:
+def score_records(
+    predictor: Predictor, records: list[data.Record], protocol: str, strips_dir: Path | None, zoom: float = 1.0
+) -> list[dict[str, Any]]:
     """Per-image rows: id, modality, size, pixel metrics and object metrics."""
     from tqdm import tqdm
 
@@ -70,7 +73,12 @@ def score_records(predictor: Predictor, records: list[data.Record], protocol: st
         image, labels = zoomed(*data.protocol_view(r, protocol), zoom)
         probs = predictor.probabilities(image)[0]
         pred = probs[0] > 0.5
-        row: dict[str, Any] = {"id": r.id, "modality": data.modality(r.image), "height": r.image.shape[0], "width": r.image.shape[1]}
+        row: dict[str, Any] = {
+            "id": r.id,
+            "modality": data.modality(r.image),
+            "height": r.image.shape[0],
+            "width": r.image.shape[1],
+        }
         row.update(metrics.pixel_scores(pred, labels > 0))
         row.update(metrics.object_scores(labels, predictor.labels(probs)))
         rows.append(row)
@@ -100,13 +108,29 @@ def format_table(summary: dict[str, Any]) -> str:
         lines.append(f"| {key} | {summary[key]:.3f} |")
     lines.append("")
     for kind, values in summary["by_modality"].items():
-        lines.append(f"{kind}: {values['n_images']} images, F1 {values['f1']:.3f}, Jaccard {values['jaccard']:.3f}, DSB score {values['dsb_score']:.3f}")
+        lines.append(
+            f"{kind}: {values['n_images']} images, F1 {values['f1']:.3f}, Jaccard {values['jaccard']:.3f}, DSB score {values['dsb_score']:.3f}"
+        )
     return "\n".join(lines)
 
 
-def evaluate(model: str | None, data_path: str | Path | None, *, split: str = "test", protocol: str = "resize256", out: str | Path = "evaluation",
-             split_file: str | None = None, strips: bool = True, tile: int = 512, batch_size: int = 4, tta: bool | None = None, device: str = "cpu",
-             scale: str | None = None, diameter: float | None = None, zoom: float = 1.0) -> dict[str, Any]:
+def evaluate(
+    model: str | None,
+    data_path: str | Path | None,
+    *,
+    split: str = "test",
+    protocol: str = "resize256",
+    out: str | Path = "evaluation",
+    split_file: str | None = None,
+    strips: bool = True,
+    tile: int = 512,
+    batch_size: int = 4,
+    tta: bool | None = None,
+    device: str = "cpu",
+    scale: str | None = None,
+    diameter: float | None = None,
+    zoom: float = 1.0,
+) -> dict[str, Any]:
     """Score a model; writes score.csv, summary.json and strips/ under ``out``; returns the summary.
     ``zoom`` resizes each image and its labels first (see :func:`zoomed`)."""
     if not zoom > 0:
@@ -116,7 +140,9 @@ def evaluate(model: str | None, data_path: str | Path | None, *, split: str = "t
     chosen = data.select(records, choose_split(model, data_path, records, split_file), split)
     if not chosen:
         raise InputError(f"{data_path}: the '{split}' part is empty")
-    predictor = load_predictor(model, device=device, tile=tile, batch_size=batch_size, tta=tta, scale=scale, diameter=diameter)
+    predictor = load_predictor(
+        model, device=device, tile=tile, batch_size=batch_size, tta=tta, scale=scale, diameter=diameter
+    )
     out = Path(out)
     strips_dir = out / "strips" if strips else None
     (strips_dir or out).mkdir(parents=True, exist_ok=True)
@@ -138,15 +164,36 @@ def evaluate_command(args) -> int:
     summaries = []
     for path in paths:
         out = root / Path(path).stem if len(paths) > 1 else root
-        summary = evaluate(args.model, path, split=args.split, protocol=args.protocol, out=out, split_file=args.split_file, strips=args.strips,
-                           tile=args.tile, batch_size=args.batch_size, tta=args.tta, device=args.device, scale=args.scale,
-                           diameter=args.diameter, zoom=args.zoom)
+        summary = evaluate(
+            args.model,
+            path,
+            split=args.split,
+            protocol=args.protocol,
+            out=out,
+            split_file=args.split_file,
+            strips=args.strips,
+            tile=args.tile,
+            batch_size=args.batch_size,
+            tta=args.tta,
+            device=args.device,
+            scale=args.scale,
+            diameter=args.diameter,
+            zoom=args.zoom,
+        )
         summaries.append(summary)
         if args.json:
-            print(json.dumps({k: summary[k] for k in ("data", "protocol", "n_images", *metrics.PIXEL_METRICS, *OBJECT_METRICS)}))
+            print(
+                json.dumps(
+                    {k: summary[k] for k in ("data", "protocol", "n_images", *metrics.PIXEL_METRICS, *OBJECT_METRICS)}
+                )
+            )
         else:
             print(f"{summary['data']}, {args.split}:\n" + format_table(summary))
-            print(f"\nper-image scores: {out / 'score.csv'}" + (f"; strips: {out / 'strips'}" if args.strips else "") + "\n")
+            print(
+                f"\nper-image scores: {out / 'score.csv'}"
+                + (f"; strips: {out / 'strips'}" if args.strips else "")
+                + "\n"
+            )
     if len(summaries) > 1 and not args.json:
         print("| dataset | images | F1 | Jaccard | DSB score |\n|---|---|---|---|---|")
         for s in summaries:
@@ -158,8 +205,22 @@ def demo(out: str, minutes: float) -> int:
     """Train the small preset on the embedded sample for a few minutes, then evaluate its test part."""
     from .train import TrainConfig, fit
 
-    run = fit(TrainConfig(preset="small", input="crop:128", augment="full", norm="percentile", loss="bce+dice", lr=1e-3,
-                          scheduler="cosine", samples_per_epoch=400, epochs=12, monitor="val_f1", max_minutes=minutes, out=out))
+    run = fit(
+        TrainConfig(
+            preset="small",
+            input="crop:128",
+            augment="full",
+            norm="percentile",
+            loss="bce+dice",
+            lr=1e-3,
+            scheduler="cosine",
+            samples_per_epoch=400,
+            epochs=12,
+            monitor="val_f1",
+            max_minutes=minutes,
+            out=out,
+        )
+    )
     summary = evaluate(str(run), None, split="test", protocol="resize256", out=Path(out) / "evaluation")
     print(format_table(summary))
     print(f"\nstrips (image | ground truth | prediction): {Path(out) / 'evaluation' / 'strips'}")

@@ -108,8 +108,15 @@ def quantize_onnx(source: str | Path, target: str | Path, tiles: list[np.ndarray
     with tempfile.TemporaryDirectory() as tmp:
         prepared = str(Path(tmp) / "prepared.onnx")  # constant-folded, so biases are initialisers
         quant_pre_process(str(source), prepared, skip_symbolic_shape=True)
-        quantize_static(prepared, str(target), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+        quantize_static(
+            prepared,
+            str(target),
+            Reader(),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+        )
     graph = onnx.load(str(target))
     onnx.helper.set_model_props(graph, {"attention_unet": json.dumps(onnx_info(source))})
     onnx.save(graph, str(target))

@@ -37,8 +37,15 @@ def targets(labels: np.ndarray, contour: bool, distance: bool = False) -> np.nda
     return np.stack(channels).astype(np.float32)
 
 
-def instances(prob: np.ndarray, contour: np.ndarray | None = None, threshold: float = 0.5, min_area: int = 8, h: float = 1.0,
-              contour_threshold: float = 0.5, distance: np.ndarray | None = None) -> np.ndarray:
+def instances(
+    prob: np.ndarray,
+    contour: np.ndarray | None = None,
+    threshold: float = 0.5,
+    min_area: int = 8,
+    h: float = 1.0,
+    contour_threshold: float = 0.5,
+    distance: np.ndarray | None = None,
+) -> np.ndarray:
     """Instance labels: connected components of prob > threshold, each split by a watershed on its
     distance transform seeded at h-maxima, so touching nuclei separate. With a contour probability
     (a contour model's output) the distance is measured to the predicted contours too

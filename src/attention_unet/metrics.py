@@ -71,7 +71,9 @@ def iou_matrix(true: np.ndarray, pred: np.ndarray) -> np.ndarray:
     return iou[true_ids > 0][:, pred_ids > 0]
 
 
-def object_counts(true: np.ndarray, pred: np.ndarray, threshold: float, iou: np.ndarray | None = None) -> tuple[int, int, int]:
+def object_counts(
+    true: np.ndarray, pred: np.ndarray, threshold: float, iou: np.ndarray | None = None
+) -> tuple[int, int, int]:
     """(TP, FP, FN) instances, a match being a pair with IoU > threshold (unique for threshold >= 0.5)."""
     iou = iou_matrix(true, pred) if iou is None else iou
     tp = int(np.count_nonzero(iou > threshold))

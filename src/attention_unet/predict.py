@@ -45,8 +45,18 @@ def scale_for_diameter(target_diameter: float, diameter: float) -> float:
     return target_diameter / diameter
 
 
-def load_predictor(model: str | Path | None = None, *, device: str = "cpu", tile: int = 512, batch_size: int = 4, tta: bool | None = None,
-                   scale: str | float | None = None, diameter: float | None = None, engine: str = "torch", attention: bool = False) -> Predictor:
+def load_predictor(
+    model: str | Path | None = None,
+    *,
+    device: str = "cpu",
+    tile: int = 512,
+    batch_size: int = 4,
+    tta: bool | None = None,
+    scale: str | float | None = None,
+    diameter: float | None = None,
+    engine: str = "torch",
+    attention: bool = False,
+) -> Predictor:
     """A Predictor for a model file, folder or run folder (None: the shipped model). An .onnx model
     runs on ONNX Runtime; any other on torch (BatchNorm folded) unless ``engine="onnx"`` asks for
     an export first. Normalisation and the defaults of ``tta`` and ``scale`` come from the model's
@@ -85,12 +95,21 @@ def load_predictor(model: str | Path | None = None, *, device: str = "cpu", tile
         if scale <= 0:
             raise InputError(f"--scale must be 'auto' or a positive number, not '{scale}'")
     outputs = ("mask",) + ("contour",) * bool(train.get("contour")) + ("distance",) * bool(train.get("distance"))
-    return Predictor(run, train.get("norm", "fixed"), tile, batch_size,
-                     bool(inference.get("tta", False)) if tta is None else tta, scale=scale,
-                     target_diameter=target_diameter,
-                     outputs=outputs, contours=bool(inference.get("contours", True)), distances=bool(inference.get("distances", False)),
-                     contour_threshold=float(inference.get("contour_threshold", 0.5)),
-                     h=float(inference.get("h", 1.0)), min_area=int(inference.get("min_area", 8)))
+    return Predictor(
+        run,
+        train.get("norm", "fixed"),
+        tile,
+        batch_size,
+        bool(inference.get("tta", False)) if tta is None else tta,
+        scale=scale,
+        target_diameter=target_diameter,
+        outputs=outputs,
+        contours=bool(inference.get("contours", True)),
+        distances=bool(inference.get("distances", False)),
+        contour_threshold=float(inference.get("contour_threshold", 0.5)),
+        h=float(inference.get("h", 1.0)),
+        min_area=int(inference.get("min_area", 8)),
+    )
 
 
 def predict_command(args) -> int:
@@ -98,8 +117,17 @@ def predict_command(args) -> int:
     import tifffile
     from tqdm import tqdm
 
-    predictor = load_predictor(args.model, device=args.device, tile=args.tile, batch_size=args.batch_size, tta=args.tta, scale=args.scale,
-                               diameter=args.diameter, engine=args.engine, attention=args.attention)
+    predictor = load_predictor(
+        args.model,
+        device=args.device,
+        tile=args.tile,
+        batch_size=args.batch_size,
+        tta=args.tta,
+        scale=args.scale,
+        diameter=args.diameter,
+        engine=args.engine,
+        attention=args.attention,
+    )
     out = Path(args.out)
     files = list(find_inputs(args.inputs))
     if not files:
@@ -120,7 +148,11 @@ def predict_command(args) -> int:
             prob = probs[0]
             labels = predictor.labels(probs, args.threshold)
             iio.imwrite(f"{target}_mask.png", ((prob > args.threshold) * 255).astype(np.uint8))
-            tifffile.imwrite(f"{target}_labels.tif", labels.astype(np.uint16 if labels.max() < 2**16 else np.uint32), compression="zlib")
+            tifffile.imwrite(
+                f"{target}_labels.tif",
+                labels.astype(np.uint16 if labels.max() < 2**16 else np.uint32),
+                compression="zlib",
+            )
             iio.imwrite(f"{target}_overlay.png", overlay(image, labels))
             if args.save_prob:
                 tifffile.imwrite(f"{target}_prob.tif", prob.astype(np.float32), compression="zlib")

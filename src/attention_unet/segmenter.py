@@ -81,8 +81,15 @@ class Segmenter:
         batch_size: tiles per forward pass.
     """
 
-    def __init__(self, model: str | Path | None = None, *, device: str = "cpu", engine: str = "torch", tile: int = 512,
-                 batch_size: int = 4) -> None:
+    def __init__(
+        self,
+        model: str | Path | None = None,
+        *,
+        device: str = "cpu",
+        engine: str = "torch",
+        tile: int = 512,
+        batch_size: int = 4,
+    ) -> None:
         self._options = {"device": device, "engine": engine, "tile": tile, "batch_size": batch_size}
         self.model = model
         self.predictor = load_predictor(model, **self._options)
@@ -93,8 +100,17 @@ class Segmenter:
         """The shipped nuclei model (see MODEL.md)."""
         return cls(None, **options)  # type: ignore[arg-type]
 
-    def segment(self, image: np.ndarray, *, axes: str | None = None, channel: int | None = None, diameter: float | None = None,
-                threshold: float = 0.5, tta: bool | None = None, attention: bool = False) -> Segmentation:
+    def segment(
+        self,
+        image: np.ndarray,
+        *,
+        axes: str | None = None,
+        channel: int | None = None,
+        diameter: float | None = None,
+        threshold: float = 0.5,
+        tta: bool | None = None,
+        attention: bool = False,
+    ) -> Segmentation:
         """Segment the nuclei of one 2-D image (see :func:`as_image` for ``axes`` and ``channel``).
 
         ``diameter`` (pixels) rescales nuclei to the size the model learnt, instead of the model's

@@ -58,7 +58,9 @@ def torch_runner(model: torch.nn.Module, device: str = "cpu", attention: bool = 
                 return torch.sigmoid(model(x)).float().cpu().numpy(), []
             logits, maps = model.forward_with_attention(x)
             size = x.shape[-2:]
-            maps = [F.interpolate(m.mean(1, keepdim=True), size=size, mode="bilinear")[:, 0].cpu().numpy() for m in maps]
+            maps = [
+                F.interpolate(m.mean(1, keepdim=True), size=size, mode="bilinear")[:, 0].cpu().numpy() for m in maps
+            ]
             return torch.sigmoid(logits).float().cpu().numpy(), maps
 
     return run
@@ -84,12 +86,17 @@ class Predictor:
     overlap: float = 0.25
     scale: float | None = 1.0
     target_diameter: float = 16.0
-    auto_range: tuple[float, float] = (0.5, 2.0)  # auto scale leaves diameters of these multiples of target_diameter alone
+    auto_range: tuple[float, float] = (
+        0.5,
+        2.0,
+    )  # auto scale leaves diameters of these multiples of target_diameter alone
     probe: float = 0.5  # auto scale measures nuclei on the image at this size (a quarter of the work)
     max_pixels: int = 64_000_000  # a rescaled image never exceeds this many pixels
     outputs: tuple[str, ...] = ("mask", "contour", "distance")  # what each output channel holds, in order
     contours: bool = True  # a contour output shapes the instance watershed (see :func:`instances`)
-    distances: bool = False  # a distance output is the watershed's relief and seeds (opt-in: h is then in its 0..1 units)
+    distances: bool = (
+        False  # a distance output is the watershed's relief and seeds (opt-in: h is then in its 0..1 units)
+    )
     contour_threshold: float = 0.5
     h: float = 1.0
     min_area: int = 8  # smaller components are dropped from the instances
@@ -113,16 +120,26 @@ class Predictor:
             return self._tiled(image, value_range)
         size = (max(8, round(height * factor)), max(8, round(width * factor)))
         prob, gates = self._tiled(data.resize(image, size), value_range)
-        return np.stack([data.resize(c, (height, width)) for c in prob]), [data.resize(g, (height, width)) for g in gates]
+        return np.stack([data.resize(c, (height, width)) for c in prob]), [
+            data.resize(g, (height, width)) for g in gates
+        ]
 
     def labels(self, probs: np.ndarray, threshold: float = 0.5) -> np.ndarray:
         """Instance labels from :meth:`probabilities`' output, using the model's contour and
         distance outputs when it has them and ``contours`` / ``distances`` are on."""
+
         def output(name: str, wanted: bool) -> np.ndarray | None:
             return probs[self.outputs.index(name)] if wanted and name in self.outputs[: len(probs)] else None
 
-        return instances(probs[0], output("contour", self.contours), threshold, self.min_area, self.h, self.contour_threshold,
-                         output("distance", self.distances))
+        return instances(
+            probs[0],
+            output("contour", self.contours),
+            threshold,
+            self.min_area,
+            self.h,
+            self.contour_threshold,
+            output("distance", self.distances),
+        )
 
     def auto_scale(self, image: np.ndarray, value_range: tuple[float, float]) -> float:
         """The factor that brings the median nucleus to ``target_diameter`` (clipped to 0.125..4),

@@ -37,9 +37,19 @@ EVAL_SIZE = (256, 256)  # the report's resize256 protocol, used for validation
 # measures it: a few minutes on 2 CPU cores); validation on a strip of each image, as there is
 # no image to spare.
 FINETUNE: dict[str, Any] = {
-    "init_from": "pretrained", "input": "crop:128", "scale": (0.5, 2.0), "augment": "robust", "loss": "bce+dice",
-    "lr": 2e-4, "scheduler": "cosine", "epochs": 10, "samples_per_epoch": 256, "monitor": "val_f1",
-    "early_stopping": 10, "max_minutes": 4.5, "valid_strip": 128,
+    "init_from": "pretrained",
+    "input": "crop:128",
+    "scale": (0.5, 2.0),
+    "augment": "robust",
+    "loss": "bce+dice",
+    "lr": 2e-4,
+    "scheduler": "cosine",
+    "epochs": 10,
+    "samples_per_epoch": 256,
+    "monitor": "val_f1",
+    "early_stopping": 10,
+    "max_minutes": 4.5,
+    "valid_strip": 128,
 }
 
 
@@ -47,7 +57,9 @@ FINETUNE: dict[str, Any] = {
 class TrainConfig:
     """Every training option; defaults reproduce the reference report."""
 
-    data: list[str] = field(default_factory=list)  # dataset folders or .zips, each with its own split; empty = the sample
+    data: list[str] = field(
+        default_factory=list
+    )  # dataset folders or .zips, each with its own split; empty = the sample
     init_from: str = ""  # start from these weights: "pretrained" (the shipped model), a model file or a run folder
     freeze_encoder: bool = False  # keep the encoder and bridge (weights and BatchNorm statistics) as they start
     preset: str = "seed"
@@ -103,12 +115,19 @@ class TrainConfig:
     def _init_model_config(self) -> ModelConfig:
         """The --init-from model's network; an explicit option that contradicts it is an error."""
         config = ModelConfig.from_dict(read_model_info(init_path(self.init_from))["model"])
-        wanted = {"gate": self.gate, "width": self.width, "depth": self.depth, "attention": self.attention,
-                  "out_channels": 1 + self.contour + self.distance}
+        wanted = {
+            "gate": self.gate,
+            "width": self.width,
+            "depth": self.depth,
+            "attention": self.attention,
+            "out_channels": 1 + self.contour + self.distance,
+        }
         for key, value in wanted.items():
             if value is not None and value != getattr(config, key):
                 flag = "--contour/--distance" if key == "out_channels" else f"--{key}"
-                raise InputError(f"{flag} gives {key} {value}, but the --init-from model {self.init_from} has {getattr(config, key)}")
+                raise InputError(
+                    f"{flag} gives {key} {value}, but the --init-from model {self.init_from} has {getattr(config, key)}"
+                )
         return config
 
     def crop_size(self) -> int | None:
@@ -121,7 +140,9 @@ class TrainConfig:
     def validate(self) -> None:
         self.crop_size()
         if self.valid_strip and self.valid_strip < 16:
-            raise InputError(f"--valid-strip must be 0 (the dataset's valid split) or at least 16 rows, not {self.valid_strip}")
+            raise InputError(
+                f"--valid-strip must be 0 (the dataset's valid split) or at least 16 rows, not {self.valid_strip}"
+            )
         self.model_config()
         for name, value, allowed in (
             ("loss", self.loss, LOSSES),
@@ -172,7 +193,11 @@ def init_record(init_from: str) -> dict[str, Any]:
     import hashlib
 
     path = init_path(init_from)
-    return {"from": init_from, "version": read_model_info(path).get("version"), "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+    return {
+        "from": init_from,
+        "version": read_model_info(path).get("version"),
+        "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+    }
 
 
 # ------------------------------------------------------------------------------------- datasets
@@ -209,7 +234,9 @@ def stain_jitter(image: np.ndarray, rng: np.random.Generator, sigma: float = 0.1
     return np.clip(hed2rgb(hed), 0.0, 1.0).astype(np.float32)
 
 
-def scaled_crop(image: np.ndarray, labels: np.ndarray, size: int, scale: tuple[float, float], rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def scaled_crop(
+    image: np.ndarray, labels: np.ndarray, size: int, scale: tuple[float, float], rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
     """A size x size crop showing the image at a random scale (log-uniform, +-15% aspect jitter):
     a region of (size / sy, size / sx) pixels, resized (labels by nearest neighbour); padded by
     reflection where it runs out."""
@@ -282,11 +309,24 @@ class TrainDataset(Dataset):
 class EvalDataset(Dataset):
     """Validation images under the resize256 protocol (or as they are, ``size=None``), normalised like training."""
 
-    def __init__(self, records: list[data.Record], norm: str, contour: bool = False, distance: bool = False, size: tuple[int, int] | None = EVAL_SIZE) -> None:
+    def __init__(
+        self,
+        records: list[data.Record],
+        norm: str,
+        contour: bool = False,
+        distance: bool = False,
+        size: tuple[int, int] | None = EVAL_SIZE,
+    ) -> None:
         def view(array: np.ndarray, nearest: bool = False) -> np.ndarray:
             return array if size is None else data.resize(array, size, nearest=nearest)
 
-        self.items = [(view(data.normalise(r.image, norm)), torch.from_numpy(targets(view(r.labels, nearest=True), contour, distance))) for r in records]
+        self.items = [
+            (
+                view(data.normalise(r.image, norm)),
+                torch.from_numpy(targets(view(r.labels, nearest=True), contour, distance)),
+            )
+            for r in records
+        ]
 
     def __len__(self) -> int:
         return len(self.items)
@@ -335,7 +375,12 @@ def batch_pixel_scores(logits: torch.Tensor, target: torch.Tensor) -> dict[str, 
     def ratio(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         return torch.where(b > 0, a / b.clamp(min=1), torch.zeros_like(a))
 
-    return {"f1": ratio(2 * tp, 2 * tp + fp + fn), "iou": ratio(tp, tp + fp + fn), "recall": ratio(tp, tp + fn), "precision": ratio(tp, tp + fp)}
+    return {
+        "f1": ratio(2 * tp, 2 * tp + fp + fn),
+        "iou": ratio(tp, tp + fp + fn),
+        "recall": ratio(tp, tp + fn),
+        "precision": ratio(tp, tp + fp),
+    }
 
 
 class SegmentationTask(L.LightningModule):
@@ -351,7 +396,11 @@ class SegmentationTask(L.LightningModule):
         from torchmetrics import MeanMetric
 
         self.metrics = torch.nn.ModuleDict(
-            {f"{stage}_{name}": MeanMetric() for stage in ("train", "val") for name in ("f1", "iou", "recall", "precision")}
+            {
+                f"{stage}_{name}": MeanMetric()
+                for stage in ("train", "val")
+                for name in ("f1", "iou", "recall", "precision")
+            }
         )
         self.started = time.monotonic()
         if self.cfg.freeze_encoder:
@@ -375,7 +424,15 @@ class SegmentationTask(L.LightningModule):
         x, y = batch
         logits = self(x)
         loss = segmentation_loss(logits, y, self.cfg.loss)
-        self.log(f"{stage}_loss", loss, prog_bar=True, on_step=stage == "train", on_epoch=True, batch_size=len(x), sync_dist=True)
+        self.log(
+            f"{stage}_loss",
+            loss,
+            prog_bar=True,
+            on_step=stage == "train",
+            on_epoch=True,
+            batch_size=len(x),
+            sync_dist=True,
+        )
         for name, values in batch_pixel_scores(logits.detach()[:, :1], y[:, :1]).items():
             metric = self.metrics[f"{stage}_{name}"]
             metric.update(values)
@@ -401,7 +458,9 @@ class SegmentationTask(L.LightningModule):
             optimizer = torch.optim.Adam(trained, lr=self.cfg.lr)
         if self.cfg.scheduler == "cosine":
             steps = self.trainer.estimated_stepping_batches
-            schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, int(steps)), eta_min=self.cfg.lr / 100)
+            schedule = torch.optim.lr_scheduler.CosineAnnealingLR(
+                optimizer, T_max=max(1, int(steps)), eta_min=self.cfg.lr / 100
+            )
             return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
         schedule = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.1, patience=5, min_lr=1e-7)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "monitor": "val_loss"}}
@@ -462,7 +521,10 @@ class ExportBest(L.Callback):
         model = AttentionUNet(task.model.config)
         model.load_state_dict({k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")})
         score = float(ckpt.best_model_score) if ckpt is not None and ckpt.best_model_score is not None else None
-        metadata = {"train": _jsonable(asdict(task.cfg)), "best": {"monitor": task.cfg.monitor, "score": score, "checkpoint": Path(best).name}}
+        metadata = {
+            "train": _jsonable(asdict(task.cfg)),
+            "best": {"monitor": task.cfg.monitor, "score": score, "checkpoint": Path(best).name},
+        }
         if task.cfg.init_from:
             metadata["init"] = init_record(task.cfg.init_from)
             parent = read_model_info(init_path(task.cfg.init_from))
@@ -478,9 +540,12 @@ def _jsonable(values: dict[str, Any]) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------- fit
 
 
-def prepare_splits(datasets: dict[str, list[data.Record]], cfg: TrainConfig, run_dir: Path) -> dict[str, dict[str, list[str]]]:
+def prepare_splits(
+    datasets: dict[str, list[data.Record]], cfg: TrainConfig, run_dir: Path
+) -> dict[str, dict[str, list[str]]]:
     """Each dataset's split (--split-file, else all images with --valid-strip, else :func:`data.default_split`), written to
     ``split.json``: one dataset as {train, valid, test}, several as {dataset: {train, valid, test}}."""
+
     def split_of(name: str, ids: list[str]) -> dict[str, list[str]]:
         if cfg.split_file:
             return data.load_split(cfg.split_file, name if len(datasets) > 1 else None)
@@ -501,7 +566,9 @@ def strip_parts(named: list[tuple[str, data.Record]], size: int) -> dict[str, li
         parts["train"] += [(name, r) for r in train]
         parts["valid"] += [(name, r) for r in valid]
     if not parts["valid"]:
-        raise InputError(f"--valid-strip {size}: no image has {2 * size} rows and {size} columns to validate on; give a smaller strip")
+        raise InputError(
+            f"--valid-strip {size}: no image has {2 * size} rows and {size} columns to validate on; give a smaller strip"
+        )
     return parts
 
 
@@ -529,7 +596,10 @@ def fit(cfg: TrainConfig) -> Path:
 
     datasets = load_datasets(cfg.data)
     splits = prepare_splits(datasets, cfg, run_dir)
-    parts = {part: [(name, r) for name, records in datasets.items() for r in data.select(records, splits[name], part)] for part in ("train", "valid")}
+    parts = {
+        part: [(name, r) for name, records in datasets.items() for r in data.select(records, splits[name], part)]
+        for part in ("train", "valid")
+    }
     if cfg.valid_strip:
         parts = strip_parts(parts["train"] + parts["valid"], cfg.valid_strip)
     train_records, valid_records = [r for _, r in parts["train"]], [r for _, r in parts["valid"]]
@@ -537,12 +607,23 @@ def fit(cfg: TrainConfig) -> Path:
     weights = sample_weights(train_records, len(train_set), [name for name, _ in parts["train"]])
     sampler = WeightedRandomSampler(weights, len(train_set)) if cfg.balance else None
     loader_args = {"num_workers": cfg.workers, "persistent_workers": cfg.workers > 0}
-    train_loader = DataLoader(train_set, cfg.batch_size, shuffle=sampler is None, sampler=sampler, drop_last=len(train_set) > cfg.batch_size, **loader_args)
-    valid_set = EvalDataset(valid_records, cfg.norm, cfg.contour, cfg.distance, size=None if cfg.valid_strip else EVAL_SIZE)
+    train_loader = DataLoader(
+        train_set,
+        cfg.batch_size,
+        shuffle=sampler is None,
+        sampler=sampler,
+        drop_last=len(train_set) > cfg.batch_size,
+        **loader_args,
+    )
+    valid_set = EvalDataset(
+        valid_records, cfg.norm, cfg.contour, cfg.distance, size=None if cfg.valid_strip else EVAL_SIZE
+    )
     valid_loader = DataLoader(valid_set, cfg.batch_size, **loader_args)
 
     mode = "min" if cfg.monitor == "val_loss" else "max"
-    checkpoint = ModelCheckpoint(run_dir / "checkpoints", filename="best-{epoch:03d}", monitor=cfg.monitor, mode=mode, save_last=True)
+    checkpoint = ModelCheckpoint(
+        run_dir / "checkpoints", filename="best-{epoch:03d}", monitor=cfg.monitor, mode=mode, save_last=True
+    )
     callbacks = [
         checkpoint,
         EarlyStopping(cfg.monitor, patience=cfg.early_stopping, mode=mode),
