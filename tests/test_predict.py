@@ -94,7 +94,7 @@ def test_predict_writes_every_output_and_mirrors_folders(tmp_path: Path, tiny_mo
     image, _ = synthetic(1, (70, 90))
     iio.imwrite(src / "a.png", image)
     iio.imwrite(src / "sub" / "b.jpg", np.dstack([image] * 3))
-    tifffile.imwrite(src / "sub" / "c.tif", np.stack([image.astype(np.uint16) * 100] * 2))  # two pages
+    tifffile.imwrite(src / "sub" / "c.tif", np.stack([image.astype(np.uint16) * 100] * 5))  # five pages: a stack
     out = tmp_path / "out"
     code = main(
         [
@@ -111,16 +111,20 @@ def test_predict_writes_every_output_and_mirrors_folders(tmp_path: Path, tiny_mo
         ]
     )
     assert code == 0
-    for stem in ("a", "sub/b", "sub/c_p0", "sub/c_p1"):
+    for stem in ("a", "sub/b"):
         mask = iio.imread(out / f"{stem}_mask.png")
         assert mask.shape == (70, 90) and mask.dtype == np.uint8 and set(np.unique(mask)) <= {0, 255}
         assert tifffile.imread(out / f"{stem}_labels.tif").dtype == np.uint16
         assert iio.imread(out / f"{stem}_overlay.png").shape == (70, 90, 3)
         assert tifffile.imread(out / f"{stem}_prob.tif").dtype == np.float32
         assert iio.imread(out / f"{stem}_attention2.png").shape == (70, 90, 3)
+    assert (
+        tifffile.imread(out / "sub/c_labels.tif").shape == tifffile.imread(out / "sub/c_prob.tif").shape == (5, 70, 90)
+    )
+    assert not (out / "sub/c_mask.png").exists()  # a stack's planes are not written as unrelated images
     lines = (out / "summary.csv").read_text().splitlines()
-    assert lines[0] == "file,height,width,nucleus_count,foreground_fraction,mean_area_px,median_area_px"
-    assert len(lines) == 5
+    assert lines[0] == "input,file,height,width,nucleus_count,foreground_fraction,mean_area_px,median_area_px,plane"
+    assert len(lines) == 1 + 2 + 5
 
 
 def test_a_bad_file_is_reported_and_the_rest_goes_on(tmp_path: Path, tiny_model: Path, capsys) -> None:

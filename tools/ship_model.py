@@ -7,6 +7,7 @@ inference settings chosen on the valid split (tools/tune_inference.py) to its me
 import argparse
 
 from attention_unet.model import load_model, pretrained_path, save_model
+from attention_unet.settings import InferenceSettings
 
 
 def main() -> None:
@@ -29,16 +30,17 @@ def main() -> None:
     model = load_model(args.run)
     info = {k: v for k, v in model.info.items() if k not in ("model", "version")}
     scale = args.scale if args.scale == "auto" else float(args.scale)
-    info["inference"] = {
-        "tta": args.tta,
-        "scale": scale,
-        "target_diameter": args.target_diameter,
-        "contour_threshold": args.contour_threshold,
-        "contours": args.contours,
-        "distances": args.distances,
-        "h": args.h,
-        "min_area": args.min_area,
-    }
+    settings = InferenceSettings(
+        tta=args.tta,
+        scale=scale,
+        target_diameter=args.target_diameter,
+        contour_threshold=args.contour_threshold,
+        contours=args.contours,
+        distances=args.distances,
+        h=args.h,
+        min_area=args.min_area,
+    )
+    info["inference"] = settings.to_metadata()
     print(save_model(model, args.out or pretrained_path().parent, info))
 
 

@@ -103,7 +103,7 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="cpu, cuda, mps")
 
 
-def _inference_args(p: argparse.ArgumentParser) -> None:
+def _inference_args(p: argparse.ArgumentParser, microns: bool = False) -> None:
     p.add_argument("--tile", type=int, default=512, help="tile size of sliding-window inference")
     p.add_argument("--batch-size", type=int, default=4, help="tiles per batch")
     p.add_argument(
@@ -118,9 +118,10 @@ def _inference_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--diameter",
-        type=float,
-        metavar="PX",
-        help="the nuclei's typical diameter in pixels: rescale them to the size the model learnt",
+        type=str if microns else float,
+        metavar="SIZE" if microns else "PX",
+        help="the nuclei's typical diameter: rescale them to the size the model learnt; "
+        + ("in pixels (12) or in µm (6um) when the pixel size is known" if microns else "in pixels"),
     )
 
 
@@ -172,7 +173,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("inputs", nargs="+", help="files, folders (recursive) or globs")
     p.add_argument("--out", required=True, help="output folder (mirrors the inputs' relative paths)")
     _model_args(p)
-    _inference_args(p)
+    _inference_args(p, microns=True)
+    p.add_argument(
+        "--channel",
+        help="the channel that holds the nuclei: a number from 0, or a channel name from OME metadata; "
+        "the other channels are measured",
+    )
+    p.add_argument(
+        "--axes", help="the file's axes when it names them wrongly or not at all, e.g. CYX or ZYX (letters from TZCYXS)"
+    )
+    p.add_argument("--pixel-size", type=float, metavar="UM", help="µm per pixel (default: from OME or ImageJ metadata)")
+    p.add_argument("--min-size", type=int, default=0, metavar="PX", help="drop nuclei of fewer pixels")
+    p.add_argument("--exclude-edges", action="store_true", help="drop nuclei that touch the image border")
+    p.add_argument("--rois", action="store_true", help="write <name>_rois.zip, an ImageJ/Fiji ROI set")
+    p.add_argument(
+        "--geojson", action="store_true", help="write <name>_nuclei.geojson, nucleus polygons QuPath imports"
+    )
     p.add_argument("--save-prob", action="store_true", help="also write <name>_prob.tif (float32)")
     p.add_argument("--attention", action="store_true", help="write each gate's coefficient map as a heat-map PNG")
     p.add_argument("--engine", choices=("torch", "onnx"), default="torch")

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import glob
 from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -33,19 +35,206 @@ def find_inputs(inputs: list[str]) -> Iterator[tuple[Path, Path]]:
             raise InputError(f"{item}: no such file or folder")
 
 
-def read_pages(path: Path) -> list[np.ndarray]:
-    """Pages of an image file as H x W x 3 arrays (multi-page TIFF: every page)."""
-    if path.suffix.lower() in (".tif", ".tiff"):
+STACK_AXES = "TZIQRHEVLPAB"  # tifffile's names for axes other than Y, X, C (channel) and S (sample)
+KNOWN_AXES = "YXCS" + STACK_AXES
+
+
+@dataclass
+class Plane:
+    """One 2-D plane of an image file: all its channels, and where it lies in the file's stack."""
+
+    channels: np.ndarray  # Y x X x C, as stored (C = 1 for grey)
+    position: dict[str, int]  # index along each stack axis, e.g. {"Z": 3}; empty for a 2-D image
+
+
+@dataclass
+class ImageFile:
+    """An image file as microscopy software sees it: axes, channels, pixel size, planes.
+
+    TIFF and OME-TIFF are read through tifffile's first series, one plane at a time (pages are
+    read when their plane is, so a 200-plane stack never sits in memory whole); other formats are
+    one plane. Channels are the C axis (stains) or the S axis (colour samples, ``rgb``).
+    """
+
+    path: Path
+    axes: str  # the series' axes, e.g. "ZCYX", "YXS", "YX"
+    shape: tuple[int, ...]
+    channel_names: list[str]
+    pixel_size: float | None  # µm per pixel, from OME or ImageJ metadata or a centimetre resolution
+    rgb: bool  # the channels are the colours of one image (S axis), not stains
+
+    @property
+    def stack_axes(self) -> str:
+        return "".join(a for a in self.axes if a in STACK_AXES)
+
+    @property
+    def stack_shape(self) -> tuple[int, ...]:
+        return tuple(n for a, n in zip(self.axes, self.shape) if a in STACK_AXES)
+
+    @property
+    def shape_yx(self) -> tuple[int, int]:
+        return self.shape[self.axes.index("Y")], self.shape[self.axes.index("X")]
+
+    @property
+    def n_channels(self) -> int:
+        return int(np.prod([n for a, n in zip(self.axes, self.shape) if a in "CS"], dtype=int))
+
+    def channel_index(self, channel: str | int | None) -> int | None:
+        """The channel that ``channel`` names (an index or an OME channel name); None picks none."""
+        if channel is None or channel == "":
+            return None
+        text = str(channel)
+        if text.lstrip("-").isdigit():
+            index = int(text)
+        else:
+            lowered = [n.lower() for n in self.channel_names]
+            if text.lower() not in lowered:
+                known = ", ".join(self.channel_names) or "none"
+                raise InputError(f"{self.path}: --channel {text}: no channel of that name (channel names: {known})")
+            index = lowered.index(text.lower())
+        if not 0 <= index < self.n_channels:
+            raise InputError(
+                f"{self.path}: --channel {index}: the file has {self.n_channels} channel(s), numbered from 0"
+            )
+        return index
+
+    def planes(self) -> Iterator[Plane]:
+        """Each plane in file order (the last stack axis fastest)."""
+        if self.path.suffix.lower() not in (".tif", ".tiff"):
+            image = data.decode_image(self.path)
+            yield Plane(_channels_last(image[..., :3] if image.ndim == 3 else image, "YXS" if self.rgb else "YX"), {})
+            return
         import tifffile
 
-        try:
-            with tifffile.TiffFile(path) as tif:
-                pages = [p.asarray() for p in tif.pages]
-        except Exception as exc:  # noqa: BLE001 - tifffile and its codecs raise many types; the user needs the file name
-            raise InputError(f"{path}: cannot read image ({type(exc).__name__}: {exc})") from None
+        with _reading(self.path), tifffile.TiffFile(self.path) as tif:
+            series = tif.series[0]
+            page_axes = _page_axes(series, self.axes)
+            lead = self.axes[: len(self.axes) - len(page_axes)]
+            lead_shape = self.shape[: len(lead)]
+            channel_pages = lead_shape[lead.index("C")] if "C" in lead else 1
+            outer = [(a, n) for a, n in zip(lead, lead_shape) if a != "C"]
+            inner = [(i, a, n) for i, (a, n) in enumerate(zip(page_axes, self.shape[len(lead) :])) if a in STACK_AXES]
+            rest = "".join(a for a in page_axes if a not in STACK_AXES)
+            for flat in range(int(np.prod([n for _, n in outer], dtype=int))):
+                position = {a: int(v) for (a, _), v in zip(outer, np.unravel_index(flat, [n for _, n in outer]))}
+                keys = [
+                    int(np.ravel_multi_index([c if a == "C" else position[a] for a in lead], lead_shape)) if lead else 0
+                    for c in range(channel_pages)
+                ]
+                pages = [tif.asarray(key=key, series=0) for key in keys]
+                for sub in np.ndindex(*[n for _, _, n in inner]):  # stack axes inside a page (after --axes)
+                    index = [slice(None)] * len(page_axes)
+                    for (i, _, _), v in zip(inner, sub):
+                        index[i] = v
+                    channels = np.concatenate([_channels_last(page[tuple(index)], rest) for page in pages], axis=2)
+                    yield Plane(channels, {**position, **{a: int(v) for (_, a, _), v in zip(inner, sub)}})
+
+
+def _page_axes(series: object, axes: str) -> str:
+    """The axes each page holds: the trailing axes of the series with the page's own size."""
+    ndim = len(series.keyframe.shape)  # type: ignore[attr-defined]
+    return axes[len(axes) - ndim :]
+
+
+def _channels_last(array: np.ndarray, axes: str) -> np.ndarray:
+    """Y x X x C from a page with axes among Y, X, C, S."""
+    order = [axes.index(a) for a in "YX"] + [i for i, a in enumerate(axes) if a not in "YX"]
+    array = np.transpose(array, order)
+    return array.reshape(array.shape[0], array.shape[1], -1)
+
+
+@contextmanager
+def _reading(path: Path) -> Iterator[None]:
+    """Turns any error while reading ``path`` into one line naming it."""
+    try:
+        yield
+    except InputError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - tifffile and its codecs raise many types; the user needs the file name
+        raise InputError(f"{path}: cannot read image ({type(exc).__name__}: {exc})") from None
+
+
+def open_image(path: str | Path, *, axes: str | None = None, pixel_size: float | None = None) -> ImageFile:
+    """An :class:`ImageFile` for ``path``; ``axes`` overrides the axes the file declares (e.g.
+    "CYX" for a two-page TIFF that names none), ``pixel_size`` (µm) the size it declares."""
+    path = Path(path)
+    if pixel_size is not None and not pixel_size > 0:
+        raise InputError(f"--pixel-size must be a positive number of µm, not {pixel_size}")
+    if path.suffix.lower() not in (".tif", ".tiff"):
+        image = data.decode_image(path)
+        file_axes = "YX" if image.ndim == 2 else "YXS"
+        shape = image.shape if image.ndim == 2 else (*image.shape[:2], min(3, image.shape[2]))  # alpha is no channel
+        found = ImageFile(path, file_axes, shape, [], None, image.ndim == 3)
     else:
-        pages = [data.decode_image(path)]
-    return [data.to_rgb(p, str(path)) for p in pages]
+        import tifffile
+
+        with _reading(path), tifffile.TiffFile(path) as tif:
+            series = tif.series[0]
+            names = _ome_channel_names(tif) if tif.is_ome else []
+            found = ImageFile(path, series.axes, tuple(series.shape), names, _pixel_size(tif), "S" in series.axes)
+    if axes is not None:
+        axes = axes.upper()
+        if (
+            len(axes) != len(found.shape)
+            or set(axes) - set(KNOWN_AXES)
+            or axes.count("Y") != 1
+            or axes.count("X") != 1
+            or len(set(axes)) != len(axes)
+        ):
+            raise InputError(
+                f"{path}: --axes {axes} does not describe its {len(found.shape)} axes of shape {found.shape} "
+                f"(one letter each from {KNOWN_AXES}, Y and X once; the file says {found.axes})"
+            )
+        if [i for i, a in enumerate(axes) if a in "YX"] != [i for i, a in enumerate(found.axes) if a in "YX"]:
+            raise InputError(f"{path}: --axes {axes} must keep Y and X where the file has them ({found.axes})")
+        found.axes, found.rgb = axes, "S" in axes
+    if set(found.axes) - set(KNOWN_AXES):
+        raise InputError(f"{path}: unknown axes {found.axes}; give --axes (letters from {KNOWN_AXES})")
+    if pixel_size is not None:
+        found.pixel_size = pixel_size
+    return found
+
+
+def _ome_channel_names(tif: object) -> list[str]:
+    import xml.etree.ElementTree as ET
+
+    try:
+        root = ET.fromstring(tif.ome_metadata)  # type: ignore[attr-defined]
+    except ET.ParseError:
+        return []
+    return [c.get("Name", "") for c in root.iter() if c.tag.endswith("}Channel")]
+
+
+def _pixel_size(tif: object) -> float | None:
+    """µm per pixel from OME (PhysicalSizeX), ImageJ (unit micron + XResolution) or a centimetre
+    XResolution; None when the file says nothing trustworthy (72 dpi defaults are not sizes)."""
+    import xml.etree.ElementTree as ET
+
+    if tif.is_ome:  # type: ignore[attr-defined]
+        try:
+            for element in ET.fromstring(tif.ome_metadata).iter():  # type: ignore[attr-defined]
+                if element.tag.endswith("}Pixels") and element.get("PhysicalSizeX"):
+                    factor = {"µm": 1.0, "um": 1.0, "nm": 1e-3, "mm": 1e3}.get(element.get("PhysicalSizeXUnit", "µm"))
+                    return float(element.get("PhysicalSizeX")) * factor if factor else None
+        except (ET.ParseError, ValueError):
+            return None
+    page = tif.pages[0]  # type: ignore[attr-defined]
+    resolution = page.tags.get("XResolution")
+    if resolution is None or not resolution.value[0]:
+        return None
+    per_unit = resolution.value[0] / max(1, resolution.value[1])
+    unit = (tif.imagej_metadata or {}).get("unit", "") if tif.is_imagej else ""  # type: ignore[attr-defined]
+    if unit in ("micron", "um", "µm", "\\u00B5m"):
+        return 1.0 / per_unit
+    unit_tag = page.tags.get("ResolutionUnit")
+    if unit_tag is not None and int(unit_tag.value) == 3:  # centimetre
+        return 1e4 / per_unit
+    return None
+
+
+def read_pages(path: Path) -> list[np.ndarray]:
+    """Every plane of an image file as an H x W x 3 array (for int8 calibration)."""
+    return [data.to_rgb(plane.channels, str(path)) for plane in open_image(path).planes()]
 
 
 def to_uint8(image: np.ndarray) -> np.ndarray:

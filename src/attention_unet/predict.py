@@ -6,16 +6,59 @@ The sliding-window engine is :mod:`tiling`, the instance step :mod:`instances`, 
 
 from __future__ import annotations
 
-import csv
+import argparse
+import contextlib
+import math
+import re
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from . import data
 from .errors import InputError
-from .images import find_inputs, heat_map, overlay, read_pages
+from .images import find_inputs, heat_map, open_image, overlay
+from .measure import MeasureSettings, geojson_features, keep, measurements, outlines, write_geojson
+from .measure import rois as roi_set
+from .outputs import OutputFolder
+from .settings import InferenceSettings
 from .tiling import Predictor, torch_runner
+
+MAX_SCALE = 8.0  # a larger factor multiplies the work by its square for no nucleus size the model serves
+
+
+@dataclass(frozen=True)
+class PredictOptions:
+    """What ``predict`` writes and how it reads files, beyond the model's inference settings."""
+
+    threshold: float = 0.5  # foreground probability
+    channel: str | int | None = None  # the nucleus channel: an index or an OME channel name
+    axes: str | None = None  # overrides the axes a file declares
+    pixel_size: float | None = None  # µm per pixel, overriding the file's
+    diameter: str | None = None  # "12" (px) or "6um": the nuclei's typical diameter
+    measure: MeasureSettings = field(default_factory=MeasureSettings)
+    rois: bool = False  # <name>_rois.zip, an ImageJ/Fiji ROI set
+    geojson: bool = False  # <name>_nuclei.geojson, QuPath detections
+    save_prob: bool = False
+    attention: bool = False
+
+
+def parse_diameter(text: str) -> tuple[float, str]:
+    """(value, "px" or "um") from "12", "12px", "6um", "6 µm" or "6micron".
+
+    >>> parse_diameter("6 µm"), parse_diameter("12")
+    ((6.0, 'um'), (12.0, 'px'))
+    """
+    match = re.fullmatch(r"\s*([0-9.eE+-]+)\s*(px|um|µm|micron|microns)?\s*", str(text))
+    try:
+        value = float(match.group(1)) if match else float("nan")
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or not math.isfinite(value):
+        raise InputError(f"--diameter must be a positive size in pixels (12) or µm (6um), not '{text}'")
+    return value, "px" if not match.group(2) or match.group(2) == "px" else "um"
 
 
 @dataclass
@@ -80,11 +123,10 @@ def load_predictor(
 
         network = load_model(path, device)
         run, info = torch_runner(network if attention else fold_batchnorm(network), device, attention), network.info
-    inference, train = info.get("inference", {}), info.get("train", {})
-    target_diameter = float(inference.get("target_diameter", 16.0))
+    settings, train = InferenceSettings.from_metadata(info.get("inference", {})), info.get("train", {})
     if diameter is not None:
-        scale = scale_for_diameter(target_diameter, diameter)
-    scale = scale if scale is not None else inference.get("scale", 1.0)
+        scale = scale_for_diameter(settings.target_diameter, diameter)
+    scale = scale if scale is not None else settings.scale
     if str(scale) == "auto":
         scale = None
     else:
@@ -92,31 +134,28 @@ def load_predictor(
             scale = float(scale)
         except ValueError:
             raise InputError(f"--scale must be 'auto' or a positive number, not '{scale}'") from None
-        if scale <= 0:
-            raise InputError(f"--scale must be 'auto' or a positive number, not '{scale}'")
+        if not 0 < scale <= MAX_SCALE:
+            raise InputError(f"--scale must be 'auto' or a number above 0 and at most {MAX_SCALE:g}, not '{scale}'")
     outputs = ("mask",) + ("contour",) * bool(train.get("contour")) + ("distance",) * bool(train.get("distance"))
     return Predictor(
         run,
         train.get("norm", "fixed"),
         tile,
         batch_size,
-        bool(inference.get("tta", False)) if tta is None else tta,
+        settings.tta if tta is None else tta,
         scale=scale,
-        target_diameter=target_diameter,
+        target_diameter=settings.target_diameter,
         outputs=outputs,
-        contours=bool(inference.get("contours", True)),
-        distances=bool(inference.get("distances", False)),
-        contour_threshold=float(inference.get("contour_threshold", 0.5)),
-        h=float(inference.get("h", 1.0)),
-        min_area=int(inference.get("min_area", 8)),
+        contours=settings.contours,
+        distances=settings.distances,
+        contour_threshold=settings.contour_threshold,
+        h=settings.h,
+        min_area=settings.min_area,
     )
 
 
-def predict_command(args) -> int:
-    import imageio.v3 as iio
-    import tifffile
-    from tqdm import tqdm
-
+def predict_command(args: argparse.Namespace) -> int:
+    """``attention-unet predict``: the options from the command line, then :func:`predict_files`."""
     predictor = load_predictor(
         args.model,
         device=args.device,
@@ -124,48 +163,260 @@ def predict_command(args) -> int:
         batch_size=args.batch_size,
         tta=args.tta,
         scale=args.scale,
-        diameter=args.diameter,
         engine=args.engine,
         attention=args.attention,
     )
-    out = Path(args.out)
-    files = list(find_inputs(args.inputs))
+    if args.min_size < 0:
+        raise InputError(f"--min-size must be 0 or more pixels, not {args.min_size}")
+    options = PredictOptions(
+        threshold=args.threshold,
+        channel=args.channel,
+        axes=args.axes,
+        pixel_size=args.pixel_size,
+        diameter=args.diameter,
+        measure=MeasureSettings(min_size=args.min_size, exclude_edges=args.exclude_edges),
+        rois=args.rois,
+        geojson=args.geojson,
+        save_prob=args.save_prob,
+        attention=args.attention,
+    )
+    return predict_files(args.inputs, out=args.out, predictor=predictor, options=options)
+
+
+def predict_files(inputs: list[str], *, out: str | Path, predictor: Predictor, options: PredictOptions) -> int:
+    """Segment every image in ``inputs`` (files, folders, globs) into ``out``; returns the exit
+    code: 0, 1 when some files failed (each named on stderr, the others finished), 2 when all did."""
+    from tqdm import tqdm
+
+    if not 0 < options.threshold < 1:
+        raise InputError(f"--threshold must lie between 0 and 1, not {options.threshold}")
+    if options.pixel_size is not None and not options.pixel_size > 0:
+        raise InputError(f"--pixel-size must be a positive number of µm, not {options.pixel_size}")
+    diameter = parse_diameter(options.diameter) if options.diameter is not None else None
+    folder = OutputFolder(out)
+    files = [(path, rel) for path, rel in find_inputs(inputs) if not folder.is_ours(path)]
     if not files:
-        raise InputError(f"no images found in {' '.join(args.inputs)}")
+        raise InputError(f"no images found in {' '.join(inputs)}")
+    folder.lock()
+    stems = unique_stems([rel for _, rel in files])
     summary = Summary()
-    for path, rel in tqdm(files, desc="predict", unit="file", file=sys.stderr):
+    for (path, _), stem in tqdm(list(zip(files, stems)), desc="predict", unit="file", file=sys.stderr):
         try:
-            pages = read_pages(path)
+            rows = predict_file(path, folder=folder, stem=stem, predictor=predictor, options=options, diameter=diameter)
         except InputError as exc:
             print(f"warning: {exc}", file=sys.stderr)
             summary.failed.append(str(path))
             continue
-        for page_index, image in enumerate(pages):
-            stem = rel.with_suffix("").as_posix() + (f"_p{page_index}" if len(pages) > 1 else "")
-            target = out / stem
-            target.parent.mkdir(parents=True, exist_ok=True)
-            probs, gates = predictor.probabilities(image)
-            prob = probs[0]
-            labels = predictor.labels(probs, args.threshold)
-            iio.imwrite(f"{target}_mask.png", ((prob > args.threshold) * 255).astype(np.uint8))
-            tifffile.imwrite(
-                f"{target}_labels.tif",
-                labels.astype(np.uint16 if labels.max() < 2**16 else np.uint32),
-                compression="zlib",
-            )
-            iio.imwrite(f"{target}_overlay.png", overlay(image, labels))
-            if args.save_prob:
-                tifffile.imwrite(f"{target}_prob.tif", prob.astype(np.float32), compression="zlib")
-            for k, gate in enumerate(gates, start=1):
-                iio.imwrite(f"{target}_attention{k}.png", heat_map(image, gate))
-            summary.rows.append(summarise(stem, labels))
-    if summary.rows:
-        with open(out / "summary.csv", "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(summary.rows[0]))
-            writer.writeheader()
-            writer.writerows(summary.rows)
-    print(f"{len(summary.rows)} image(s) segmented, outputs in {out}", file=sys.stderr)
+        summary.rows += [{"input": str(path), **row} for row in rows]
+        write_table(folder, summary.rows)  # as images finish: a stopped run keeps what it did
+    folder.release()
+    print(f"{len(files) - len(summary.failed)} file(s) segmented, outputs in {out}", file=sys.stderr)
     if summary.failed:
         print(f"{len(summary.failed)} file(s) failed: " + ", ".join(summary.failed), file=sys.stderr)
-        return 1
+        return 2 if len(summary.failed) == len(files) else 1  # nothing done: as a bad option; else partly done
     return 0
+
+
+def unique_stems(paths: list[Path]) -> list[str]:
+    """Output stems for input paths: the path without its suffix, and where two inputs share one
+    (x.png beside x.tif, or the same name in two input folders) the later ones get _2, _3, ...
+
+    >>> unique_stems([Path("a/x.png"), Path("a/x.tif"), Path("y.ome.tif"), Path("a/x.png")])
+    ['a/x', 'a/x_2', 'y', 'a/x_3']
+    """
+    seen: dict[str, int] = {}
+    stems = []
+    for path in paths:
+        stem = path.with_suffix("").as_posix().removesuffix(".ome")
+        seen[stem] = seen.get(stem, 0) + 1
+        stems.append(stem if seen[stem] == 1 else f"{stem}_{seen[stem]}")
+    return stems
+
+
+def write_table(folder: OutputFolder, rows: list[dict]) -> None:
+    import csv
+
+    columns = list(dict.fromkeys(k for row in rows for k in row))
+
+    def write(path: Path) -> None:
+        with open(path, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=columns, restval="")
+            writer.writeheader()
+            writer.writerows(rows)
+
+    folder.write(folder.root / "summary.csv", write)
+
+
+def predict_file(
+    path: Path,
+    *,
+    folder: OutputFolder,
+    stem: str,
+    predictor: Predictor,
+    options: PredictOptions,
+    diameter: tuple[float, str] | None,
+) -> list[dict]:
+    """Segment one file (every plane of a stack) and write its outputs; its summary rows."""
+    import dataclasses
+
+    source = open_image(path, axes=options.axes, pixel_size=options.pixel_size)
+    channel = source.channel_index(options.channel)
+    if channel is None and source.n_channels > 1 and not source.rgb:
+        names = f" ({', '.join(source.channel_names)})" if any(source.channel_names) else ""
+        raise InputError(f"{path}: {source.n_channels} channels{names}: give --channel (the one that holds the nuclei)")
+    if diameter is not None:
+        value, unit = diameter
+        if unit == "um" and source.pixel_size is None:
+            raise InputError(
+                f"{path}: --diameter {value:g}um needs the pixel size, which the file does not give: add --pixel-size UM"
+            )
+        pixels = value / source.pixel_size if unit == "um" else value
+        predictor = dataclasses.replace(predictor, scale=scale_for_diameter(predictor.target_diameter, pixels))
+    names = (
+        [n or f"ch{c}" for c, n in enumerate(source.channel_names)]
+        if len(source.channel_names) == source.n_channels
+        else None
+    )
+    stack = bool(source.stack_axes)
+    target = folder.root / stem
+    rows, tables, features, rois = [], [], [], []
+    probs_writer = None
+
+    def segmented() -> Iterator[np.ndarray]:
+        nonlocal probs_writer
+        for k, plane in enumerate(source.planes()):
+            image = data.to_rgb(plane.channels[..., channel] if channel is not None else plane.channels, str(path))
+            probs, gates = predictor.probabilities(image)
+            labels = keep(
+                predictor.labels(probs, options.threshold),
+                min_size=options.measure.min_size,
+                exclude_edges=options.measure.exclude_edges,
+            )
+            where = {"plane": k, **{axis.lower(): v for axis, v in plane.position.items()}} if stack else {}
+            table = measurements(labels, plane.channels, channel_names=names, pixel_size=source.pixel_size)
+            tables.append((where, table))
+            shapes = outlines(labels) if options.rois or options.geojson else {}
+            if options.rois:
+                rois.extend(roi_set(shapes, plane=k + 1 if stack else None))
+            if options.geojson:
+                features.extend(geojson_features(shapes, table, where))
+            rows.append({**summarise(stem, labels), **({"plane": k} if stack else {})})
+            if not stack:
+                write_picture_outputs(folder, target, image, probs[0], labels, gates, options, source.pixel_size)
+            elif options.save_prob:
+                probs_writer.write(probs[0].astype(np.float32), contiguous=True)
+            yield labels
+
+    if stack:
+        import tifffile
+
+        with contextlib.ExitStack() as stack_files:
+            if options.save_prob:
+                probs_path = stack_files.enter_context(folder.writing(Path(f"{target}_prob.tif")))
+                probs_writer = stack_files.enter_context(tifffile.TiffWriter(probs_path))
+            shape = (*source.stack_shape, *source.shape_yx)
+            planes = (labels_dtype(labels, path) for labels in segmented())
+            folder.write(
+                Path(f"{target}_labels.tif"),
+                lambda t: write_labels(t, planes, shape, source.pixel_size, source.stack_axes),
+            )
+    else:
+        for labels in segmented():
+            folder.write(
+                Path(f"{target}_labels.tif"),
+                lambda t, labels=labels: write_labels(t, labels, labels.shape, source.pixel_size, ""),
+            )
+    folder.write(Path(f"{target}_nuclei.csv"), lambda t: write_measurements(t, tables))
+    if options.rois:
+        import roifile
+
+        folder.write(Path(f"{target}_rois.zip"), lambda t: roifile.roiwrite(t, rois) if rois else _empty_zip(t))
+    if options.geojson:
+        folder.write(Path(f"{target}_nuclei.geojson"), lambda t: write_geojson(t, features))
+    return rows
+
+
+def _empty_zip(path: Path) -> None:
+    import zipfile
+
+    zipfile.ZipFile(path, "w").close()
+
+
+def labels_dtype(labels: np.ndarray, path: Path) -> np.ndarray:
+    """A stack plane's labels as uint16, the type ImageJ reads."""
+    if labels.max() >= 2**16:
+        raise InputError(f"{path}: a plane has {int(labels.max())} nuclei, more than a 16-bit label stack holds")
+    return labels.astype(np.uint16)
+
+
+def write_labels(
+    path: Path,
+    labels: np.ndarray | Iterator[np.ndarray],
+    shape: tuple[int, ...],
+    pixel_size: float | None,
+    stack_axes: str,
+) -> None:
+    """Labels as an ImageJ TIFF (16-bit; 32-bit plain TIFF above 65535 nuclei) with the pixel size
+    as its resolution when known; a stack from an iterator of planes, written as they come."""
+    import tifffile
+
+    extra: dict = {"resolution": (1 / pixel_size, 1 / pixel_size)} if pixel_size else {}
+    if isinstance(labels, np.ndarray) and labels.max() >= 2**16:
+        tifffile.imwrite(
+            path,
+            labels.astype(np.uint32),
+            compression="zlib",
+            resolutionunit="CENTIMETER" if pixel_size else None,
+            **({"resolution": (1e4 / pixel_size, 1e4 / pixel_size)} if pixel_size else {}),
+        )
+        return
+    axes, stack_shape = imagej_layout(stack_axes, shape[:-2])
+    planes = labels.astype(np.uint16) if isinstance(labels, np.ndarray) else labels
+    metadata = {"axes": axes + "YX", **({"unit": "um"} if pixel_size else {})}
+    tifffile.imwrite(
+        path, planes, shape=(*stack_shape, *shape[-2:]), dtype=np.uint16, imagej=True, metadata=metadata, **extra
+    )
+
+
+def imagej_layout(stack_axes: str, stack_shape: tuple[int, ...]) -> tuple[str, tuple[int, ...]]:
+    """The axes and shape ImageJ reads a label stack with: T and Z as they are, any other stack
+    (I, Q, or Z before T) as one run of Z planes in file order.
+
+    >>> imagej_layout("TZ", (2, 3)), imagej_layout("ZT", (3, 2)), imagej_layout("", ())
+    (('TZ', (2, 3)), ('Z', (6,)), ('', ()))
+    """
+    if stack_axes in ("", "T", "Z", "TZ"):
+        return stack_axes, stack_shape
+    return "Z", (int(np.prod(stack_shape)),)
+
+
+def write_measurements(path: Path, tables: list[tuple[dict, dict]]) -> None:
+    from .measure import write_table as write_csv
+
+    write_csv(path, tables)
+
+
+def write_picture_outputs(
+    folder: OutputFolder,
+    target: Path,
+    image: np.ndarray,
+    prob: np.ndarray,
+    labels: np.ndarray,
+    gates: list[np.ndarray],
+    options: PredictOptions,
+    pixel_size: float | None,
+) -> None:
+    """A 2-D image's mask, overlay, probability and attention pictures."""
+    import imageio.v3 as iio
+    import tifffile
+
+    folder.write(
+        Path(f"{target}_mask.png"), lambda t: iio.imwrite(t, ((prob > options.threshold) * 255).astype(np.uint8))
+    )
+    folder.write(Path(f"{target}_overlay.png"), lambda t: iio.imwrite(t, overlay(image, labels)))
+    if options.save_prob:
+        folder.write(
+            Path(f"{target}_prob.tif"), lambda t: tifffile.imwrite(t, prob.astype(np.float32), compression="zlib")
+        )
+    for k, gate in enumerate(gates, start=1):
+        folder.write(Path(f"{target}_attention{k}.png"), lambda t, gate=gate: iio.imwrite(t, heat_map(image, gate)))

@@ -18,6 +18,7 @@ import numpy as np
 
 from . import allocator, data
 from .instances import instances
+from .settings import InferenceSettings
 
 Runner = Callable[[np.ndarray], tuple[np.ndarray, list[np.ndarray]]]
 
@@ -82,24 +83,22 @@ class Predictor:
     norm: str = "fixed"
     tile: int = 512
     batch_size: int = 4
-    tta: bool = False
+    tta: bool = InferenceSettings.tta
     overlap: float = 0.25
-    scale: float | None = 1.0
-    target_diameter: float = 16.0
-    auto_range: tuple[float, float] = (
-        0.5,
-        2.0,
-    )  # auto scale leaves diameters of these multiples of target_diameter alone
+    scale: float | None = 1.0  # None: auto (InferenceSettings.scale 'auto')
+    target_diameter: float = InferenceSettings.target_diameter
+    # auto scale leaves diameters of these multiples of target_diameter alone
+    auto_range: tuple[float, float] = (0.5, 2.0)
     probe: float = 0.5  # auto scale measures nuclei on the image at this size (a quarter of the work)
     max_pixels: int = 64_000_000  # a rescaled image never exceeds this many pixels
     outputs: tuple[str, ...] = ("mask", "contour", "distance")  # what each output channel holds, in order
-    contours: bool = True  # a contour output shapes the instance watershed (see :func:`instances`)
-    distances: bool = (
-        False  # a distance output is the watershed's relief and seeds (opt-in: h is then in its 0..1 units)
-    )
-    contour_threshold: float = 0.5
-    h: float = 1.0
-    min_area: int = 8  # smaller components are dropped from the instances
+    contours: bool = (
+        InferenceSettings.contours
+    )  # a contour output shapes the instance watershed (see :func:`instances`)
+    distances: bool = InferenceSettings.distances
+    contour_threshold: float = InferenceSettings.contour_threshold
+    h: float = InferenceSettings.h
+    min_area: int = InferenceSettings.min_area  # smaller components are dropped from the instances
 
     def probability(self, image: np.ndarray) -> np.ndarray:
         """H x W float32 foreground probability of an H x W x 3 image."""

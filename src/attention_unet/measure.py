@@ -1,0 +1,223 @@
+"""Per-nucleus measurements and the outlines other tools import: a table (skimage's
+regionprops_table), ImageJ/Fiji ROI sets (roifile) and QuPath GeoJSON.
+
+Outlines are traced at the 0.5 level of each nucleus's mask (skimage.measure.find_contours), so
+they run along pixel edges and cut each outer corner by 1/8 pixel: their areas match the pixel
+counts within a few percent for nuclei of 16 pixels and more. Coordinates are given the way
+ImageJ and QuPath count them: pixel (row 0, column 0) covers x 0..1, y 0..1.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage
+
+# regionprops_table's names -> the table's, in the order of the table's columns
+SHAPE = {
+    "label": "label",
+    "centroid-0": "centroid_y",
+    "centroid-1": "centroid_x",
+    "bbox-0": "bbox_y0",
+    "bbox-1": "bbox_x0",
+    "bbox-2": "bbox_y1",
+    "bbox-3": "bbox_x1",
+    "area": "area",
+    "perimeter": "perimeter",
+    "equivalent_diameter_area": "equivalent_diameter",
+    "axis_major_length": "major_axis",
+    "axis_minor_length": "minor_axis",
+    "eccentricity": "eccentricity",
+    "solidity": "solidity",
+    "orientation": "orientation",
+}
+LENGTHS = (
+    "centroid_y",
+    "centroid_x",
+    "perimeter",
+    "equivalent_diameter",
+    "major_axis",
+    "minor_axis",
+)  # also given in µm
+
+
+@dataclass(frozen=True)
+class MeasureSettings:
+    """Which nuclei count, and what is known about the pixels."""
+
+    min_size: int = 0  # nuclei of fewer pixels are dropped
+    exclude_edges: bool = False  # drop nuclei that touch the image border
+    pixel_size: float | None = None  # µm per pixel, when known
+
+
+def keep(labels: np.ndarray, *, min_size: int = 0, exclude_edges: bool = False) -> np.ndarray:
+    """Labels without the nuclei under ``min_size`` pixels (and those touching the border when
+    ``exclude_edges``), numbered 1..n again.
+
+    >>> keep(np.array([[1, 0, 2, 2], [0, 0, 2, 2], [3, 3, 0, 0]]), min_size=2, exclude_edges=False)
+    array([[0, 0, 1, 1],
+           [0, 0, 1, 1],
+           [2, 2, 0, 0]], dtype=int32)
+    """
+    from skimage.segmentation import relabel_sequential
+
+    drop = np.zeros(int(labels.max()) + 1, bool)
+    if min_size:
+        drop |= np.bincount(labels.ravel(), minlength=len(drop)) < min_size
+    if exclude_edges:
+        drop[np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))] = True
+    drop[0] = False
+    return relabel_sequential(np.where(drop[labels], 0, labels).astype(np.int32))[0]
+
+
+def measurements(
+    labels: np.ndarray,
+    intensity: np.ndarray | None = None,
+    *,
+    channel_names: Sequence[str] | None = None,
+    pixel_size: float | None = None,
+) -> dict[str, np.ndarray]:
+    """One row per nucleus: label, centroid, bounding box, area, perimeter, equivalent diameter,
+    major/minor axis, eccentricity, solidity, orientation, whether it touches the border, and the
+    mean, min, max and integrated intensity in every channel of ``intensity`` (H x W x C); lengths
+    and areas in µm and µm² as well when ``pixel_size`` (µm per pixel) is known.
+
+    >>> table = measurements(np.pad(np.ones((4, 5), int), 2), np.full((8, 9, 2), 3.0), channel_names=["dapi", "gfp"], pixel_size=0.5)
+    >>> [float(table[key][0]) for key in ("area", "area_um2", "integrated_gfp", "touches_border")]
+    [20.0, 5.0, 60.0, 0.0]
+    """
+    from skimage.measure import regionprops_table
+
+    channels = 0 if intensity is None else (intensity.shape[2] if intensity.ndim == 3 else 1)
+    if intensity is not None and intensity.ndim == 2:
+        intensity = intensity[..., None]
+    names = list(channel_names or [f"ch{c}" for c in range(channels)])
+    props = list(dict.fromkeys(k.split("-")[0] for k in SHAPE))
+    if channels:
+        props += ["intensity_mean", "intensity_min", "intensity_max"]
+    raw = regionprops_table(labels.astype(np.int32), intensity, properties=props)
+    integers = ("label", "bbox", "area")
+    table = {
+        new: np.asarray(raw[old], dtype=np.int64 if old.split("-")[0] in integers else float)
+        for old, new in SHAPE.items()
+    }
+    table["touches_border"] = (
+        (table["bbox_y0"] == 0)
+        | (table["bbox_x0"] == 0)
+        | (table["bbox_y1"] == labels.shape[0])
+        | (table["bbox_x1"] == labels.shape[1])
+    )
+    for c, name in enumerate(names):
+        for stat in ("mean", "min", "max"):  # an H x W x C intensity image gives "-c" keys, even for C = 1
+            table[f"{stat}_{name}"] = np.asarray(raw[f"intensity_{stat}-{c}"], float)
+        table[f"integrated_{name}"] = table[f"mean_{name}"] * table["area"]
+    if pixel_size:
+        table["area_um2"] = table["area"] * pixel_size**2
+        for key in LENGTHS:
+            table[f"{key}_um"] = table[key] * pixel_size
+    return table
+
+
+def write_table(path: str | Path, parts: Sequence[tuple[dict[str, object], dict[str, np.ndarray]]]) -> None:
+    """Tables as one CSV; each part's ``extra`` columns (e.g. the plane) come first, one value for
+    all its rows."""
+    import csv
+
+    rows: list[list] = []
+    header: list[str] = []
+    for extra, table in parts:
+        n = len(next(iter(table.values()))) if table else 0
+        columns = {**{k: [v] * n for k, v in extra.items()}, **table}
+        header = header or list(columns)
+        rows += zip(*(_plain(v) for v in columns.values()))
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        writer.writerows(rows)
+
+
+def _plain(values: Sequence) -> list:
+    """Python numbers (bools as 0/1, floats to 6 significant digits) for the CSV."""
+    return [
+        int(v)
+        if isinstance(v, (bool, np.bool_, np.integer))
+        else (float(f"{v:.6g}") if isinstance(v, (float, np.floating)) else v)
+        for v in values
+    ]
+
+
+def outlines(labels: np.ndarray) -> dict[int, np.ndarray]:
+    """Each nucleus's outer outline as an N x 2 array of (x, y) vertices in ImageJ/QuPath
+    coordinates (holes are not traced; a nucleus in several pieces gives its largest)."""
+    from skimage.measure import find_contours
+
+    result = {}
+    for index, box in enumerate(ndimage.find_objects(labels), start=1):
+        if box is None:
+            continue
+        mask = np.pad(labels[box] == index, 1).astype(np.float32)
+        rings = find_contours(mask, 0.5)
+        ring = max(rings, key=lambda r: abs(polygon_area(r)))
+        # find_contours gives (row, col) with pixel centres at integers, shifted by the padding
+        result[index] = np.stack([ring[:, 1] + box[1].start - 0.5, ring[:, 0] + box[0].start - 0.5], axis=1)
+    return result
+
+
+def polygon_area(points: np.ndarray) -> float:
+    """The shoelace area of a closed polygon (N x 2).
+
+    >>> polygon_area(np.array([[0, 0], [2, 0], [2, 3], [0, 3]]))
+    6.0
+    """
+    x, y = points[:, 0], points[:, 1]
+    return float(abs(np.dot(x, np.roll(y, 1)) - np.dot(y, np.roll(x, 1))) / 2)
+
+
+def rois(shapes: dict[int, np.ndarray], plane: int | None = None) -> list:
+    """ImageJ/Fiji polygon ROIs (roifile) named by label; ``plane`` (1-based stack position)
+    places them on a plane of a stack. ``roifile.roiwrite(path, rois)`` writes the set as .zip."""
+    import roifile
+
+    prefix = f"{plane:04d}-" if plane else ""  # names are the set's zip entries: unique across planes
+    # frompoints takes the 0-based plane index and stores ImageJ's 1-based position
+    position = plane - 1 if plane else None
+    return [
+        roifile.ImagejRoi.frompoints(points, name=f"{prefix}nucleus-{label:05d}", position=position)
+        for label, points in shapes.items()
+    ]
+
+
+def geojson_features(
+    shapes: dict[int, np.ndarray], table: dict[str, np.ndarray], extra: dict[str, object] | None = None
+) -> list[dict]:
+    """QuPath detections: one GeoJSON Feature per nucleus, its polygon and its measurements."""
+    rows = {int(label): i for i, label in enumerate(table.get("label", []))}
+    features = []
+    for label, points in shapes.items():
+        ring = np.vstack([points, points[:1]]).round(3).tolist()
+        row = rows.get(label)
+        values = {k: _plain([v[row]])[0] for k, v in table.items() if row is not None and k != "label"}
+        features.append(
+            {
+                "type": "Feature",
+                "id": f"nucleus-{label}",
+                "geometry": {"type": "Polygon", "coordinates": [ring]},
+                "properties": {
+                    "objectType": "detection",
+                    "name": f"nucleus-{label}",
+                    "classification": {"name": "Nucleus"},
+                    "label": label,
+                    **(extra or {}),
+                    "measurements": values,
+                },
+            }
+        )
+    return features
+
+
+def write_geojson(path: str | Path, features: list[dict]) -> None:
+    Path(path).write_text(json.dumps({"type": "FeatureCollection", "features": features}))

@@ -1,0 +1,93 @@
+"""An output folder that never loses the user's files: every file is written under a temporary
+name and renamed when complete, a file the tool did not write is never replaced, and the files it
+did write are listed (``.attention-unet-outputs``) so that a rerun may replace them and a later
+run does not take them for inputs."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from .errors import InputError
+
+MANIFEST = ".attention-unet-outputs"
+
+
+class OutputFolder:
+    """The folder a command writes into (created on first use)."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        self.created = not self.root.exists()
+        if self.root.exists() and not self.root.is_dir():
+            raise InputError(f"--out {self.root}: is a file, not a folder")
+        listed = self.root / MANIFEST
+        self.ours = {line for line in listed.read_text().splitlines() if line} if listed.is_file() else set()
+
+    def lock(self) -> None:
+        """Hold the folder for this process (until it exits): a second run into it is an error.
+        An advisory lock (fcntl), so a killed run leaves nothing to clean up."""
+        try:
+            import fcntl
+        except ImportError:  # Windows: no advisory locks; runs into one folder are not guarded there
+            return
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._lock = open(self.root / ".attention-unet.lock", "w")  # noqa: SIM115 - held open for the process's life
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise InputError(
+                f"--out {self.root}: another attention-unet run is writing there; wait for it or choose another folder"
+            ) from None
+
+    def release(self) -> None:
+        """Let go of the folder; remove it again if this run created it and wrote nothing."""
+        lock = getattr(self, "_lock", None)
+        if lock is not None:
+            Path(lock.name).unlink(missing_ok=True)
+            lock.close()
+            self._lock = None
+        if self.created and not self.ours:
+            with contextlib.suppress(OSError):
+                self.root.rmdir()
+
+    def is_ours(self, path: Path) -> bool:
+        """Whether ``path`` is a file an earlier run wrote here (so not an input)."""
+        try:
+            return path.resolve().relative_to(self.root.resolve()).as_posix() in self.ours
+        except ValueError:
+            return False
+
+    @contextmanager
+    def writing(self, path: Path) -> Iterator[Path]:
+        """A temporary path to write ``path``'s content to; renamed to ``path`` when the block ends
+        without error, removed otherwise. A file there that this tool did not write is an error."""
+        relative = path.relative_to(self.root).as_posix()
+        if path.exists() and relative not in self.ours:
+            raise InputError(
+                f"{path}: exists and was not written by attention-unet; not replacing it (choose another --out)"
+            )
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_name(f".partial-{os.getpid()}-{path.name}")
+        try:
+            yield temporary
+            if relative not in self.ours:  # listed before it appears, so a crash cannot orphan it
+                self.ours.add(relative)
+                self._save_manifest()
+            os.replace(temporary, path)
+        finally:
+            temporary.unlink(missing_ok=True)
+
+    def write(self, path: Path, writer: Callable[[Path], object]) -> None:
+        """``writer(temporary_path)``, then the rename."""
+        with self.writing(path) as temporary:
+            writer(temporary)
+
+    def _save_manifest(self) -> None:
+        listed = self.root / MANIFEST
+        temporary = listed.with_name(f".partial-{os.getpid()}-{MANIFEST}")
+        temporary.write_text("".join(f"{name}\n" for name in sorted(self.ours)))
+        os.replace(temporary, listed)

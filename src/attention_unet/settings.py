@@ -1,0 +1,58 @@
+"""How a model turns images into nuclei: the inference settings, with their defaults in this one
+place. A shipped or fine-tuned model carries its own (tuned on valid, tools/tune_instances.py) in
+its metadata under ``inference``; ``predict``, ``evaluate`` and :class:`Segmenter` start from them."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from .errors import InputError
+
+
+@dataclass(frozen=True)
+class InferenceSettings:
+    """Scale, test-time augmentation and the instance step's parameters.
+
+    >>> InferenceSettings.from_metadata({"scale": "auto", "h": 2}).h
+    2.0
+    >>> InferenceSettings.from_metadata(InferenceSettings(tta=True).to_metadata()) == InferenceSettings(tta=True)
+    True
+    """
+
+    tta: bool = False  # average over the 8 flips and turns
+    scale: float | str = 1.0  # a factor, or "auto": bring the median nucleus to target_diameter
+    target_diameter: float = 16.0  # the nucleus size (px) the model learnt best
+    contours: bool = True  # a contour output shapes the instance watershed
+    distances: bool = False  # a distance output is the watershed's relief (h then in its 0..1 units)
+    contour_threshold: float = 0.5  # contour probability from which a pixel counts as a border
+    h: float = 1.0  # watershed seed depth (h-maxima)
+    min_area: int = 8  # smaller instances are dropped (pixels)
+
+    @classmethod
+    def from_metadata(cls, values: dict[str, Any]) -> InferenceSettings:
+        """The settings a model's metadata records (missing keys take the defaults)."""
+        types = {
+            "tta": bool,
+            "contours": bool,
+            "distances": bool,
+            "target_diameter": float,
+            "contour_threshold": float,
+            "h": float,
+            "min_area": int,
+        }
+        known = {f.name for f in fields(cls)}
+        try:
+            given = {k: (types[k](v) if k in types else v) for k, v in values.items() if k in known}
+        except (TypeError, ValueError) as exc:
+            raise InputError(f"the model's inference settings are malformed ({exc})") from None
+        scale = given.get("scale", 1.0)
+        if scale != "auto":
+            try:
+                given["scale"] = float(scale)
+            except (TypeError, ValueError):
+                raise InputError(f"the model's inference scale must be 'auto' or a number, not {scale!r}") from None
+        return cls(**given)
+
+    def to_metadata(self) -> dict[str, Any]:
+        return asdict(self)
