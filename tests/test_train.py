@@ -1,5 +1,6 @@
 """Training: reproducibility, the dataset transforms, and DDP agreeing with one process."""
 
+import csv
 import json
 import subprocess
 import sys
@@ -14,7 +15,7 @@ from safetensors.torch import load_file
 from attention_unet import data
 from attention_unet.cli import main
 from attention_unet.instances import contours, distances, targets
-from attention_unet.model import read_model_info
+from attention_unet.model import load_model, read_model_info, save_model
 from attention_unet.train import TrainConfig, TrainDataset, scaled_crop, segmentation_loss, stain_jitter
 
 from .conftest import synthetic, two_touching_boxes
@@ -290,3 +291,36 @@ def test_stain_jitter_is_the_identity_at_zero_strength() -> None:
     image = hed2rgb(rng.uniform(0.0, 0.1, (16, 16, 3))).astype(np.float32)
     assert np.allclose(stain_jitter(image, rng, sigma=0.0), image, atol=1e-4)
     assert not np.allclose(stain_jitter(image, rng, sigma=0.2), image, atol=1e-2)
+
+
+def test_finetune_trains_on_every_image_validates_on_strips_and_keeps_the_parent_settings(tmp_path: Path) -> None:
+    data_dir = tmp_path / "mine"
+    for sub in ("images", "masks"):
+        (data_dir / sub).mkdir(parents=True)
+    for i in range(3):  # a handful of images, too few for a train/valid/test split
+        image, labels = synthetic(i, (96, 112))
+        iio.imwrite(data_dir / "images" / f"m{i}.png", image)
+        iio.imwrite(data_dir / "masks" / f"m{i}.png", labels.astype(np.uint16))
+    parent = tmp_path / "parent"
+    assert (
+        main(["train", "--data", str(data_dir), *TINY, "--contour", "--valid-strip", "24", "--out", str(parent)]) == 0
+    )
+    tuned = parent / "tuned"
+    info = read_model_info(parent)
+    save_model(load_model(parent), tuned, {**info, "inference": {"scale": "auto", "h": 3.0}})
+    fine = tmp_path / "fine"
+    assert main(["finetune", str(data_dir), "--model", str(tuned), "--epochs", "1", "--out", str(fine)]) == 0
+    split = json.loads((fine / "split.json").read_text())
+    assert sorted(split["train"]) == ["m0", "m1", "m2"] and split["valid"] == split["test"] == []
+    rows = [r for r in csv.DictReader((fine / "metrics.csv").open()) if r.get("val_f1")]
+    assert rows  # validated, on the strips
+    info = read_model_info(fine)
+    assert info["inference"]["h"] == 3.0 and info["init"]["from"] == str(tuned)
+    assert info["train"]["valid_strip"] == 128 and info["train"]["contour"] is True
+
+
+def test_strip_validation_needs_images_large_enough(tiny_dataset: Path, tmp_path: Path, capsys) -> None:
+    """The tiny dataset's 48-row images leave no 16-row strip: one line, exit 2."""
+    argv = ["train", "--data", str(tiny_dataset), *TINY, "--valid-strip", "32", "--out", str(tmp_path / "r")]
+    assert main(argv) == 2
+    assert "--valid-strip 32: no image has the 64 rows" in capsys.readouterr().err

@@ -316,25 +316,30 @@ def select(records: Sequence[Record], split: dict[str, list[str]], part: str) ->
 
 
 def strip_split(records: Sequence[Record], size: int) -> tuple[list[Record], list[Record]]:
-    """A split within images, for a handful of them (fine-tuning): each image's bottom ``size``
-    rows, cut into size x size squares, validate; the rows above train. An image under
-    2 x size rows (or narrower than size) trains whole.
+    """A split within images, for a handful of them (fine-tuning): each image's bottom strip, cut
+    into squares, validates; the rows above train. The strip is ``size`` rows, or a quarter of the
+    image's height when that is less; an image whose quarter is under 16 rows trains whole.
 
-    >>> r = Record("a", np.zeros((300, 260, 3), np.uint8), np.zeros((300, 260), np.int32))
+    >>> r = Record("a", np.zeros((600, 260, 3), np.uint8), np.zeros((600, 260), np.int32))
     >>> train, valid = strip_split([r], 128)
     >>> train[0].image.shape[:2], [v.id for v in valid], valid[0].image.shape[:2]
-    ((172, 260), ['a@0', 'a@1'], (128, 128))
+    ((472, 260), ['a@0', 'a@1'], (128, 128))
+    >>> [v.image.shape[:2] for v in strip_split([Record("b", r.image[:200], r.labels[:200])], 128)[1]][:1]
+    [(50, 50)]
     """
     train: list[Record] = []
     valid: list[Record] = []
     for r in records:
         h, w = r.labels.shape
-        if h < 2 * size or w < size:
+        strip = min(size, h // 4, w)
+        if strip < 16:
             train.append(r)
             continue
-        train.append(Record(r.id, r.image[: h - size], r.labels[: h - size]))
-        for k, x in enumerate(range(0, w - size + 1, size)):
-            valid.append(Record(f"{r.id}@{k}", r.image[h - size :, x : x + size], r.labels[h - size :, x : x + size]))
+        train.append(Record(r.id, r.image[: h - strip], r.labels[: h - strip]))
+        for k, x in enumerate(range(0, w - strip + 1, strip)):
+            valid.append(
+                Record(f"{r.id}@{k}", r.image[h - strip :, x : x + strip], r.labels[h - strip :, x : x + strip])
+            )
     return train, valid
 
 

@@ -88,7 +88,9 @@ class TrainConfig:
     out: str = ""
     resume: str = ""  # a checkpoint, or "last" for OUT/checkpoints/last.ckpt
     split_file: str = ""
-    valid_strip: int = 0  # > 0: validate on each image's bottom N rows (N x N squares, native), train on the rest: for a handful of images
+    valid_strip: int = (
+        0  # > 0: validate on each image's bottom N rows (at most a quarter; squares, native), train on the rest
+    )
     workers: int = 0
     channels_last: bool = True  # ~30% faster training on CPU
     accelerator: str = "auto"
@@ -567,7 +569,7 @@ def strip_parts(named: list[tuple[str, data.Record]], size: int) -> dict[str, li
         parts["valid"] += [(name, r) for r in valid]
     if not parts["valid"]:
         raise InputError(
-            f"--valid-strip {size}: no image has {2 * size} rows and {size} columns to validate on; give a smaller strip"
+            f"--valid-strip {size}: no image has the 64 rows it takes to set a strip of 16 aside for validation"
         )
     return parts
 
@@ -618,7 +620,9 @@ def fit(cfg: TrainConfig) -> Path:
     valid_set = EvalDataset(
         valid_records, cfg.norm, cfg.contour, cfg.distance, size=None if cfg.valid_strip else EVAL_SIZE
     )
-    valid_loader = DataLoader(valid_set, cfg.batch_size, **loader_args)
+    valid_loader = DataLoader(
+        valid_set, 1 if cfg.valid_strip else cfg.batch_size, **loader_args
+    )  # strips differ in size
 
     mode = "min" if cfg.monitor == "val_loss" else "max"
     checkpoint = ModelCheckpoint(
