@@ -241,22 +241,69 @@ def _run(args: argparse.Namespace) -> int:
         print(f"run folder: {run_dir}  (model: {run_dir / 'model'}; use it with predict --model {run_dir})")
         return 0
     if args.command == "evaluate":
-        from .evaluate import evaluate_command
+        from .evaluate import evaluate_datasets
 
-        return evaluate_command(args)
+        return evaluate_datasets(
+            args.model,
+            args.data,
+            out=args.out,
+            json_lines=args.json,
+            split=args.split,
+            protocol=args.protocol,
+            split_file=args.split_file,
+            strips=args.strips,
+            tile=args.tile,
+            batch_size=args.batch_size,
+            tta=args.tta,
+            device=args.device,
+            scale=args.scale,
+            diameter=args.diameter,
+            zoom=args.zoom,
+        )
     if args.command == "predict":
-        from .predict import predict_command
-
-        return predict_command(args)
+        return _predict(args)
     if args.command == "export":
-        from .export import export_command
+        from .export import export
 
-        return export_command(args)
+        return export(
+            args.model, onnx=args.onnx, torchscript=args.torchscript, int8=args.int8, calibrate=args.calibrate
+        )
     if args.command == "demo":
         from .evaluate import demo
 
         return demo(args.out, args.minutes)
     raise AssertionError(args.command)
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from .measure import MeasureSettings
+    from .predict import PredictOptions, load_predictor, predict_files
+
+    if args.min_size < 0:
+        raise InputError(f"--min-size must be 0 or more pixels, not {args.min_size}")
+    predictor = load_predictor(
+        args.model,
+        device=args.device,
+        tile=args.tile,
+        batch_size=args.batch_size,
+        tta=args.tta,
+        scale=args.scale,
+        engine=args.engine,
+        attention=args.attention,
+    )
+    options = PredictOptions(
+        threshold=args.threshold,
+        channel=args.channel,
+        axes=args.axes,
+        pixel_size=args.pixel_size,
+        diameter=args.diameter,
+        measure=MeasureSettings(min_size=args.min_size, exclude_edges=args.exclude_edges),
+        rois=args.rois,
+        geojson=args.geojson,
+        save_prob=args.save_prob,
+        attention=args.attention,
+    )
+    return predict_files(args.inputs, out=args.out, predictor=predictor, options=options)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -157,44 +157,30 @@ def evaluate(
     return summary
 
 
-def evaluate_command(args) -> int:
-    """Each --data in turn (into OUT/<dataset name>/ when there are several), then one line per dataset."""
-    paths = args.data or [None]
-    root = Path(args.out or "evaluation")
+def evaluate_datasets(
+    model: str | None, datasets: list[str] | None, *, out: str | None = None, json_lines: bool = False, **options: Any
+) -> int:
+    """``evaluate`` over each dataset in turn (into OUT/<dataset name>/ when there are several),
+    printing each one's table (or a JSON line), then one line per dataset; ``options`` are
+    :func:`evaluate`'s keywords."""
+    paths = datasets or [None]
+    root = Path(out or "evaluation")
     summaries = []
     for path in paths:
-        out = root / Path(path).stem if len(paths) > 1 else root
-        summary = evaluate(
-            args.model,
-            path,
-            split=args.split,
-            protocol=args.protocol,
-            out=out,
-            split_file=args.split_file,
-            strips=args.strips,
-            tile=args.tile,
-            batch_size=args.batch_size,
-            tta=args.tta,
-            device=args.device,
-            scale=args.scale,
-            diameter=args.diameter,
-            zoom=args.zoom,
-        )
+        folder = root / Path(path).stem if len(paths) > 1 else root
+        summary = evaluate(model, path, out=folder, **options)
         summaries.append(summary)
-        if args.json:
+        if json_lines:
             print(
                 json.dumps(
                     {k: summary[k] for k in ("data", "protocol", "n_images", *metrics.PIXEL_METRICS, *OBJECT_METRICS)}
                 )
             )
         else:
-            print(f"{summary['data']}, {args.split}:\n" + format_table(summary))
-            print(
-                f"\nper-image scores: {out / 'score.csv'}"
-                + (f"; strips: {out / 'strips'}" if args.strips else "")
-                + "\n"
-            )
-    if len(summaries) > 1 and not args.json:
+            print(f"{summary['data']}, {options.get('split', 'test')}:\n" + format_table(summary))
+            strips = f"; strips: {folder / 'strips'}" if options.get("strips", True) else ""
+            print(f"\nper-image scores: {folder / 'score.csv'}{strips}\n")
+    if len(summaries) > 1 and not json_lines:
         print("| dataset | images | F1 | Jaccard | DSB score |\n|---|---|---|---|---|")
         for s in summaries:
             print(f"| {s['data']} | {s['n_images']} | {s['f1']:.3f} | {s['jaccard']:.3f} | {s['dsb_score']:.3f} |")

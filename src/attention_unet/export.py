@@ -136,24 +136,33 @@ def onnx_runner(path: str | Path) -> Callable[[np.ndarray], tuple[np.ndarray, li
     return run
 
 
-def export_command(args) -> int:
-    if not (args.onnx or args.torchscript):
+def export(
+    model: str | None = None,
+    *,
+    onnx: str | None = None,
+    torchscript: str | None = None,
+    int8: bool = False,
+    calibrate: list[str] | None = None,
+) -> int:
+    """Write the model (None: the shipped one) as ONNX (and an int8 ONNX calibrated on the images
+    in ``calibrate``, default the embedded sample) and/or TorchScript."""
+    if not (onnx or torchscript):
         raise InputError("give --onnx PATH and/or --torchscript PATH")
-    model = load_model(args.model or pretrained_path())
-    if args.onnx:
-        path = export_onnx(model, args.onnx)
+    network = load_model(model or pretrained_path())
+    if onnx:
+        path = export_onnx(network, onnx)
         print(f"wrote {path}", file=sys.stderr)
-        if args.int8:
+        if int8:
             from . import data
             from .images import find_inputs, read_pages
 
-            inputs = args.calibrate or [str(data.SAMPLE_DIR / "images")]
+            inputs = calibrate or [str(data.SAMPLE_DIR / "images")]
             images = [page for file, _ in find_inputs(inputs) for page in read_pages(file)]
-            tiles = calibration_tiles(images, model.info.get("train", {}).get("norm", "fixed"))
-            q = quantize_onnx(path, Path(args.onnx).with_suffix(".int8.onnx"), tiles)
+            tiles = calibration_tiles(images, network.info.get("train", {}).get("norm", "fixed"))
+            q = quantize_onnx(path, Path(onnx).with_suffix(".int8.onnx"), tiles)
             print(f"wrote {q} (calibrated on {len(tiles)} image(s))", file=sys.stderr)
-    if args.torchscript:
-        scripted = torch.jit.trace(fold_batchnorm(model), torch.randn(1, model.config.in_channels, 64, 64))
-        scripted.save(args.torchscript)
-        print(f"wrote {args.torchscript}", file=sys.stderr)
+    if torchscript:
+        scripted = torch.jit.trace(fold_batchnorm(network), torch.randn(1, network.config.in_channels, 64, 64))
+        scripted.save(torchscript)
+        print(f"wrote {torchscript}", file=sys.stderr)
     return 0

@@ -6,7 +6,6 @@ The sliding-window engine is :mod:`tiling`, the instance step :mod:`instances`, 
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import math
 import re
@@ -152,35 +151,6 @@ def load_predictor(
         h=settings.h,
         min_area=settings.min_area,
     )
-
-
-def predict_command(args: argparse.Namespace) -> int:
-    """``attention-unet predict``: the options from the command line, then :func:`predict_files`."""
-    predictor = load_predictor(
-        args.model,
-        device=args.device,
-        tile=args.tile,
-        batch_size=args.batch_size,
-        tta=args.tta,
-        scale=args.scale,
-        engine=args.engine,
-        attention=args.attention,
-    )
-    if args.min_size < 0:
-        raise InputError(f"--min-size must be 0 or more pixels, not {args.min_size}")
-    options = PredictOptions(
-        threshold=args.threshold,
-        channel=args.channel,
-        axes=args.axes,
-        pixel_size=args.pixel_size,
-        diameter=args.diameter,
-        measure=MeasureSettings(min_size=args.min_size, exclude_edges=args.exclude_edges),
-        rois=args.rois,
-        geojson=args.geojson,
-        save_prob=args.save_prob,
-        attention=args.attention,
-    )
-    return predict_files(args.inputs, out=args.out, predictor=predictor, options=options)
 
 
 def predict_files(inputs: list[str], *, out: str | Path, predictor: Predictor, options: PredictOptions) -> int:
