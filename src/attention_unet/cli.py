@@ -4,8 +4,10 @@ subcommand imports what it needs after parsing. ``main(argv) -> int`` is what te
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from . import __version__
@@ -125,6 +127,15 @@ def _inference_args(p: argparse.ArgumentParser, microns: bool = False) -> None:
     )
 
 
+def _limit_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--max-pixels",
+        type=int,
+        metavar="N",
+        help="refuse image planes of more pixels (default 100 million; README: Safety and limits)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="attention-unet", description="Attention U-Net for 2D biomedical image segmentation."
@@ -206,6 +217,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="train the small preset on the embedded sample, evaluate, show strips")
     p.add_argument("--out", default="runs/demo")
     p.add_argument("--minutes", type=float, default=3.0, help="training budget")
+    for name in ("train", "finetune", "evaluate", "predict", "export"):
+        _limit_args(sub.choices[name])
     return parser
 
 
@@ -213,20 +226,18 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "train":
         from .train import TrainConfig, fit
 
-        values = {}
-        if args.config:
-            import yaml
+        given = {
+            k: v
+            for k, v in vars(args).items()
+            if v is not None and k not in ("command", "config", "debug", "max_pixels")
+        }
+        values = _read_yaml(args.config) if args.config else {}
+        saved = Path(args.out or "") / "config.yaml"
+        if args.resume and args.out and saved.is_file():
+            from .train import resumed_options
 
-            try:
-                with open(args.config) as f:
-                    values = yaml.safe_load(f) or {}
-            except (OSError, yaml.YAMLError) as exc:
-                raise InputError(f"{args.config}: cannot read YAML config ({exc})") from None
-            if not isinstance(values, dict):
-                raise InputError(f"{args.config}: a config file must be a mapping of option: value")
-        values.update(
-            {k: v for k, v in vars(args).items() if v is not None and k not in ("command", "config", "debug")}
-        )
+            values = resumed_options(_read_yaml(str(saved)), {**values, **given}, saved)
+        values.update(given)
         run_dir = fit(TrainConfig.from_dict(values, args.config or "options"))
         from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
@@ -236,7 +247,11 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "finetune":
         from .train import FINETUNE, TrainConfig, fit
 
-        given = {k: v for k, v in vars(args).items() if v is not None and k not in ("command", "debug", "model")}
+        given = {
+            k: v
+            for k, v in vars(args).items()
+            if v is not None and k not in ("command", "debug", "model", "max_pixels")
+        }
         run_dir = fit(TrainConfig.from_dict({**FINETUNE, "init_from": args.model, **given}, "finetune options"))
         print(f"run folder: {run_dir}  (model: {run_dir / 'model'}; use it with predict --model {run_dir})")
         return 0
@@ -275,6 +290,19 @@ def _run(args: argparse.Namespace) -> int:
     raise AssertionError(args.command)
 
 
+def _read_yaml(path: str) -> dict[str, Any]:
+    import yaml
+
+    try:
+        with open(path) as f:
+            values = yaml.safe_load(f) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise InputError(f"{path}: cannot read YAML config ({exc})") from None
+    if not isinstance(values, dict):
+        raise InputError(f"{path}: a config file must be a mapping of option: value")
+    return values
+
+
 def _predict(args: argparse.Namespace) -> int:
     from .measure import MeasureSettings
     from .predict import PredictOptions, load_predictor, predict_files
@@ -310,6 +338,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code (2 for bad input, 1 when some files failed)."""
     args = build_parser().parse_args(argv)
     try:
+        if getattr(args, "max_pixels", None) is not None:
+            if args.max_pixels < 1:
+                raise InputError(f"--max-pixels must be a positive number of pixels, not {args.max_pixels}")
+            os.environ["ATTENTION_UNET_MAX_PIXELS"] = str(args.max_pixels)  # read by limits, in workers too
         return _run(args)
     except (InputError, FileNotFoundError) as exc:
         if args.debug:

@@ -20,6 +20,8 @@ import io
 import json
 import math
 import os
+import sys
+import tempfile
 import zipfile
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -29,6 +31,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
+from . import limits
 from .errors import InputError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
@@ -56,6 +59,7 @@ class Record:
 def decode_image(data: bytes | str | Path, name: str = "") -> np.ndarray:
     """Decode PNG/JPG/BMP/TIFF (first page) from bytes or a path; raise InputError if unreadable."""
     name = name or str(data)
+    limits.check_image_header(data, name)
     try:
         if name.lower().endswith((".tif", ".tiff")):
             import tifffile
@@ -64,13 +68,31 @@ def decode_image(data: bytes | str | Path, name: str = "") -> np.ndarray:
             return tifffile.imread(source, key=0)
         import imageio.v3 as iio
 
-        return iio.imread(data, extension=Path(name).suffix.lower() or None)
+        # Pillow for PNG/JPG/BMP (imageio's choice for them anyway), so that a broken file says so
+        # instead of imageio's advice to install video plugins
+        return iio.imread(data, plugin="pillow", extension=Path(name).suffix.lower() or None)
     except Exception as exc:  # noqa: BLE001 - the decoders raise many types; the user needs the file name
         raise InputError(f"{name}: cannot read image ({type(exc).__name__}: {exc})") from None
 
 
 def to_rgb(image: np.ndarray, name: str = "image") -> np.ndarray:
-    """H x W x 3 of the input dtype: grey is repeated, alpha dropped."""
+    """H x W x 3 of the input dtype: grey is repeated, alpha dropped; 1-bit images become 0/255
+    uint8, and NaN or infinite pixels of a float image the lowest / highest finite value (one NaN
+    must not blank the whole normalisation).
+
+    >>> to_rgb(np.array([[np.nan, 1.0], [np.inf, 3.0]]))[..., 0].tolist()
+    [[1.0, 1.0], [3.0, 3.0]]
+    """
+    if image.dtype == bool:
+        image = image.astype(np.uint8) * 255
+    elif np.iscomplexobj(image) or not (
+        np.issubdtype(image.dtype, np.integer) or np.issubdtype(image.dtype, np.floating)
+    ):
+        raise InputError(f"{name}: pixels of type {image.dtype} are not an image's (expected integers or floats)")
+    elif np.issubdtype(image.dtype, np.floating) and not np.isfinite(image).all():
+        finite = image[np.isfinite(image)]
+        low, high = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
+        image = np.nan_to_num(image, nan=low, posinf=high, neginf=low)
     if image.ndim == 2:
         return np.repeat(image[:, :, None], 3, axis=2)
     if image.ndim == 3 and image.shape[2] in (3, 4):
@@ -106,10 +128,12 @@ def _raw_items_from_zip(path: Path) -> Iterable[Record]:
         if not images:
             raise InputError(f"{path}: no '<id>/images/<id>.png' entries in this archive")
         for image_id in sorted(images):
-            image = to_rgb(decode_image(archive.read(images[image_id]), f"{path}:{images[image_id]}"))
+            image = to_rgb(
+                decode_image(limits.read_zip_entry(archive, images[image_id], path), f"{path}:{images[image_id]}")
+            )
             names = sorted(masks.get(image_id, []))
             labels = _stack_instance_masks(
-                [decode_image(archive.read(m), f"{path}:{m}") for m in names],
+                [decode_image(limits.read_zip_entry(archive, m, path), f"{path}:{m}") for m in names],
                 image.shape[:2],
                 [f"{path}:{m}" for m in names],
             )
@@ -225,18 +249,45 @@ def load_records(data: str | Path, use_cache: bool = True) -> list[Record]:
         return list(iter_records(path))
     cache = cache_dir() / f"{path.name}-{_fingerprint(path)}.npz"
     if cache.is_file():
-        with np.load(cache, allow_pickle=False) as z:
-            ids = json.loads(str(z["ids"]))
-            return [Record(i, z[f"{i}/image"], z[f"{i}/labels"]) for i in ids]
+        try:
+            return _read_cache(cache)
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as exc:
+            print(
+                f"warning: {cache}: damaged dataset cache ({type(exc).__name__}: {exc}); decoding {path} again",
+                file=sys.stderr,
+            )
     records = list(iter_records(path))
     cache.parent.mkdir(parents=True, exist_ok=True)
     arrays = {"ids": np.array(json.dumps([r.id for r in records]))}
     for r in records:
         arrays[f"{r.id}/image"], arrays[f"{r.id}/labels"] = r.image, r.labels
-    tmp = cache.with_suffix(".tmp.npz")
-    np.savez(tmp, **arrays)
+    # a name of its own: two runs decoding the same dataset at once must not write into one file
+    fd, tmp_name = tempfile.mkstemp(dir=cache.parent, prefix=f".{cache.stem}-", suffix=".npz")
+    with os.fdopen(fd, "wb") as f:
+        np.savez(f, **arrays)
+    tmp = Path(tmp_name)
+    tmp.with_suffix(".sha256").write_text(_sha256(tmp))
+    tmp.with_suffix(".sha256").replace(cache.with_suffix(".sha256"))
     tmp.replace(cache)
     return records
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _read_cache(cache: Path) -> list[Record]:
+    """The records in a cache file whose checksum matches the one written beside it."""
+    expected = cache.with_suffix(".sha256")
+    if not expected.is_file() or expected.read_text().strip() != _sha256(cache):
+        raise ValueError("its checksum does not match")
+    with np.load(cache, allow_pickle=False) as z:
+        ids = json.loads(str(z["ids"]))
+        return [Record(i, z[f"{i}/image"], z[f"{i}/labels"]) for i in ids]
 
 
 def default_data() -> Path:

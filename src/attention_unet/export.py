@@ -64,10 +64,16 @@ def onnx_info(path: str | Path) -> dict:
     """The attention-unet metadata stored in an exported ONNX file."""
     import onnx
 
-    props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+    try:
+        props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+    except Exception as exc:  # noqa: BLE001 - protobuf's decode errors have many types
+        raise InputError(f"{path}: not a readable ONNX file ({type(exc).__name__})") from None
     if "attention_unet" not in props:
         raise InputError(f"{path}: not an ONNX model exported by attention-unet (no metadata)")
-    return json.loads(props["attention_unet"])
+    try:
+        return json.loads(props["attention_unet"])
+    except ValueError:
+        raise InputError(f"{path}: the model's metadata is malformed") from None
 
 
 def calibration_tiles(images: list[np.ndarray], norm: str, size: int = 256, limit: int = 32) -> list[np.ndarray]:
@@ -149,6 +155,11 @@ def export(
     if not (onnx or torchscript):
         raise InputError("give --onnx PATH and/or --torchscript PATH")
     network = load_model(model or pretrained_path())
+    for target in (onnx, torchscript):
+        if target:
+            if Path(target).is_dir():
+                raise InputError(f"{target}: is a folder; give the file to write")
+            Path(target).parent.mkdir(parents=True, exist_ok=True)
     if onnx:
         path = export_onnx(network, onnx)
         print(f"wrote {path}", file=sys.stderr)

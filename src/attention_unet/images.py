@@ -4,6 +4,7 @@ commands write (8-bit views, nucleus outlines, attention heat maps)."""
 from __future__ import annotations
 
 import glob
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -11,28 +12,53 @@ from pathlib import Path
 
 import numpy as np
 
-from . import data
+from . import data, limits
 from .errors import InputError
 
 
 def find_inputs(inputs: list[str]) -> Iterator[tuple[Path, Path]]:
-    """(file, path relative to its input root) for files, folders (recursive) and globs."""
+    """(file, path relative to its input root) for files, folders (recursive, following symbolic
+    links but never round a loop) and globs; each file once, however often it is reached."""
+    seen: set[Path] = set()
+
+    def once(found: Iterator[tuple[Path, Path]]) -> Iterator[tuple[Path, Path]]:
+        for file, rel in found:
+            real = file.resolve()
+            if real not in seen:
+                seen.add(real)
+                yield file, rel
+
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            for f in sorted(path.rglob("*")):
-                if f.is_file() and f.suffix.lower() in data.IMAGE_SUFFIXES:
-                    yield f, f.relative_to(path)
+            yield from once(_walk(path))
         elif path.is_file():
-            yield path, Path(path.name)
+            yield from once(iter([(path, Path(path.name))]))
         elif glob.has_magic(item):
             matches = sorted(Path(p) for p in glob.glob(item, recursive=True) if Path(p).is_file())
-            base = Path(item.split("*")[0].split("?")[0].split("[")[0])
-            base = base if base.is_dir() else base.parent
-            for f in matches:
-                yield f, f.relative_to(base)
+            # the root is the part of the pattern before its first wildcard component
+            parts = Path(item).parts
+            fixed = next((k for k, part in enumerate(parts) if glob.has_magic(part)), len(parts))
+            base = Path(*parts[:fixed]) if fixed else Path()
+            yield from once((f, f.relative_to(base)) for f in matches)
         else:
             raise InputError(f"{item}: no such file or folder")
+
+
+def _walk(root: Path) -> Iterator[tuple[Path, Path]]:
+    """Image files under ``root`` in sorted order; a folder already visited (a link loop) is skipped."""
+    visited: set[Path] = set()
+    for folder, dirs, files in os.walk(root, followlinks=True):
+        real = Path(folder).resolve()
+        if real in visited:
+            dirs[:] = []
+            continue
+        visited.add(real)
+        dirs.sort()
+        for name in sorted(files):
+            file = Path(folder) / name
+            if file.suffix.lower() in data.IMAGE_SUFFIXES and file.is_file():
+                yield file, file.relative_to(root)
 
 
 STACK_AXES = "TZIQRHEVLPAB"  # tifffile's names for axes other than Y, X, C (channel) and S (sample)
@@ -188,6 +214,7 @@ def open_image(path: str | Path, *, axes: str | None = None, pixel_size: float |
         if [i for i, a in enumerate(axes) if a in "YX"] != [i for i, a in enumerate(found.axes) if a in "YX"]:
             raise InputError(f"{path}: --axes {axes} must keep Y and X where the file has them ({found.axes})")
         found.axes, found.rgb = axes, "S" in axes
+    limits.check_pixels(*found.shape_yx, str(path))
     if set(found.axes) - set(KNOWN_AXES):
         raise InputError(f"{path}: unknown axes {found.axes}; give --axes (letters from {KNOWN_AXES})")
     if pixel_size is not None:

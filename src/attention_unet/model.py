@@ -17,6 +17,7 @@ keep the literal operators.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, fields
 from functools import cache
 from pathlib import Path
@@ -26,8 +27,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .errors import InputError
+
 __all__ = ["PRESETS", "AttentionUNet", "ModelConfig", "count_parameters", "load_model", "save_model", "upsample_conv"]
 
+MAX_WIDTH = 256  # 4x the report's: beyond it a network outgrows a CPU machine's memory in training
+MAX_DEPTH = 6  # 64x downsampling; each further level doubles the widest layer's channels again
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
 
@@ -45,9 +50,15 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         if self.gate not in ("channel", "scalar"):
-            raise ValueError(f"gate must be 'channel' or 'scalar', not {self.gate!r}")
-        if self.depth < 1 or self.width < 1:
-            raise ValueError("depth and width must be positive")
+            raise InputError(f"gate must be 'channel' or 'scalar', not {self.gate!r}")
+        for name, value, top in (
+            ("width", self.width, MAX_WIDTH),
+            ("depth", self.depth, MAX_DEPTH),
+            ("in_channels", self.in_channels, 16),
+            ("out_channels", self.out_channels, 16),
+        ):
+            if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= top:
+                raise InputError(f"{name} must be a whole number from 1 to {top}, not {value!r}")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
@@ -281,11 +292,46 @@ def read_model_info(path: str | Path) -> dict[str, Any]:
     from safetensors import safe_open
 
     weights = _resolve_weights(Path(path))
-    with safe_open(str(weights), framework="pt") as f:
-        meta = f.metadata() or {}
+    try:
+        with safe_open(str(weights), framework="pt") as f:
+            meta = f.metadata() or {}
+    except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types for any damage
+        raise InputError(f"{weights}: not a readable safetensors model file ({type(exc).__name__}: {exc})") from None
     if "attention_unet" not in meta:
-        raise ValueError(f"{weights}: not an attention-unet model (no config in its metadata)")
-    return json.loads(meta["attention_unet"])
+        raise InputError(f"{weights}: not an attention-unet model (no config in its metadata)")
+    try:
+        info = json.loads(meta["attention_unet"])
+        ModelConfig.from_dict(info["model"])
+    except (ValueError, TypeError, KeyError) as exc:
+        raise InputError(f"{weights}: the model's metadata is malformed ({type(exc).__name__}: {exc})") from None
+    if not isinstance(info, dict):
+        raise InputError(f"{weights}: the model's metadata is malformed (not a mapping)")
+    return info
+
+
+def check_weights(weights: Path, config: ModelConfig) -> None:
+    """The network ``config`` describes must have exactly the tensors in the file's header: built
+    on the meta device (no memory), compared by name and shape before anything is loaded."""
+    from safetensors import safe_open
+
+    from .limits import MAX_PARAMETERS
+
+    with torch.device("meta"):
+        expected = {k: tuple(v.shape) for k, v in AttentionUNet(config).state_dict().items()}
+    with safe_open(str(weights), framework="pt") as f:
+        stored = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118 - safe_open is no dict
+    size = sum(math.prod(shape) for shape in expected.values())
+    if size > MAX_PARAMETERS:
+        raise InputError(
+            f"{weights}: its metadata describes a network of {size:,} weights, more than {MAX_PARAMETERS:,}"
+        )
+    if expected != stored:
+        differ = sorted(set(expected) ^ set(stored)) or [k for k in expected if expected[k] != stored[k]]
+        name = differ[0]
+        raise InputError(
+            f"{weights}: its metadata ({config.width=}, {config.depth=}) does not match its weights "
+            f"(e.g. {name}: {expected.get(name, 'absent')} expected, {stored.get(name, 'absent')} stored)"
+        )
 
 
 def pretrained_path() -> Path:
@@ -303,7 +349,9 @@ def load_model(path: str | Path | None = None, device: str | torch.device = "cpu
             raise FileNotFoundError("no pretrained model is shipped with this version; pass a model path")
     weights = _resolve_weights(Path(path))
     info = read_model_info(weights)
-    model = AttentionUNet(ModelConfig.from_dict(info["model"]))
+    config = ModelConfig.from_dict(info["model"])
+    check_weights(weights, config)
+    model = AttentionUNet(config)
     model.load_state_dict(load_file(str(weights)))
     model.info = info  # type: ignore[attr-defined]
     return model.to(device).eval()

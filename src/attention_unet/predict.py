@@ -87,6 +87,21 @@ def scale_for_diameter(target_diameter: float, diameter: float) -> float:
     return target_diameter / diameter
 
 
+def check_device(device: str) -> None:
+    """One line when ``device`` does not exist here (e.g. cuda on a CPU-only torch)."""
+    import torch
+
+    try:
+        kind = torch.device(device).type
+    except (RuntimeError, TypeError):
+        raise InputError(f"--device {device}: not a device name (cpu, cuda, cuda:1, mps)") from None
+    available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}.get(
+        kind, False
+    )
+    if not available:
+        raise InputError(f"--device {device}: not available on this machine (torch {torch.__version__} sees no {kind})")
+
+
 def load_predictor(
     model: str | Path | None = None,
     *,
@@ -106,6 +121,11 @@ def load_predictor(
     Cellpose's) sets the factor that brings them to the size the model learnt, instead."""
     from .model import load_model, pretrained_path
 
+    check_device(device)
+    if not (isinstance(tile, int) and 32 <= tile <= 8192):
+        raise InputError(f"--tile must be a whole number of pixels from 32 to 8192, not {tile}")
+    if not (isinstance(batch_size, int) and 1 <= batch_size <= 1024):
+        raise InputError(f"--batch-size must be a whole number from 1 to 1024, not {batch_size}")
     path = Path(model) if model else pretrained_path()
     if path.suffix == ".onnx" or engine == "onnx":
         from .export import export_onnx, onnx_info, onnx_runner
@@ -116,7 +136,8 @@ def load_predictor(
             import tempfile
 
             path = export_onnx(load_model(path), Path(tempfile.mkdtemp()) / "model.onnx")
-        run, info = onnx_runner(path), onnx_info(path)
+        info = onnx_info(path)  # first: a file that is no model is one line, before a session is built
+        run = onnx_runner(path)
     else:
         from .export import fold_batchnorm
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -140,6 +140,24 @@ class TrainConfig:
         raise InputError(f"--input must be 'resize256' or 'crop:N' with N >= 16, not '{self.input}'")
 
     def validate(self) -> None:
+        self._check_types()
+        for name, value, low, high in (
+            ("epochs", self.epochs, 1, 100_000),
+            ("batch-size", self.batch_size, 1, 4096),
+            ("lr", self.lr, 1e-12, 10.0),
+            ("max-minutes", self.max_minutes, 0, 1e7),
+            ("samples-per-epoch", self.samples_per_epoch, 0, 10_000_000),
+            ("early-stopping", self.early_stopping, 1, 100_000),
+            ("workers", self.workers, 0, 256),
+            ("num-nodes", self.num_nodes, 1, 100_000),
+            ("limit-batches", self.limit_batches, 1e-9, 1e9),
+            ("scale", min(self.scale), 1e-3, 64.0),
+            ("scale", max(self.scale), 1e-3, 64.0),
+        ):
+            if not (low <= value <= high):  # also refuses NaN
+                raise InputError(f"--{name} must lie between {low:g} and {high:g}, not {value}")
+        if self.scale[0] > self.scale[1]:
+            raise InputError(f"--scale MIN MAX needs MIN <= MAX, not {self.scale[0]:g} {self.scale[1]:g}")
         self.crop_size()
         if self.valid_strip and self.valid_strip < 16:
             raise InputError(
@@ -157,6 +175,28 @@ class TrainConfig:
             if value not in allowed:
                 raise InputError(f"--{name} must be one of {', '.join(allowed)}, not '{value}'")
 
+    def _check_types(self) -> None:
+        """Each option of the type its default has (a YAML ``epochs: ten`` is one line, not a crash)."""
+        for f in fields(self):
+            value, default = getattr(self, f.name), f.default if f.default_factory is MISSING else f.default_factory()
+            if default is None and value is None:
+                continue
+            if isinstance(default, bool):
+                ok, kind = isinstance(value, bool), "true or false"
+            elif isinstance(default, int) or (default is None and f.name in ("width", "depth")):
+                ok, kind = isinstance(value, int) and not isinstance(value, bool), "a whole number"
+            elif isinstance(default, float):
+                ok, kind = isinstance(value, (int, float)) and not isinstance(value, bool), "a number"
+            elif isinstance(default, (str, type(None))):
+                ok, kind = isinstance(value, str), "text"
+            elif isinstance(default, tuple):
+                numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+                ok, kind = len(value) == 2 and numbers, "two numbers"
+            else:
+                ok, kind = isinstance(value, list) and all(isinstance(v, str) for v in value), "a list of paths"
+            if not ok:
+                raise InputError(f"option {f.name}: {value!r} is not {kind}")
+
     @classmethod
     def from_dict(cls, values: dict[str, Any], source: str = "config") -> TrainConfig:
         known = {f.name for f in fields(cls)}
@@ -171,6 +211,37 @@ class TrainConfig:
         if values.get("init_from"):
             values = {**init_defaults(values["init_from"]), **values}
         return cls(**values)
+
+
+# what --resume may change from the run's saved options: how long and where it runs, not what it learns
+RESUME_MAY_CHANGE = (
+    "epochs",
+    "max_minutes",
+    "early_stopping",
+    "workers",
+    "accelerator",
+    "devices",
+    "num_nodes",
+    "strategy",
+    "resume",
+    "out",
+    "limit_batches",
+)
+
+
+def resumed_options(saved: dict[str, Any], given: dict[str, Any], source: Path) -> dict[str, Any]:
+    """A run's own options (its config.yaml) for --resume, with the given ones on top where they
+    are safe; one that would change what the run learns is an error naming it."""
+    for key, value in given.items():
+        if key not in RESUME_MAY_CHANGE and key in saved:
+            old = tuple(saved[key]) if isinstance(saved[key], list) and key == "scale" else saved[key]
+            new = tuple(value) if isinstance(value, list) and key == "scale" else value
+            if old != new:
+                flag = "--" + key.replace("_", "-")
+                raise InputError(
+                    f"--resume continues {source.parent} as it was configured ({source}): {flag} {value} differs from its {old}"
+                )
+    return {**saved, **given}
 
 
 def init_path(init_from: str) -> Path:
@@ -661,33 +732,45 @@ def fit(cfg: TrainConfig) -> Path:
         from .model import load_model
 
         task.model.load_state_dict(load_model(init_path(cfg.init_from)).state_dict())
-    resume = str(run_dir / "checkpoints" / "last.ckpt") if cfg.resume == "last" else (cfg.resume or None)
+    resume = newest_checkpoint(run_dir) if cfg.resume == "last" else (cfg.resume or None)
     if resume and not Path(resume).is_file():
         raise InputError(f"{resume}: no checkpoint to resume from")
     earlier = _set_aside_log(run_dir) if resume and trainer.is_global_zero else None
     trainer.fit(task, train_loader, valid_loader, ckpt_path=resume, weights_only=True)
     if earlier is not None:
-        _merge_log(earlier, run_dir / "metrics.csv")
+        _merge_log(earlier, run_dir / "metrics.csv", into=run_dir / "metrics.csv")
     return run_dir
 
 
+def newest_checkpoint(run_dir: Path) -> str:
+    """The run's newest ``last*.ckpt`` (Lightning writes last-v1.ckpt beside a last.ckpt it did
+    not write, e.g. in a copied run folder)."""
+    found = sorted((run_dir / "checkpoints").glob("last*.ckpt"), key=lambda p: p.stat().st_mtime)
+    return str(found[-1]) if found else str(run_dir / "checkpoints" / "last.ckpt")
+
+
 def _set_aside_log(run_dir: Path) -> Path | None:
-    """Lightning's CSV logger starts metrics.csv afresh; keep the earlier epochs to merge back."""
-    log = run_dir / "metrics.csv"
+    """Lightning's CSV logger starts metrics.csv afresh; keep the earlier epochs to merge back. An
+    earlier resume that was itself interrupted left its rows set aside: this run's go after them."""
+    log, earlier = run_dir / "metrics.csv", run_dir / "metrics.before-resume.csv"
+    if earlier.is_file():
+        if log.is_file():
+            _merge_log(earlier, log, into=earlier)  # the interrupted resume's rows after the others
+        return earlier
     if not log.is_file():
         return None
-    return log.rename(run_dir / "metrics.before-resume.csv")
+    return log.rename(earlier)
 
 
-def _merge_log(earlier: Path, log: Path) -> None:
-    """metrics.csv = the earlier rows, then the resumed run's rows, over the union of columns."""
+def _merge_log(first: Path, second: Path, into: Path) -> None:
+    """``into`` = ``first``'s rows, then ``second``'s, over the union of columns; the other file is removed."""
     import csv
 
-    old = list(csv.DictReader(earlier.open()))
-    new = list(csv.DictReader(log.open())) if log.is_file() else []
+    old = list(csv.DictReader(first.open()))
+    new = list(csv.DictReader(second.open())) if second.is_file() else []
     columns = list(dict.fromkeys([*(old[0] if old else {}), *(new[0] if new else {})]))
-    with log.open("w", newline="") as f:
+    with into.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=columns, restval="")
         writer.writeheader()
         writer.writerows(old + new)
-    earlier.unlink()
+    (second if into == first else first).unlink(missing_ok=True)

@@ -1,0 +1,82 @@
+"""What an input may cost, decided before anything large is allocated: pixels per image plane
+(read from the file's header, never by decoding), the inflated size of a zip entry, and the
+network a model file describes (checked against its weights' shapes in the safetensors header).
+
+The pixel limit is ``ATTENTION_UNET_MAX_PIXELS`` (or the ``--max-pixels`` flag): by default
+100 million pixels (10,000 x 10,000), far above a microscope's field of view, and below what 2 CPU
+cores and a few GB hold through prediction (8000 x 8000 peaks at 3.1 GB, BENCHMARKS.md).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import zipfile
+from pathlib import Path
+
+from .errors import InputError
+
+DEFAULT_MAX_PIXELS = 100_000_000
+MAX_ZIP_ENTRY = 1 << 30  # an image or mask entry inflating to more than 1 GiB is refused unread
+MAX_ZIP_RATIO = 1000  # ... and one that inflates more than 1000-fold beyond 10 MB (a zip bomb)
+MAX_PARAMETERS = 200_000_000  # a model file may describe at most this many weights (0.8 GB in fp32)
+
+
+def max_pixels() -> int:
+    """The pixel limit per image plane (``ATTENTION_UNET_MAX_PIXELS``, else the default)."""
+    value = os.environ.get("ATTENTION_UNET_MAX_PIXELS", "")
+    try:
+        return int(float(value)) if value else DEFAULT_MAX_PIXELS
+    except ValueError:
+        raise InputError(f"ATTENTION_UNET_MAX_PIXELS must be a number of pixels, not '{value}'") from None
+
+
+def check_pixels(height: int, width: int, name: str) -> None:
+    """One line naming ``name`` when a plane of height x width is over the limit."""
+    limit = max_pixels()
+    if height * width > limit:
+        raise InputError(
+            f"{name}: {width} x {height} pixels is above the limit of {limit:,} per image "
+            "(raise it with --max-pixels or ATTENTION_UNET_MAX_PIXELS if the machine has the memory)"
+        )
+
+
+def check_image_header(source: bytes | str | Path, name: str) -> None:
+    """The plane size from the file's header (TIFF: its first series; others: Pillow's lazy open),
+    checked before the pixels are decoded. A header that cannot be read is left to the decoder,
+    whose error names the file."""
+    stream = io.BytesIO(source) if isinstance(source, bytes) else source
+    if name.lower().endswith((".tif", ".tiff")):
+        import tifffile
+
+        try:
+            with tifffile.TiffFile(stream) as tif:
+                series = tif.series[0]
+                shape = dict(zip(series.axes, series.shape))
+                height, width = shape.get("Y", 1), shape.get("X", 1)
+        except Exception:  # noqa: BLE001 - not a readable TIFF: the decoder says so with the name
+            return
+    else:
+        from PIL import Image
+
+        try:
+            with Image.open(stream) as image:
+                width, height = image.size
+        except Exception:  # noqa: BLE001 - a format Pillow does not know, or not an image: the decoder says
+            return
+    check_pixels(height, width, name)
+
+
+def read_zip_entry(archive: zipfile.ZipFile, entry: str, archive_name: str | Path) -> bytes:
+    """An entry's bytes, after checking its declared inflated size and ratio (zip bombs)."""
+    info = archive.getinfo(entry)
+    ratio = info.file_size / max(1, info.compress_size)
+    if info.file_size > MAX_ZIP_ENTRY or (info.file_size > 10 << 20 and ratio > MAX_ZIP_RATIO):
+        raise InputError(
+            f"{archive_name}:{entry}: inflates to {info.file_size:,} bytes ({ratio:.0f}x its stored size); refused as a zip bomb"
+        )
+    with archive.open(info) as f:
+        payload = f.read(MAX_ZIP_ENTRY + 1)  # a header that lies about the size cannot get past this either
+    if len(payload) > MAX_ZIP_ENTRY:
+        raise InputError(f"{archive_name}:{entry}: inflates beyond {MAX_ZIP_ENTRY:,} bytes; refused as a zip bomb")
+    return payload
