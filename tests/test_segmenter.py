@@ -57,3 +57,12 @@ def test_attention_maps_and_diameter(segmenter: Segmenter) -> None:
 def test_bad_layouts_are_one_clear_error(array: np.ndarray, options: dict, message: str) -> None:
     with pytest.raises(InputError, match=message):
         as_image(array, **options)
+
+
+def test_measurements_on_request(segmenter: Segmenter) -> None:
+    channels = np.stack([np.zeros((64, 64), np.uint16), np.full((64, 64), 7, np.uint16)])
+    channels[0, 20:30, 20:30] = 1000
+    result = segmenter.segment(channels, channel=0, measure=True, pixel_size=0.5)
+    assert result.measurements is not None and len(result.measurements["label"]) == result.labels.max() >= 1
+    assert (result.measurements["mean_ch1"] == 7).all() and "area_um2" in result.measurements
+    assert segmenter.segment(channels, channel=0).measurements is None

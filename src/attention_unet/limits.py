@@ -18,7 +18,7 @@ from .errors import InputError
 
 DEFAULT_MAX_PIXELS = 100_000_000
 MAX_ZIP_ENTRY = 1 << 30  # an image or mask entry inflating to more than 1 GiB is refused unread
-MAX_ZIP_RATIO = 1000  # ... and one that inflates more than 1000-fold beyond 10 MB (a zip bomb)
+MAX_ZIP_RATIO = 200  # ... and one that inflates more than 200-fold beyond 10 MB (a zip bomb)
 MAX_PARAMETERS = 200_000_000  # a model file may describe at most this many weights (0.8 GB in fp32)
 
 

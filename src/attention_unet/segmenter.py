@@ -32,6 +32,9 @@ class Segmentation:
     labels: np.ndarray  # H x W int32
     probability: np.ndarray  # H x W float32
     attention: list[np.ndarray] = field(default_factory=list)  # H x W float32 each
+    measurements: dict[str, np.ndarray] | None = (
+        None  # one entry per column, one value per nucleus (segment(measure=True))
+    )
 
 
 def as_image(image: np.ndarray, *, axes: str | None = None, channel: int | None = None) -> np.ndarray:
@@ -68,6 +71,19 @@ def as_image(image: np.ndarray, *, axes: str | None = None, channel: int | None 
     if image.shape[2] not in (1, 3, 4):
         raise InputError(f"an image with {image.shape[2]} channels needs channel= (which one holds the nuclei)")
     return data.to_rgb(image)
+
+
+def as_channels(image: np.ndarray, *, axes: str | None = None) -> np.ndarray:
+    """H x W x C, every channel of an array as :func:`as_image` reads its layout.
+
+    >>> as_channels(np.zeros((2, 40, 50))).shape, as_channels(np.zeros((40, 50))).shape
+    ((40, 50, 2), (40, 50, 1))
+    """
+    image = np.asarray(image)
+    if image.ndim == 2:
+        return image[..., None]
+    layout = axes.upper() if axes else ("CYX" if image.shape[0] <= 4 < image.shape[2] else "YXC")
+    return np.moveaxis(image, layout.index("C"), 2) if layout != "YXC" else image
 
 
 class Segmenter:
@@ -110,12 +126,16 @@ class Segmenter:
         threshold: float = 0.5,
         tta: bool | None = None,
         attention: bool = False,
+        measure: bool = False,
+        pixel_size: float | None = None,
     ) -> Segmentation:
         """Segment the nuclei of one 2-D image (see :func:`as_image` for ``axes`` and ``channel``).
 
         ``diameter`` (pixels) rescales nuclei to the size the model learnt, instead of the model's
         own scale setting; ``tta`` averages over the 8 flips and turns (default: the model's setting);
-        ``attention`` also returns each gate's coefficient map (torch engine only)."""
+        ``attention`` also returns each gate's coefficient map (torch engine only); ``measure`` the
+        per-nucleus table (:func:`measure.measurements`, intensities in every channel of the array
+        as given, µm too with ``pixel_size``)."""
         predictor = self.predictor
         if attention:
             self._with_attention = self._with_attention or load_predictor(self.model, attention=True, **self._options)
@@ -127,4 +147,11 @@ class Segmenter:
             changes["tta"] = tta
         predictor = dataclasses.replace(predictor, **changes) if changes else predictor
         probs, gates = predictor.probabilities(as_image(image, axes=axes, channel=channel))
-        return Segmentation(predictor.labels(probs, threshold), probs[0], gates)
+        labels = predictor.labels(probs, threshold)
+        table = None
+        if measure:
+            from .measure import measurements
+
+            channels = as_channels(image, axes=axes)
+            table = measurements(labels, channels, pixel_size=pixel_size)
+        return Segmentation(labels, probs[0], gates, table)
