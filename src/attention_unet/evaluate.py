@@ -154,6 +154,9 @@ def evaluate(
     summary = summarise(rows, protocol)
     summary.update({"data": str(data_path), "split": split, "zoom": zoom})
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    from .reports import evaluate_report
+
+    evaluate_report(out, summary, rows, strips)
     return summary
 
 
@@ -209,5 +212,14 @@ def demo(out: str, minutes: float) -> int:
     )
     summary = evaluate(str(run), None, split="test", protocol="resize256", out=Path(out) / "evaluation")
     print(format_table(summary))
+    from .predict import PredictOptions, predict_files
+
+    predictions = Path(out) / "predictions"
+    predict_files(
+        [str(data.SAMPLE_DIR / "images")], out=predictions, predictor=load_predictor(str(run)), options=PredictOptions()
+    )
     print(f"\nstrips (image | ground truth | prediction): {Path(out) / 'evaluation' / 'strips'}")
+    print(
+        f"reports: {Path(run) / 'report.html'}, {Path(out) / 'evaluation' / 'report.html'}, {predictions / 'index.html'}"
+    )
     return 0

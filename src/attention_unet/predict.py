@@ -22,6 +22,7 @@ from .images import find_inputs, heat_map, open_image, overlay
 from .measure import MeasureSettings, geojson_features, keep, measurements, outlines, write_geojson
 from .measure import rois as roi_set
 from .outputs import OutputFolder
+from .reports import predict_index
 from .settings import InferenceSettings
 from .tiling import Predictor, torch_runner
 
@@ -200,6 +201,8 @@ def predict_files(inputs: list[str], *, out: str | Path, predictor: Predictor, o
             continue
         summary.rows += [{"input": str(path), **row} for row in rows]
         write_table(folder, summary.rows)  # as images finish: a stopped run keeps what it did
+        index = predict_index(folder.root, summary.rows)
+        folder.write(folder.root / "index.html", lambda t, index=index: t.write_text(index, encoding="utf-8"))
     folder.release()
     print(f"{len(files) - len(summary.failed)} file(s) segmented, outputs in {out}", file=sys.stderr)
     if summary.failed:

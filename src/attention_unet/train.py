@@ -606,6 +606,27 @@ class ExportBest(L.Callback):
         save_model(model, self.run_dir / "model", metadata)
 
 
+class TrainReport(L.Callback):
+    """The run's report.html (:func:`reports.train_report`), rewritten after every epoch (rank 0)."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = run_dir
+
+    def _write(self, trainer: L.Trainer) -> None:
+        if trainer.is_global_zero and not trainer.sanity_checking:
+            from .reports import train_report
+
+            if trainer.logger is not None:
+                trainer.logger.save()  # the CSV log is flushed now, not at its next interval
+            train_report(self.run_dir)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, task: L.LightningModule) -> None:
+        self._write(trainer)
+
+    def on_fit_end(self, trainer: L.Trainer, task: L.LightningModule) -> None:
+        self._write(trainer)
+
+
 def _jsonable(values: dict[str, Any]) -> dict[str, Any]:
     return json.loads(json.dumps(values, default=str))
 
@@ -705,6 +726,7 @@ def fit(cfg: TrainConfig) -> Path:
         LearningRateMonitor("epoch"),
         TQDMProgressBar(),
         ExportBest(run_dir),
+        TrainReport(run_dir),
     ]
     on_gpu = cfg.accelerator in ("gpu", "cuda") or (cfg.accelerator == "auto" and torch.cuda.is_available())
     devices: Any = int(cfg.devices) if str(cfg.devices).isdigit() else cfg.devices

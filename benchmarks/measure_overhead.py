@@ -1,0 +1,49 @@
+"""What the per-nucleus table and the Fiji/QuPath exports add to predict's time (target: at most
+15%), on the embedded sample with the shipped model: per image, the segmentation itself (network,
+tiling, instances) against measurements + outlines + ROI set + GeoJSON, each the median of
+``--repeats`` runs over the whole sample.
+
+    python benchmarks/measure_overhead.py [--repeats 3]
+"""
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import roifile
+
+from attention_unet.data import SAMPLE_DIR, load_records
+from attention_unet.measure import geojson_features, measurements, outlines, rois, write_geojson, write_table
+from attention_unet.predict import load_predictor
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    predictor = load_predictor()
+    images = [r.image for r in load_records(SAMPLE_DIR)]
+    segment_s, export_s = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        for _ in range(args.repeats):
+            start = time.perf_counter()
+            labels = [predictor.labels(predictor.probabilities(image)[0]) for image in images]
+            segment_s.append(time.perf_counter() - start)
+            start = time.perf_counter()
+            for k, (image, label) in enumerate(zip(images, labels)):
+                table = measurements(label, image)
+                shapes = outlines(label)
+                write_table(Path(tmp) / f"{k}.csv", [({}, table)])
+                roifile.roiwrite(Path(tmp) / f"{k}.zip", rois(shapes)) if shapes else None
+                write_geojson(Path(tmp) / f"{k}.geojson", geojson_features(shapes, table))
+            export_s.append(time.perf_counter() - start)
+    seg, exp = statistics.median(segment_s), statistics.median(export_s)
+    print(
+        f"{len(images)} images: segmentation {seg:.2f} s, measurements + CSV + ROIs + GeoJSON {exp:.2f} s (+{100 * exp / seg:.1f}%)"
+    )
+
+
+if __name__ == "__main__":
+    main()
