@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install demo test test-slow bench lint clean
+.PHONY: install demo test test-napari test-slow bench lint clean
 
 install: $(VENV)/.installed
 
@@ -19,6 +19,11 @@ demo: install
 
 test: install
 	$(BIN)/python -m pytest -q
+
+# the napari plugin's tests: the optional extra, and a virtual display (Debian: xvfb, libgl1-mesa-dri)
+test-napari: install
+	$(BIN)/pip install --quiet -e ".[napari]" "pytest-qt>=4.4"
+	xvfb-run -a $(BIN)/python -m pytest -q tests/test_napari.py
 
 test-slow: install
 	$(BIN)/python -m pytest -q --runslow

@@ -1,0 +1,89 @@
+"""The napari plugin, headless under a virtual X server (xvfb-run, Mesa's software OpenGL) with
+napari's own make_napari_viewer fixture: run by `make test-napari`, which installs the optional extra."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("napari")
+pytest.importorskip("pytestqt")
+if not os.environ.get("DISPLAY"):  # napari's canvas needs OpenGL, which Qt's offscreen platform lacks here
+    pytest.skip("needs a display with OpenGL: `make test-napari` runs these under xvfb-run", allow_module_level=True)
+
+import imageio.v3 as iio  # noqa: E402
+import tifffile  # noqa: E402
+
+from attention_unet.cli import main  # noqa: E402
+from attention_unet.data import SAMPLE_DIR  # noqa: E402
+from attention_unet.napari_plugin import SegmentWidget, get_labels_reader, sample_data  # noqa: E402
+
+SAMPLE = SAMPLE_DIR / "images" / "05040e2e959c3f5632558fc9683fec88f0010026c555b499066346f67fdd0e13.png"
+
+
+def segment(widget: SegmentWidget, qtbot) -> None:
+    widget.run()
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=120_000)
+
+
+def test_the_widget_segments_like_the_command_line(make_napari_viewer, qtbot, tmp_path: Path) -> None:
+    viewer = make_napari_viewer()
+    image = iio.imread(SAMPLE)
+    viewer.add_image(image, name="nuclei")
+    widget = SegmentWidget(viewer)
+    widget.csv.value = tmp_path / "table.csv"
+    segment(widget, qtbot)
+    labels = viewer.layers["nuclei_labels"].data
+    assert main(["predict", str(SAMPLE), "--out", str(tmp_path / "cli")]) == 0
+    cli = tifffile.imread(tmp_path / "cli" / f"{SAMPLE.stem}_labels.tif")
+    assert labels.max() == cli.max() > 10
+    assert widget.table.shape[0] == labels.max() and "nuclei in nuclei" in widget.status.value
+    assert len((tmp_path / "table.csv").read_text().splitlines()) == labels.max() + 1
+
+
+def test_attention_layers_appear_when_asked(make_napari_viewer, qtbot) -> None:
+    viewer = make_napari_viewer()
+    viewer.add_image(iio.imread(SAMPLE), name="nuclei")
+    widget = SegmentWidget(viewer)
+    widget.attention.value = True
+    segment(widget, qtbot)
+    names = [layer.name for layer in viewer.layers]
+    assert "nuclei_probability" in names and "nuclei_attention1" in names and "nuclei_attention2" in names
+
+
+def test_problems_are_messages_and_leave_the_layers_alone(make_napari_viewer, qtbot, tmp_path: Path) -> None:
+    viewer = make_napari_viewer()
+    widget = SegmentWidget(viewer)
+    widget.run()  # no image layer
+    assert "no image layer" in widget.status.value and widget.worker is None
+    viewer.add_image(np.zeros((5, 64, 64), np.uint16), name="stack")
+    widget.image.reset_choices()
+    widget.run()
+    assert "a 2-D image is expected" in widget.status.value
+    viewer.layers.clear()
+    viewer.add_image(iio.imread(SAMPLE), name="nuclei")
+    widget.image.reset_choices()
+    (tmp_path / "broken.safetensors").write_bytes(b"not a model")
+    widget.model.value = str(tmp_path / "broken.safetensors")
+    segment(widget, qtbot)
+    assert "not a readable safetensors model file" in widget.status.value
+    assert [layer.name for layer in viewer.layers] == ["nuclei"]
+
+
+def test_sample_data_and_labels_reader(tmp_path: Path) -> None:
+    layers = sample_data()
+    assert len(layers) == 2 and all(kind == "image" and data.ndim in (2, 3) for data, _, kind in layers)
+    tifffile.imwrite(tmp_path / "x_labels.tif", np.arange(12, dtype=np.uint16).reshape(3, 4))
+    reader = get_labels_reader(str(tmp_path / "x_labels.tif"))
+    assert reader is not None and reader(str(tmp_path / "x_labels.tif"))[0][2] == "labels"
+    assert get_labels_reader(str(tmp_path / "x.png")) is None
+
+
+def test_the_manifest_is_valid() -> None:
+    from npe2 import PluginManifest
+
+    manifest = PluginManifest.from_distribution("attention-unet")
+    assert manifest.name == "attention-unet" and manifest.contributions.widgets[0].display_name == "Segment nuclei"
