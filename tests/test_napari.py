@@ -14,12 +14,12 @@ pytest.importorskip("pytestqt")
 if not os.environ.get("DISPLAY"):  # napari's canvas needs OpenGL, which Qt's offscreen platform lacks here
     pytest.skip("needs a display with OpenGL: `make test-napari` runs these under xvfb-run", allow_module_level=True)
 
-import imageio.v3 as iio  # noqa: E402
-import tifffile  # noqa: E402
+import imageio.v3 as iio
+import tifffile
 
-from attention_unet.cli import main  # noqa: E402
-from attention_unet.data import SAMPLE_DIR  # noqa: E402
-from attention_unet.napari_plugin import SegmentWidget, get_labels_reader, sample_data  # noqa: E402
+from attention_unet.cli import main
+from attention_unet.data import SAMPLE_DIR
+from attention_unet.napari_plugin import SegmentWidget, get_labels_reader, sample_data
 
 SAMPLE = SAMPLE_DIR / "images" / "05040e2e959c3f5632558fc9683fec88f0010026c555b499066346f67fdd0e13.png"
 
