@@ -36,7 +36,7 @@ def main() -> None:
                 table = measurements(label, image)
                 shapes = outlines(label)
                 write_table(Path(tmp) / f"{k}.csv", [({}, table)])
-                roifile.roiwrite(Path(tmp) / f"{k}.zip", rois(shapes)) if shapes else None
+                roifile.roiwrite(Path(tmp) / f"{k}.zip", rois(shapes), mode="w") if shapes else None
                 write_geojson(Path(tmp) / f"{k}.geojson", geojson_features(shapes, table))
             export_s.append(time.perf_counter() - start)
     seg, exp = statistics.median(segment_s), statistics.median(export_s)

@@ -239,6 +239,19 @@ def test_9_an_interrupted_write_leaves_nothing_that_looks_complete(tmp_path: Pat
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # no partial file, no 0-byte output
 
 
+def test_9_a_stopped_run_continues_with_what_is_missing(tmp_path: Path, model: Path) -> None:
+    for k in range(3):
+        iio.imwrite(tmp_path / f"i{k}.png", synthetic(k)[0])
+    out = tmp_path / "out"
+    argv = ["predict", *(str(tmp_path / f"i{k}.png") for k in range(3)), "--out", str(out), "--model", str(model)]
+    assert main(argv) == 0
+    (out / "i1_nuclei.csv").unlink()  # as if stopped before i1 was finished
+    before = (out / "i0_labels.tif").stat().st_mtime_ns
+    assert main([*argv, "--skip-existing"]) == 0
+    assert (out / "i1_nuclei.csv").is_file() and (out / "i0_labels.tif").stat().st_mtime_ns == before
+    assert len((out / "summary.csv").read_text().splitlines()) == 4
+
+
 def test_10_resume_restores_the_runs_options_and_keeps_every_metric_row(
     tiny_dataset: Path, tmp_path: Path, capsys
 ) -> None:

@@ -200,6 +200,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--geojson", action="store_true", help="write <name>_nuclei.geojson, nucleus polygons QuPath imports"
     )
+    p.add_argument(
+        "--skip-existing",
+        action="store_true",
+        help="leave out inputs an earlier run into --out finished (continue a stopped run)",
+    )
     p.add_argument("--save-prob", action="store_true", help="also write <name>_prob.tif (float32)")
     p.add_argument("--attention", action="store_true", help="write each gate's coefficient map as a heat-map PNG")
     p.add_argument("--engine", choices=("torch", "onnx"), default="torch")
@@ -330,6 +335,7 @@ def _predict(args: argparse.Namespace) -> int:
         geojson=args.geojson,
         save_prob=args.save_prob,
         attention=args.attention,
+        skip_existing=args.skip_existing,
     )
     return predict_files(args.inputs, out=args.out, predictor=predictor, options=options)
 

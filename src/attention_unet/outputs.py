@@ -34,8 +34,11 @@ class OutputFolder:
             import fcntl
         except ImportError:  # Windows: no advisory locks; runs into one folder are not guarded there
             return
-        self.root.mkdir(parents=True, exist_ok=True)
-        self._lock = open(self.root / ".attention-unet.lock", "w")  # noqa: SIM115 - held open for the process's life
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            self._lock = open(self.root / ".attention-unet.lock", "w")  # noqa: SIM115 - held open for the process's life
+        except OSError as exc:
+            raise InputError(f"--out {self.root}: cannot write there ({exc.strerror})") from None
         try:
             fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -53,6 +56,10 @@ class OutputFolder:
         if self.created and not self.ours:
             with contextlib.suppress(OSError):
                 self.root.rmdir()
+
+    def done(self, path: Path) -> bool:
+        """Whether ``path`` exists and was written (completely: writes are renamed into place) by this tool."""
+        return path.is_file() and self.is_ours(path)
 
     def is_ours(self, path: Path) -> bool:
         """Whether ``path`` is a file an earlier run wrote here (so not an input)."""

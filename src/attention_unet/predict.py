@@ -43,6 +43,7 @@ class PredictOptions:
     geojson: bool = False  # <name>_nuclei.geojson, QuPath detections
     save_prob: bool = False
     attention: bool = False
+    skip_existing: bool = False  # leave out inputs whose outputs an earlier run here completed
 
 
 def parse_diameter(text: str) -> tuple[float, str]:
@@ -192,7 +193,11 @@ def predict_files(inputs: list[str], *, out: str | Path, predictor: Predictor, o
     folder.lock()
     stems = unique_stems([rel for _, rel in files])
     summary = Summary()
+    earlier = earlier_rows(folder) if options.skip_existing else {}
     for (path, _), stem in tqdm(list(zip(files, stems)), desc="predict", unit="file", file=sys.stderr):
+        if options.skip_existing and folder.done(folder.root / f"{stem}_nuclei.csv") and str(path) in earlier:
+            summary.rows += earlier[str(path)]  # the nuclei table is written last: the file was finished
+            continue
         try:
             rows = predict_file(path, folder=folder, stem=stem, predictor=predictor, options=options, diameter=diameter)
         except InputError as exc:
@@ -200,15 +205,29 @@ def predict_files(inputs: list[str], *, out: str | Path, predictor: Predictor, o
             summary.failed.append(str(path))
             continue
         summary.rows += [{"input": str(path), **row} for row in rows]
-        write_table(folder, summary.rows)  # as images finish: a stopped run keeps what it did
-        index = predict_index(folder.root, summary.rows)
-        folder.write(folder.root / "index.html", lambda t, index=index: t.write_text(index, encoding="utf-8"))
+        write_summary(folder, summary.rows)  # as images finish: a stopped run keeps what it did
+    if summary.rows:
+        write_summary(folder, summary.rows)  # the rows of files left out by --skip-existing after the last one done
     folder.release()
     print(f"{len(files) - len(summary.failed)} file(s) segmented, outputs in {out}", file=sys.stderr)
     if summary.failed:
         print(f"{len(summary.failed)} file(s) failed: " + ", ".join(summary.failed), file=sys.stderr)
         return 2 if len(summary.failed) == len(files) else 1  # nothing done: as a bad option; else partly done
     return 0
+
+
+def earlier_rows(folder: OutputFolder) -> dict[str, list[dict]]:
+    """An earlier run's summary rows by input path (for --skip-existing)."""
+    import csv
+
+    path = folder.root / "summary.csv"
+    if not folder.done(path):
+        return {}
+    rows: dict[str, list[dict]] = {}
+    with open(path, newline="") as f:
+        for row in csv.DictReader(f):
+            rows.setdefault(row["input"], []).append(row)
+    return rows
 
 
 def unique_stems(paths: list[Path]) -> list[str]:
@@ -227,7 +246,8 @@ def unique_stems(paths: list[Path]) -> list[str]:
     return stems
 
 
-def write_table(folder: OutputFolder, rows: list[dict]) -> None:
+def write_summary(folder: OutputFolder, rows: list[dict]) -> None:
+    """summary.csv and the index.html of thumbnails."""
     import csv
 
     columns = list(dict.fromkeys(k for row in rows for k in row))
@@ -239,6 +259,8 @@ def write_table(folder: OutputFolder, rows: list[dict]) -> None:
             writer.writerows(rows)
 
     folder.write(folder.root / "summary.csv", write)
+    index = predict_index(folder.root, rows)
+    folder.write(folder.root / "index.html", lambda t: t.write_text(index, encoding="utf-8"))
 
 
 def predict_file(
@@ -320,13 +342,14 @@ def predict_file(
                 Path(f"{target}_labels.tif"),
                 lambda t, labels=labels: write_labels(t, labels, labels.shape, source.pixel_size, ""),
             )
-    folder.write(Path(f"{target}_nuclei.csv"), lambda t: write_measurements(t, tables))
     if options.rois:
         import roifile
 
         folder.write(Path(f"{target}_rois.zip"), lambda t: roifile.roiwrite(t, rois) if rois else _empty_zip(t))
     if options.geojson:
         folder.write(Path(f"{target}_nuclei.geojson"), lambda t: write_geojson(t, features))
+    # last: its presence marks the file as finished (--skip-existing)
+    folder.write(Path(f"{target}_nuclei.csv"), lambda t: write_measurements(t, tables))
     return rows
 
 
