@@ -1,7 +1,7 @@
 """What the per-nucleus table and the Fiji/QuPath exports add to predict's time (target: at most
-15%), on the embedded sample with the shipped model: per image, the segmentation itself (network,
-tiling, instances) against measurements + outlines + ROI set + GeoJSON, each the median of
-``--repeats`` runs over the whole sample.
+15%), on the embedded sample with the shipped model: what predict did before them (segmentation:
+network, tiling, instances; then the mask PNG, labels TIFF and overlay PNG) against measurements +
+CSV + outlines + ROI set + GeoJSON, each the median of ``--repeats`` runs over the whole sample.
 
     python benchmarks/measure_overhead.py [--repeats 3]
 """
@@ -12,9 +12,13 @@ import tempfile
 import time
 from pathlib import Path
 
+import imageio.v3 as iio
+import numpy as np
 import roifile
+import tifffile
 
 from attention_unet.data import SAMPLE_DIR, load_records
+from attention_unet.images import overlay
 from attention_unet.measure import geojson_features, measurements, outlines, rois, write_geojson, write_table
 from attention_unet.predict import load_predictor
 
@@ -29,7 +33,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for _ in range(args.repeats):
             start = time.perf_counter()
-            labels = [predictor.labels(predictor.probabilities(image)[0]) for image in images]
+            labels = []
+            for k, image in enumerate(images):
+                probs = predictor.probabilities(image)[0]
+                labels.append(predictor.labels(probs))
+                iio.imwrite(Path(tmp) / f"{k}_mask.png", ((probs[0] > 0.5) * 255).astype(np.uint8))
+                tifffile.imwrite(Path(tmp) / f"{k}_labels.tif", labels[-1].astype(np.uint16), compression="zlib")
+                iio.imwrite(Path(tmp) / f"{k}_overlay.png", overlay(image, labels[-1]))
             segment_s.append(time.perf_counter() - start)
             start = time.perf_counter()
             for k, (image, label) in enumerate(zip(images, labels)):

@@ -32,7 +32,6 @@ SHAPE = {
     "axis_major_length": "major_axis",
     "axis_minor_length": "minor_axis",
     "eccentricity": "eccentricity",
-    "solidity": "solidity",
     "orientation": "orientation",
 }
 LENGTHS = (
@@ -82,7 +81,7 @@ def measurements(
     pixel_size: float | None = None,
 ) -> dict[str, np.ndarray]:
     """One row per nucleus: label, centroid, bounding box, area, perimeter, equivalent diameter,
-    major/minor axis, eccentricity, solidity, orientation, whether it touches the border, and the
+    major/minor axis, eccentricity, orientation, solidity, whether it touches the border, and the
     mean, min, max and integrated intensity in every channel of ``intensity`` (H x W x C); lengths
     and areas in µm and µm² as well when ``pixel_size`` (µm per pixel) is known.
 
@@ -99,12 +98,13 @@ def measurements(
     props = list(dict.fromkeys(k.split("-")[0] for k in SHAPE))
     if channels:
         props += ["intensity_mean", "intensity_min", "intensity_max"]
-    raw = regionprops_table(labels.astype(np.int32), intensity, properties=props)
+    raw = regionprops_table(labels.astype(np.int32), intensity, properties=props, extra_properties=(polygon_solidity,))
     integers = ("label", "bbox", "area")
     table = {
         new: np.asarray(raw[old], dtype=np.int64 if old.split("-")[0] in integers else float)
         for old, new in SHAPE.items()
     }
+    table["solidity"] = np.asarray(raw["polygon_solidity"], float)
     table["touches_border"] = (
         (table["bbox_y0"] == 0)
         | (table["bbox_x0"] == 0)
@@ -120,6 +120,21 @@ def measurements(
         for key in LENGTHS:
             table[f"{key}_um"] = table[key] * pixel_size
     return table
+
+
+def polygon_solidity(mask: np.ndarray) -> float:
+    """Area over the area of the convex hull of the nucleus's pixels (as squares), as ImageJ
+    measures it: a polygon hull (scipy's ConvexHull of the pixel corners), 4x faster here than
+    regionprops' rasterised hull image.
+
+    >>> polygon_solidity(np.ones((3, 4), bool)), round(polygon_solidity(np.array([[1, 1], [1, 0]], bool)), 3)
+    (1.0, 0.857)
+    """
+    from scipy.spatial import ConvexHull
+
+    ys, xs = np.nonzero(mask)
+    corners = np.concatenate([np.stack([ys + dy, xs + dx], axis=1) for dy in (0, 1) for dx in (0, 1)])
+    return float(mask.sum() / ConvexHull(corners).volume)  # in 2-D, "volume" is the area
 
 
 def write_table(path: str | Path, parts: Sequence[tuple[dict[str, object], dict[str, np.ndarray]]]) -> None:
@@ -196,11 +211,12 @@ def geojson_features(
 ) -> list[dict]:
     """QuPath detections: one GeoJSON Feature per nucleus, its polygon and its measurements."""
     rows = {int(label): i for i, label in enumerate(table.get("label", []))}
+    columns = {k: _plain(v) for k, v in table.items() if k != "label"}  # once per column, not per nucleus
     features = []
     for label, points in shapes.items():
         ring = np.vstack([points, points[:1]]).round(3).tolist()
         row = rows.get(label)
-        values = {k: _plain([v[row]])[0] for k, v in table.items() if row is not None and k != "label"}
+        values = {k: v[row] for k, v in columns.items()} if row is not None else {}
         features.append(
             {
                 "type": "Feature",
