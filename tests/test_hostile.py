@@ -188,6 +188,11 @@ def test_4_a_200_page_tiff_is_read_one_plane_at_a_time(tmp_path: Path) -> None:
 def test_5_a_network_too_deep_for_the_machine_is_refused(tmp_path: Path, capsys) -> None:
     assert main(["train", "--preset", "small", "--depth", "9", "--out", str(tmp_path / "r")]) == 2
     assert "depth must be a whole number from 1 to 6, not 9" in capsys.readouterr().err
+    assert (
+        main(["train", "--preset", "seed", "--input", "crop:1024", "--batch-size", "512", "--out", str(tmp_path / "r")])
+        == 2
+    )
+    assert "this training needs about" in capsys.readouterr().err and not (tmp_path / "r").exists()
 
 
 # ------------------------------------------------------ 6-11: the user's files overwritten or lost

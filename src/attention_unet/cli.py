@@ -97,6 +97,12 @@ def _train_parser(sub: Any) -> None:
     p.add_argument("--strategy", help="auto, ddp, ddp_spawn, ...")
     p.add_argument("--sync-bn", action="store_const", const=True, help="SyncBatchNorm across processes")
     p.add_argument("--precision", help="32-true, bf16-mixed, 16-mixed")
+    p.add_argument(
+        "--force",
+        action="store_const",
+        const=True,
+        help="train even above the memory estimate (README: Safety and limits)",
+    )
     p.add_argument("--limit-batches", type=float, help=argparse.SUPPRESS)
 
 

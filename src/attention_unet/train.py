@@ -100,6 +100,7 @@ class TrainConfig:
     sync_bn: bool = False
     precision: str = "32-true"
     limit_batches: float = 1.0  # fraction or count of batches per epoch (tests)
+    force: bool = False  # train even when the memory estimate exceeds the machine's memory
 
     def model_config(self) -> ModelConfig:
         if self.init_from:
@@ -226,6 +227,7 @@ RESUME_MAY_CHANGE = (
     "resume",
     "out",
     "limit_batches",
+    "force",
 )
 
 
@@ -242,6 +244,38 @@ def resumed_options(saved: dict[str, Any], given: dict[str, Any], source: Path) 
                     f"--resume continues {source.parent} as it was configured ({source}): {flag} {value} differs from its {old}"
                 )
     return {**saved, **given}
+
+
+# Peak training memory per batch pixel and unit of width, measured: the presets at 256 x 256, batch 8
+# (BENCHMARKS.md, train RSS 5.49 / 2.83 / 1.53 GB for widths 64 / 32 / 16): 164-182 bytes.
+TRAIN_BYTES_PER_PIXEL_WIDTH = 180
+
+
+def training_memory(cfg: TrainConfig) -> float:
+    """Estimated peak bytes of a training step: activations ~ batch x pixels x width (the deeper
+    levels add at most as much again, included in the measured constant), plus weights, gradients
+    and Adam's two moments, plus the process's own ~0.5 GB."""
+    config = cfg.model_config()
+    side = cfg.crop_size() or EVAL_SIZE[0]
+    with torch.device("meta"):
+        weights = sum(p.numel() for p in AttentionUNet(config).parameters())
+    return TRAIN_BYTES_PER_PIXEL_WIDTH * cfg.batch_size * side * side * config.width + 16 * weights + 0.5e9
+
+
+def check_training_memory(cfg: TrainConfig) -> None:
+    """One line, before anything is built, when the estimate exceeds this machine's memory."""
+    import os
+
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # not POSIX: no estimate to compare with
+        return
+    need = training_memory(cfg) * max(1, int(cfg.devices) if str(cfg.devices).isdigit() else 1)
+    if need > 0.9 * total and not cfg.force:
+        raise InputError(
+            f"this training needs about {need / 2**30:.1f} GiB (batch {cfg.batch_size}, {cfg.crop_size() or EVAL_SIZE[0]}^2 pixels, "
+            f"width {cfg.model_config().width}) and the machine has {total / 2**30:.1f} GiB: lower --batch-size or the crop, or give --force"
+        )
 
 
 def init_path(init_from: str) -> Path:
@@ -680,6 +714,7 @@ def fit(cfg: TrainConfig) -> Path:
     from lightning.pytorch.loggers import CSVLogger
 
     cfg.validate()
+    check_training_memory(cfg)
     allocator.keep_freed_memory()  # for the whole process: every step reuses the last one's memory
     run_dir = Path(cfg.out or f"runs/{time.strftime('%Y%m%d-%H%M%S')}")
     run_dir.mkdir(parents=True, exist_ok=True)
