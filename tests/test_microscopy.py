@@ -165,3 +165,24 @@ def test_bad_microscopy_options_are_one_line_exit_2_and_write_nothing(
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
     assert not out.exists()  # nothing half-written
+
+
+def test_intensities_equal_regionprops() -> None:
+    """scipy.ndimage's per-label statistics give regionprops' intensity_mean/min/max (and mean x area)."""
+    from skimage.measure import regionprops_table
+
+    rng = np.random.default_rng(0)
+    labels = np.zeros((120, 120), np.int32)
+    for k in range(1, 30):
+        y, x = rng.integers(6, 114, 2)
+        labels[y - 4 : y + 5, x - 3 : x + 4] = k  # later nuclei overlap earlier ones, as touching nuclei do
+    image = rng.random((120, 120, 2)) * 1000
+    table = measurements(labels, image)
+    reference = regionprops_table(
+        labels, image, properties=["label", "area", "intensity_mean", "intensity_min", "intensity_max"]
+    )
+    assert (table["label"] == reference["label"]).all()
+    for c in range(2):
+        for stat in ("mean", "min", "max"):
+            assert np.allclose(table[f"{stat}_ch{c}"], reference[f"intensity_{stat}-{c}"])
+        assert np.allclose(table[f"integrated_ch{c}"], reference[f"intensity_mean-{c}"] * reference["area"])

@@ -96,9 +96,8 @@ def measurements(
         intensity = intensity[..., None]
     names = list(channel_names or [f"ch{c}" for c in range(channels)])
     props = list(dict.fromkeys(k.split("-")[0] for k in SHAPE))
-    if channels:
-        props += ["intensity_mean", "intensity_min", "intensity_max"]
-    raw = regionprops_table(labels.astype(np.int32), intensity, properties=props, extra_properties=(polygon_solidity,))
+    labels = labels.astype(np.int32)
+    raw = regionprops_table(labels, properties=props, extra_properties=(polygon_solidity,))
     integers = ("label", "bbox", "area")
     table = {
         new: np.asarray(raw[old], dtype=np.int64 if old.split("-")[0] in integers else float)
@@ -111,10 +110,15 @@ def measurements(
         | (table["bbox_y1"] == labels.shape[0])
         | (table["bbox_x1"] == labels.shape[1])
     )
+    # intensities by scipy.ndimage over all nuclei at once: the same numbers as regionprops'
+    # intensity_mean/min/max, 8x faster than its per-region loop (BENCHMARKS.md)
+    index = table["label"]
     for c, name in enumerate(names):
-        for stat in ("mean", "min", "max"):  # an H x W x C intensity image gives "-c" keys, even for C = 1
-            table[f"{stat}_{name}"] = np.asarray(raw[f"intensity_{stat}-{c}"], float)
-        table[f"integrated_{name}"] = table[f"mean_{name}"] * table["area"]
+        plane = intensity[..., c]
+        table[f"mean_{name}"] = np.asarray(ndimage.mean(plane, labels, index), float).reshape(-1)
+        table[f"min_{name}"] = np.asarray(ndimage.minimum(plane, labels, index), float).reshape(-1)
+        table[f"max_{name}"] = np.asarray(ndimage.maximum(plane, labels, index), float).reshape(-1)
+        table[f"integrated_{name}"] = np.asarray(ndimage.sum(plane, labels, index), float).reshape(-1)
     if pixel_size:
         table["area_um2"] = table["area"] * pixel_size**2
         for key in LENGTHS:
