@@ -50,7 +50,7 @@ def test_contours_split_touching_nuclei_that_have_no_neck() -> None:
     labels = two_touching_boxes()
     prob = (labels > 0).astype(np.float32)
     assert instances(prob).max() == 1  # no neck: the distance transform has one peak
-    out = instances(prob, contours(labels).astype(np.float32))
+    out = instances(prob, contour=contours(labels).astype(np.float32))
     assert out.max() == 2 and ((out > 0) == (labels > 0)).all()
     assert len(np.unique(out[labels == 1])) == 1 and len(np.unique(out[labels == 2])) == 1
 

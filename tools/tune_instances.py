@@ -49,7 +49,7 @@ def main() -> None:
         c = outputs.index("contour")
         for t, h, a in itertools.product(args.thresholds, args.hs, args.min_areas):
             methods[f"contour watershed t={t:g} h={h:g} min_area={a}"] = lambda p, t=t, h=h, a=a: instances(
-                p[0], p[c], h=h, min_area=a, contour_threshold=t
+                p[0], contour=p[c], h=h, min_area=a, contour_threshold=t
             )
     if "distance" in outputs:
         d = outputs.index("distance")

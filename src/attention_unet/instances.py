@@ -6,6 +6,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+from .settings import InferenceSettings
+
 
 def contours(labels: np.ndarray) -> np.ndarray:
     """Each nucleus's inner rim, two pixels thick: where touching nuclei meet, a four-pixel seam
@@ -39,11 +41,12 @@ def targets(labels: np.ndarray, contour: bool, distance: bool = False) -> np.nda
 
 def instances(
     prob: np.ndarray,
+    *,
     contour: np.ndarray | None = None,
     threshold: float = 0.5,
-    min_area: int = 8,
-    h: float = 1.0,
-    contour_threshold: float = 0.5,
+    min_area: int = InferenceSettings.min_area,
+    h: float = InferenceSettings.h,
+    contour_threshold: float = InferenceSettings.contour_threshold,
     distance: np.ndarray | None = None,
 ) -> np.ndarray:
     """Instance labels: connected components of prob > threshold, each split by a watershed on its

@@ -132,12 +132,12 @@ class Predictor:
 
         return instances(
             probs[0],
-            output("contour", self.contours),
-            threshold,
-            self.min_area,
-            self.h,
-            self.contour_threshold,
-            output("distance", self.distances),
+            contour=output("contour", self.contours),
+            threshold=threshold,
+            min_area=self.min_area,
+            h=self.h,
+            contour_threshold=self.contour_threshold,
+            distance=output("distance", self.distances),
         )
 
     def auto_scale(self, image: np.ndarray, value_range: tuple[float, float]) -> float:
