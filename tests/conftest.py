@@ -64,3 +64,16 @@ def tiny_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Keep the decoded-dataset cache out of the user's home during tests."""
     monkeypatch.setenv("ATTENTION_UNET_CACHE", str(tmp_path / "cache"))
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An untrained width-4, depth-2 model (fast; its predictions are noise, its files are real)."""
+    import torch
+
+    from attention_unet.model import AttentionUNet, ModelConfig, save_model
+
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("model")
+    save_model(AttentionUNet(ModelConfig(width=4, depth=2)).eval(), folder, {"train": {"norm": "percentile"}})
+    return folder

@@ -20,27 +20,16 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 import tifffile
-import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from safetensors.torch import save_file
 
-from attention_unet import AttentionUNet, ModelConfig
 from attention_unet.cli import main
-from attention_unet.model import save_model
 from attention_unet.outputs import OutputFolder
 
 from .conftest import synthetic
 
 CAP = 3 << 30
-
-
-@pytest.fixture(scope="module")
-def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("model")
-    save_model(AttentionUNet(ModelConfig(width=4, depth=2)).eval(), folder, {"train": {"norm": "percentile"}})
-    return folder
 
 
 def capped(argv: list[str], cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
@@ -80,10 +69,10 @@ def tiff_bomb(path: Path, side: int = 60000) -> None:
 # ----------------------------------------------------------------- 1-5: memory from tiny files
 
 
-def test_1_a_tiff_declaring_60000_squared_pixels_is_refused_from_its_header(tmp_path: Path, model: Path) -> None:
+def test_1_a_tiff_declaring_60000_squared_pixels_is_refused_from_its_header(tmp_path: Path, tiny_model: Path) -> None:
     tiff_bomb(tmp_path / "bomb.tif")
     assert (tmp_path / "bomb.tif").stat().st_size < 5 << 20
-    result = capped(["predict", "bomb.tif", "--out", "out", "--model", str(model)], tmp_path)
+    result = capped(["predict", "bomb.tif", "--out", "out", "--model", str(tiny_model)], tmp_path)
     assert result.returncode == 2 and "60000 x 60000 pixels is above the limit" in one_line(result.stderr)
     with zipfile.ZipFile(tmp_path / "train.zip", "w") as archive:  # the same inside a training zip
         archive.write(tmp_path / "bomb.tif", "a/images/a.tif")
@@ -92,39 +81,12 @@ def test_1_a_tiff_declaring_60000_squared_pixels_is_refused_from_its_header(tmp_
     assert result.returncode == 2 and "a.tif: 60000 x 60000 pixels" in one_line(result.stderr)
 
 
-def test_the_pixel_limit_can_be_raised_or_lowered(tmp_path: Path, model: Path, capsys) -> None:
+def test_the_pixel_limit_can_be_raised_or_lowered(tmp_path: Path, tiny_model: Path, capsys) -> None:
     iio.imwrite(tmp_path / "a.png", synthetic(0, (64, 64))[0])
-    assert (
-        main(
-            [
-                "predict",
-                str(tmp_path / "a.png"),
-                "--out",
-                str(tmp_path / "o"),
-                "--model",
-                str(model),
-                "--max-pixels",
-                "1000",
-            ]
-        )
-        == 2
-    )
+    argv = ["predict", str(tmp_path / "a.png"), "--out", str(tmp_path / "o"), "--model", str(tiny_model)]
+    assert main([*argv, "--max-pixels", "1000"]) == 2
     assert "64 x 64 pixels is above the limit of 1,000" in capsys.readouterr().err
-    assert (
-        main(
-            [
-                "predict",
-                str(tmp_path / "a.png"),
-                "--out",
-                str(tmp_path / "o"),
-                "--model",
-                str(model),
-                "--max-pixels",
-                "5000",
-            ]
-        )
-        == 0
-    )
+    assert main([*argv, "--max-pixels", "5000"]) == 0
     os.environ.pop("ATTENTION_UNET_MAX_PIXELS", None)
 
 
@@ -144,14 +106,14 @@ def test_2_a_zip_entry_that_inflates_hugely_is_refused_unread(tmp_path: Path) ->
 
 @pytest.mark.parametrize(("key", "value"), [("width", 1024), ("depth", 40)])
 def test_3_model_metadata_that_describes_a_huge_network_is_refused_before_building_it(
-    tmp_path: Path, model: Path, key: str, value: int
+    tmp_path: Path, tiny_model: Path, key: str, value: int
 ) -> None:
     from safetensors.torch import load_file
 
-    info = json.loads((model / "config.json").read_text())
+    info = json.loads((tiny_model / "config.json").read_text())
     info["model"][key] = value
     save_file(
-        load_file(model / "model.safetensors"),
+        load_file(tiny_model / "model.safetensors"),
         tmp_path / "model.safetensors",
         metadata={"attention_unet": json.dumps(info)},
     )
@@ -198,36 +160,41 @@ def test_5_a_network_too_deep_for_the_machine_is_refused(tmp_path: Path, capsys)
 # ------------------------------------------------------ 6-11: the user's files overwritten or lost
 
 
-def test_6_the_users_own_files_are_never_replaced_nor_taken_for_inputs(tmp_path: Path, model: Path, capsys) -> None:
+def test_6_the_users_own_files_are_never_replaced_nor_taken_for_inputs(
+    tmp_path: Path, tiny_model: Path, capsys
+) -> None:
     iio.imwrite(tmp_path / "cell.png", synthetic(0)[0])
     (tmp_path / "cell_mask.png").write_bytes(b"the user's own mask")
-    assert main(["predict", str(tmp_path / "cell.png"), "--out", str(tmp_path), "--model", str(model)]) == 2
+    assert main(["predict", str(tmp_path / "cell.png"), "--out", str(tmp_path), "--model", str(tiny_model)]) == 2
     assert (tmp_path / "cell_mask.png").read_bytes() == b"the user's own mask"
     assert "was not written by attention-unet" in capsys.readouterr().err
     folder = tmp_path / "own"
     folder.mkdir()
     iio.imwrite(folder / "a.png", synthetic(1)[0])
     for _ in range(2):  # the second run sees its own outputs and leaves them out
-        assert main(["predict", str(folder), "--out", str(folder), "--model", str(model)]) == 0
+        assert main(["predict", str(folder), "--out", str(folder), "--model", str(tiny_model)]) == 0
     assert not list(folder.glob("*_mask_mask*")) and (folder / "a_mask.png").is_file()
 
 
-def test_7_inputs_sharing_a_stem_get_distinct_outputs(tmp_path: Path, model: Path) -> None:
+def test_7_inputs_sharing_a_stem_get_distinct_outputs(tmp_path: Path, tiny_model: Path) -> None:
     for folder, suffix in (("d1", ".png"), ("d1", ".tif"), ("d2", ".png")):
         (tmp_path / folder).mkdir(exist_ok=True)
         iio.imwrite(tmp_path / folder / f"x{suffix}", synthetic(2)[0])
     out = tmp_path / "out"
-    assert main(["predict", str(tmp_path / "d1"), str(tmp_path / "d2"), "--out", str(out), "--model", str(model)]) == 0
+    assert (
+        main(["predict", str(tmp_path / "d1"), str(tmp_path / "d2"), "--out", str(out), "--model", str(tiny_model)])
+        == 0
+    )
     assert sorted(p.name for p in out.glob("*_labels.tif")) == ["x_2_labels.tif", "x_3_labels.tif", "x_labels.tif"]
     rows = (out / "summary.csv").read_text().splitlines()[1:]
     assert len({row.split(",")[1] for row in rows}) == 3
 
 
-def test_8_a_second_run_into_the_same_folder_is_refused(tmp_path: Path, model: Path, capsys) -> None:
+def test_8_a_second_run_into_the_same_folder_is_refused(tmp_path: Path, tiny_model: Path, capsys) -> None:
     iio.imwrite(tmp_path / "a.png", synthetic(0)[0])
     holder = OutputFolder(tmp_path / "out")
     holder.lock()
-    assert main(["predict", str(tmp_path / "a.png"), "--out", str(tmp_path / "out"), "--model", str(model)]) == 2
+    assert main(["predict", str(tmp_path / "a.png"), "--out", str(tmp_path / "out"), "--model", str(tiny_model)]) == 2
     assert "another attention-unet run is writing there" in capsys.readouterr().err
     holder.release()
 
@@ -244,11 +211,11 @@ def test_9_an_interrupted_write_leaves_nothing_that_looks_complete(tmp_path: Pat
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # no partial file, no 0-byte output
 
 
-def test_9_a_stopped_run_continues_with_what_is_missing(tmp_path: Path, model: Path) -> None:
+def test_9_a_stopped_run_continues_with_what_is_missing(tmp_path: Path, tiny_model: Path) -> None:
     for k in range(3):
         iio.imwrite(tmp_path / f"i{k}.png", synthetic(k)[0])
     out = tmp_path / "out"
-    argv = ["predict", *(str(tmp_path / f"i{k}.png") for k in range(3)), "--out", str(out), "--model", str(model)]
+    argv = ["predict", *(str(tmp_path / f"i{k}.png") for k in range(3)), "--out", str(out), "--model", str(tiny_model)]
     assert main(argv) == 0
     (out / "i1_nuclei.csv").unlink()  # as if stopped before i1 was finished
     before = (out / "i0_labels.tif").stat().st_mtime_ns
@@ -311,21 +278,21 @@ def test_12_a_nan_pixel_does_not_blank_the_image(tmp_path: Path) -> None:
     )
 
 
-def test_13_bool_complex_and_planar_rgb_tiffs(tmp_path: Path, model: Path, capsys) -> None:
+def test_13_bool_complex_and_planar_rgb_tiffs(tmp_path: Path, tiny_model: Path, capsys) -> None:
     image = synthetic(4, (64, 64))[0]
     tifffile.imwrite(tmp_path / "bits.tif", image > 100)
     tifffile.imwrite(tmp_path / "complex.tif", image.astype(np.complex64))
     tifffile.imwrite(tmp_path / "planar.tif", np.stack([image] * 3), photometric="rgb", planarconfig="separate")
-    assert main(["predict", str(tmp_path), "--out", str(tmp_path / "out"), "--model", str(model)]) == 1
+    assert main(["predict", str(tmp_path), "--out", str(tmp_path / "out"), "--model", str(tiny_model)]) == 1
     assert "complex.tif: pixels of type complex64 are not an image's" in capsys.readouterr().err
     assert {p.name for p in (tmp_path / "out").glob("*_labels.tif")} == {"bits_labels.tif", "planar_labels.tif"}
 
 
-def test_14_a_symlink_loop_is_walked_once(tmp_path: Path, model: Path) -> None:
+def test_14_a_symlink_loop_is_walked_once(tmp_path: Path, tiny_model: Path) -> None:
     (tmp_path / "in" / "a").mkdir(parents=True)
     iio.imwrite(tmp_path / "in" / "a" / "x.png", synthetic(5)[0])
     (tmp_path / "in" / "a" / "back").symlink_to(tmp_path / "in")
-    assert main(["predict", str(tmp_path / "in"), "--out", str(tmp_path / "out"), "--model", str(model)]) == 0
+    assert main(["predict", str(tmp_path / "in"), "--out", str(tmp_path / "out"), "--model", str(tiny_model)]) == 0
     assert len((tmp_path / "out" / "summary.csv").read_text().splitlines()) == 2
 
 
@@ -357,11 +324,11 @@ def test_14_a_symlink_loop_is_walked_once(tmp_path: Path, model: Path) -> None:
     ],
 )
 def test_15_bad_options_are_one_line_and_exit_2(
-    argv: list[str], message: str, tmp_path: Path, model: Path, capsys
+    argv: list[str], message: str, tmp_path: Path, tiny_model: Path, capsys
 ) -> None:
     if argv[0] == "predict":
         iio.imwrite(tmp_path / "a.png", synthetic(0)[0])
-        argv = ["predict", str(tmp_path / "a.png"), "--out", str(tmp_path / "o"), "--model", str(model), *argv[2:]]
+        argv = ["predict", str(tmp_path / "a.png"), "--out", str(tmp_path / "o"), "--model", str(tiny_model), *argv[2:]]
     else:
         argv = [*argv, "--out", str(tmp_path / "run"), "--preset", "small"]
     assert main(argv) == 2
@@ -376,11 +343,11 @@ def test_15_a_yaml_option_of_the_wrong_type_is_named(tmp_path: Path, capsys) -> 
     assert "option epochs: 'ten' is not a whole number" in capsys.readouterr().err
 
 
-def broken_models(folder: Path, model: Path) -> dict[str, Path]:
+def broken_models(folder: Path, tiny_model: Path) -> dict[str, Path]:
     from safetensors.torch import load_file
 
-    tensors = load_file(model / "model.safetensors")
-    info = json.loads((model / "config.json").read_text())
+    tensors = load_file(tiny_model / "model.safetensors")
+    info = json.loads((tiny_model / "config.json").read_text())
     paths = {name: folder / f"{name}.safetensors" for name in ("random", "bare", "malformed", "mismatch")}
     paths["random"].write_bytes(np.random.default_rng(0).bytes(5000))
     save_file(tensors, paths["bare"])
@@ -405,24 +372,24 @@ def broken_models(folder: Path, model: Path) -> dict[str, Path]:
         ("onnx", "not a readable ONNX file"),
     ],
 )
-def test_16_broken_model_files_are_one_line(tmp_path: Path, model: Path, name: str, message: str, capsys) -> None:
-    path = broken_models(tmp_path, model)[name]
+def test_16_broken_model_files_are_one_line(tmp_path: Path, tiny_model: Path, name: str, message: str, capsys) -> None:
+    path = broken_models(tmp_path, tiny_model)[name]
     iio.imwrite(tmp_path / "a.png", synthetic(0)[0])
     assert main(["predict", str(tmp_path / "a.png"), "--out", str(tmp_path / "o"), "--model", str(path)]) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1 and str(path) in err
 
 
-def test_17_outputs_and_inputs_that_cannot_work(tmp_path: Path, model: Path, capsys) -> None:
+def test_17_outputs_and_inputs_that_cannot_work(tmp_path: Path, tiny_model: Path, capsys) -> None:
     iio.imwrite(tmp_path / "a.png", synthetic(0)[0])
     (tmp_path / "file").write_text("")
-    assert main(["predict", str(tmp_path / "a.png"), "--out", str(tmp_path / "file"), "--model", str(model)]) == 2
+    assert main(["predict", str(tmp_path / "a.png"), "--out", str(tmp_path / "file"), "--model", str(tiny_model)]) == 2
     assert "is a file, not a folder" in capsys.readouterr().err
-    assert main(["export", "--model", str(model), "--torchscript", str(tmp_path / "missing" / "m.pt")]) == 0
+    assert main(["export", "--model", str(tiny_model), "--torchscript", str(tmp_path / "missing" / "m.pt")]) == 0
     (tmp_path / "empty.png").write_bytes(b"")
     (tmp_path / "text.png").write_text("hello")
     for bad in ("empty.png", "text.png"):
-        assert main(["predict", str(tmp_path / bad), "--out", str(tmp_path / "o2"), "--model", str(model)]) == 2
+        assert main(["predict", str(tmp_path / bad), "--out", str(tmp_path / "o2"), "--model", str(tiny_model)]) == 2
         err = capsys.readouterr().err
         assert f"{bad}: cannot read image" in err and "pyav" not in err
 

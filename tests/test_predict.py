@@ -80,14 +80,6 @@ def test_tiled_equals_whole_image_on_1024() -> None:
     assert np.abs(whole - tiled).mean() <= 1e-3
 
 
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("model")
-    save_model(AttentionUNet(ModelConfig(width=4, depth=2)).eval(), folder, {"train": {"norm": "percentile"}})
-    return folder
-
-
 def test_predict_writes_every_output_and_mirrors_folders(tmp_path: Path, tiny_model: Path) -> None:
     src = tmp_path / "in"
     (src / "sub").mkdir(parents=True)

@@ -46,11 +46,10 @@ LENGTHS = (
 
 @dataclass(frozen=True)
 class MeasureSettings:
-    """Which nuclei count, and what is known about the pixels."""
+    """Which nuclei count."""
 
     min_size: int = 0  # nuclei of fewer pixels are dropped
     exclude_edges: bool = False  # drop nuclei that touch the image border
-    pixel_size: float | None = None  # µm per pixel, when known
 
 
 def keep(labels: np.ndarray, *, min_size: int = 0, exclude_edges: bool = False) -> np.ndarray:

@@ -83,7 +83,7 @@ class OutputFolder:
             yield temporary
             if relative not in self.ours:  # listed before it appears, so a crash cannot orphan it
                 self.ours.add(relative)
-                self._save_manifest()
+                self._list(relative)
             os.replace(temporary, path)
         finally:
             temporary.unlink(missing_ok=True)
@@ -93,8 +93,8 @@ class OutputFolder:
         with self.writing(path) as temporary:
             writer(temporary)
 
-    def _save_manifest(self) -> None:
-        listed = self.root / MANIFEST
-        temporary = listed.with_name(f".partial-{os.getpid()}-{MANIFEST}")
-        temporary.write_text("".join(f"{name}\n" for name in sorted(self.ours)))
-        os.replace(temporary, listed)
+    def _list(self, relative: str) -> None:
+        """Append one name to the manifest (appending, not rewriting: a batch of n files costs n
+        short writes, not n rewrites of a growing list)."""
+        with open(self.root / MANIFEST, "a") as f:
+            f.write(f"{relative}\n")

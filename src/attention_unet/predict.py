@@ -21,6 +21,7 @@ from .errors import InputError
 from .images import find_inputs, heat_map, open_image, overlay
 from .measure import MeasureSettings, geojson_features, keep, measurements, outlines, write_geojson
 from .measure import rois as roi_set
+from .measure import write_table as write_measurement_csv
 from .outputs import OutputFolder
 from .reports import predict_index
 from .settings import InferenceSettings
@@ -194,9 +195,11 @@ def predict_files(inputs: list[str], *, out: str | Path, predictor: Predictor, o
     stems = unique_stems([rel for _, rel in files])
     summary = Summary()
     earlier = earlier_rows(folder) if options.skip_existing else {}
+    unwritten = False  # summary rows not yet in summary.csv
     for (path, _), stem in tqdm(list(zip(files, stems)), desc="predict", unit="file", file=sys.stderr):
         if options.skip_existing and folder.done(folder.root / f"{stem}_nuclei.csv") and str(path) in earlier:
             summary.rows += earlier[str(path)]  # the nuclei table is written last: the file was finished
+            unwritten = True
             continue
         try:
             rows = predict_file(path, folder=folder, stem=stem, predictor=predictor, options=options, diameter=diameter)
@@ -206,8 +209,9 @@ def predict_files(inputs: list[str], *, out: str | Path, predictor: Predictor, o
             continue
         summary.rows += [{"input": str(path), **row} for row in rows]
         write_summary(folder, summary.rows)  # as images finish: a stopped run keeps what it did
-    if summary.rows:
-        write_summary(folder, summary.rows)  # the rows of files left out by --skip-existing after the last one done
+        unwritten = False
+    if unwritten:
+        write_summary(folder, summary.rows)  # the rows of files --skip-existing left out after the last one done
     folder.release()
     print(f"{len(files) - len(summary.failed)} file(s) segmented, outputs in {out}", file=sys.stderr)
     if summary.failed:
@@ -349,7 +353,7 @@ def predict_file(
     if options.geojson:
         folder.write(Path(f"{target}_nuclei.geojson"), lambda t: write_geojson(t, features))
     # last: its presence marks the file as finished (--skip-existing)
-    folder.write(Path(f"{target}_nuclei.csv"), lambda t: write_measurements(t, tables))
+    folder.write(Path(f"{target}_nuclei.csv"), lambda t: write_measurement_csv(t, tables))
     return rows
 
 
@@ -405,12 +409,6 @@ def imagej_layout(stack_axes: str, stack_shape: tuple[int, ...]) -> tuple[str, t
     if stack_axes in ("", "T", "Z", "TZ"):
         return stack_axes, stack_shape
     return "Z", (int(np.prod(stack_shape)),)
-
-
-def write_measurements(path: Path, tables: list[tuple[dict, dict]]) -> None:
-    from .measure import write_table as write_csv
-
-    write_csv(path, tables)
 
 
 def write_picture_outputs(
