@@ -321,6 +321,7 @@ def test_14_a_symlink_loop_is_walked_once(tmp_path: Path, tiny_model: Path) -> N
         (["predict", "IMAGE", "--scale", "0"], "--scale must be"),
         (["predict", "IMAGE", "--threshold", "2"], "--threshold must lie between 0 and 1"),
         (["predict", "IMAGE", "--min-size", "-1"], "--min-size must be 0 or more"),
+        (["predict", "IMAGE", "--diameter", "1e-9"], "--diameter must be at least 2 pixels"),
     ],
 )
 def test_15_bad_options_are_one_line_and_exit_2(
@@ -397,7 +398,7 @@ def test_17_outputs_and_inputs_that_cannot_work(tmp_path: Path, tiny_model: Path
 # ------------------------------------------------------------------------------ fuzzing main()
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=30, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
 @given(
     option=st.sampled_from(
         [

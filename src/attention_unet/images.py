@@ -184,8 +184,7 @@ def open_image(path: str | Path, *, axes: str | None = None, pixel_size: float |
     """An :class:`ImageFile` for ``path``; ``axes`` overrides the axes the file declares (e.g.
     "CYX" for a two-page TIFF that names none), ``pixel_size`` (µm) the size it declares."""
     path = Path(path)
-    if pixel_size is not None and not pixel_size > 0:
-        raise InputError(f"--pixel-size must be a positive number of µm, not {pixel_size}")
+    check_pixel_size(pixel_size)
     if path.suffix.lower() not in (".tif", ".tiff"):
         image = data.decode_image(path)
         file_axes = "YX" if image.ndim == 2 else "YXS"
@@ -232,7 +231,23 @@ def _ome_channel_names(tif: object) -> list[str]:
     return [c.get("Name", "") for c in root.iter() if c.tag.endswith("}Channel")]
 
 
+PIXEL_SIZES = (1e-4, 1e4)  # µm: 0.1 nm to 1 cm covers every microscope; outside, a size is an error
+
+
+def check_pixel_size(pixel_size: float | None) -> None:
+    """One line for a --pixel-size no microscope has (0, negative, NaN, 1e154, ...)."""
+    low, high = PIXEL_SIZES
+    if pixel_size is not None and not low <= pixel_size <= high:
+        raise InputError(f"--pixel-size must be a number of µm from {low:g} to {high:g}, not {pixel_size}")
+
+
 def _pixel_size(tif: object) -> float | None:
+    """The file's pixel size (:func:`_declared_pixel_size`) when it is one a microscope can have."""
+    size = _declared_pixel_size(tif)
+    return size if size is not None and PIXEL_SIZES[0] <= size <= PIXEL_SIZES[1] else None
+
+
+def _declared_pixel_size(tif: object) -> float | None:
     """µm per pixel from OME (PhysicalSizeX), ImageJ (unit micron + XResolution) or a centimetre
     XResolution; None when the file says nothing trustworthy (72 dpi defaults are not sizes)."""
     import xml.etree.ElementTree as ET

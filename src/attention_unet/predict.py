@@ -18,7 +18,7 @@ import numpy as np
 
 from . import data
 from .errors import InputError
-from .images import find_inputs, heat_map, open_image, overlay
+from .images import check_pixel_size, find_inputs, heat_map, open_image, overlay
 from .measure import MeasureSettings, geojson_features, keep, measurements, outlines, write_geojson
 from .measure import rois as roi_set
 from .measure import write_table as write_measurement_csv
@@ -85,8 +85,10 @@ def summarise(name: str, labels: np.ndarray) -> dict:
 
 def scale_for_diameter(target_diameter: float, diameter: float) -> float:
     """The factor that brings nuclei of ``diameter`` pixels to the size the model learnt."""
-    if not diameter > 0:
-        raise InputError(f"--diameter must be a positive number of pixels, not {diameter}")
+    if not target_diameter / MAX_SCALE <= diameter < float("inf"):  # also refuses NaN
+        raise InputError(
+            f"--diameter must be at least {target_diameter / MAX_SCALE:g} pixels (at most {MAX_SCALE:g}x enlargement), not {diameter:g}"
+        )
     return target_diameter / diameter
 
 
@@ -184,9 +186,10 @@ def predict_files(inputs: list[str], *, out: str | Path, predictor: Predictor, o
 
     if not 0 < options.threshold < 1:
         raise InputError(f"--threshold must lie between 0 and 1, not {options.threshold}")
-    if options.pixel_size is not None and not options.pixel_size > 0:
-        raise InputError(f"--pixel-size must be a positive number of µm, not {options.pixel_size}")
+    check_pixel_size(options.pixel_size)
     diameter = parse_diameter(options.diameter) if options.diameter is not None else None
+    if diameter is not None and diameter[1] == "px":
+        scale_for_diameter(predictor.target_diameter, diameter[0])  # a bad size in pixels is one line before any file
     folder = OutputFolder(out)
     files = [(path, rel) for path, rel in find_inputs(inputs) if not folder.is_ours(path)]
     if not files:
