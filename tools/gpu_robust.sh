@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# The robustness issue's recipes side by side on a lent GPU machine (the `device` tool), from the
+# repository root. The data is too large for one call (64 MiB), so two calls on the same warm machine:
+#   tools/gpu_robust.sh stash  carrying .whl .devdata/bbbc039 .devdata/tnbc .devdata/split.json
+#                              (wheels for albumentations and its needs, missing from that machine)
+#   tools/gpu_robust.sh train  carrying .devdata/stage1_train .devdata/v2 (v2's weights: every run
+#                              starts from them, so that the runs without TNBC never saw H&E)
+# .devdata comes from `python tools/devdata.py --split runs/nuclei-v4/split.json --eight-bit bbbc039`
+# (train and valid parts only; v4's split). Four runs at once, each with 3 loader workers:
+#   v4r          v4's recipe (crops of 128, scale 0.25-3) on all three datasets
+#   v4r-lso      the same without TNBC: scored on all of TNBC afterwards, a stain it never saw
+#   wide         crops of 256 (context for large nuclei), scale 0.25-6 (18-px nuclei at 4.5-108 px)
+#   wide-lso     the same without TNBC
+set -euo pipefail
+KEEP=/root/keep
+case "$1" in
+  stash)
+    mkdir -p $KEEP && cp -r .devdata/bbbc039 .devdata/tnbc .devdata/split.json $KEEP/
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target $KEEP/site .whl/*.whl
+    nvidia-smi -L
+    PYTHONPATH=$KEEP/site:src python3 -c "import albumentations, torch, lightning, attention_unet.train as t; print('ok', torch.__version__, lightning.__version__, albumentations.__version__, torch.cuda.is_available())"
+    ;;
+  train)
+    [ -d $KEEP/tnbc ] || { echo "no $KEEP: the machine was not the stash call's"; exit 3; }
+    cp -r $KEEP/bbbc039 $KEEP/tnbc $KEEP/split.json .devdata/
+    export PYTHONPATH=$KEEP/site:src ATTENTION_UNET_CACHE=/tmp/cache OUT=${OUT:-/tmp/out} PYTHONUNBUFFERED=1
+    D=".devdata/stage1_train .devdata/bbbc039"
+    python3 -c "from attention_unet import data; [data.load_records(p) for p in '$D .devdata/tnbc'.split()]"
+    COMMON="--split-file .devdata/split.json --init-from .devdata/v2/model.safetensors --augment robust --balance
+      --samples-per-epoch 3200 --loss bce+dice --lr 5e-4 --scheduler cosine --batch-size 8 --epochs ${EPOCHS:-16}
+      --monitor val_f1 --max-minutes ${MINUTES:-6.8} --seed 42 --accelerator gpu --devices 1 --workers 3"
+    V4R="--input crop:128 --scale 0.25 3"
+    WIDE="--input crop:256 --scale 0.25 6"
+    run() {  # name, flags
+      OMP_NUM_THREADS=1 python3 -m attention_unet train $COMMON --out "/tmp/runs/$1" "${@:2}" > "/tmp/runs-$1.log" 2>&1 \
+        || { echo "$1 failed"; tail -20 "/tmp/runs-$1.log"; }
+    }
+    run v4r --data $D .devdata/tnbc $V4R & run v4r-lso --data $D $V4R &
+    run wide --data $D .devdata/tnbc $WIDE & run wide-lso --data $D $WIDE &
+    wait
+    for r in v4r v4r-lso wide wide-lso; do
+      cp "/tmp/runs/$r/model/model.safetensors" "$OUT/$r.safetensors" || true
+      cp "/tmp/runs-$r.log" "/tmp/runs/$r/train.log" || true
+    done
+    tar -C /tmp/runs -czf "$OUT/robust-runs.tgz" --exclude=checkpoints --exclude=model .
+    python3 - <<'PY'
+import csv
+for name in ("v4r", "v4r-lso", "wide", "wide-lso"):
+    try:
+        rows = [r for r in csv.DictReader(open(f"/tmp/runs/{name}/metrics.csv")) if r.get("val_f1")]
+    except OSError:
+        print(name, "no metrics")
+        continue
+    best = max(rows, key=lambda r: float(r["val_f1"]))
+    print(name, "epochs", len(rows), "best val_f1", best["val_f1"][:6], "at epoch", best["epoch"],
+          "val_f1 by epoch", " ".join(r["val_f1"][:5] for r in rows))
+PY
+    ;;
+esac
