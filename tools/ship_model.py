@@ -5,6 +5,7 @@ inference settings chosen on the valid split (tools/tune_inference.py) to its me
 """
 
 import argparse
+from pathlib import Path
 
 from attention_unet.model import load_model, pretrained_path, save_model
 from attention_unet.settings import InferenceSettings
@@ -26,6 +27,9 @@ def main() -> None:
     )
     parser.add_argument("--h", type=float, default=1.0, help="watershed seed depth, tools/tune_instances.py")
     parser.add_argument("--out", help="write here instead of into the package (a candidate to tune or compare)")
+    parser.add_argument(
+        "--int8-calibrate", nargs="+", metavar="INPUT", help="also write model.int8.onnx calibrated on these images"
+    )
     args = parser.parse_args()
     model = load_model(args.run)
     info = {k: v for k, v in model.info.items() if k not in ("model", "version")}
@@ -41,7 +45,37 @@ def main() -> None:
         min_area=args.min_area,
     )
     info["inference"] = settings.to_metadata()
-    print(save_model(model, args.out or pretrained_path().parent, info))
+    saved = save_model(model, args.out or pretrained_path().parent, info)
+    print(saved)
+    if args.int8_calibrate:
+        write_int8(Path(saved), args.int8_calibrate)
+
+
+def write_int8(weights: Path, calibrate: list[str]) -> None:
+    """``model.int8.onnx`` beside ``weights``: the int8 ONNX that ``predict --engine auto`` runs on a
+    CPU, calibrated on ``calibrate`` (tools/int8_calibration.py: every modality), with the weights'
+    sha256 in its metadata so that a stale one is never used."""
+    import hashlib
+    import json
+    import tempfile
+
+    import onnx
+
+    from attention_unet.export import calibration_tiles, export_onnx, onnx_info, quantize_onnx
+    from attention_unet.images import find_inputs, read_pages
+
+    network = load_model(weights)
+    images = [page for file, _ in find_inputs(calibrate) for page in read_pages(file)]
+    tiles = calibration_tiles(images, network.info.get("train", {}).get("norm", "fixed"))
+    target = weights.with_suffix(".int8.onnx")
+    with tempfile.TemporaryDirectory() as tmp:
+        quantize_onnx(export_onnx(network, Path(tmp) / "model.onnx"), target, tiles)
+    info = {**onnx_info(target), "quantised_from": hashlib.sha256(weights.read_bytes()).hexdigest()}
+    info["int8_calibration"] = f"{len(tiles)} images: tools/int8_calibration.py"
+    graph = onnx.load(str(target))
+    onnx.helper.set_model_props(graph, {"attention_unet": json.dumps(info)})
+    onnx.save(graph, str(target))
+    print(target)
 
 
 if __name__ == "__main__":

@@ -213,8 +213,31 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--save-prob", action="store_true", help="also write <name>_prob.tif (float32)")
     p.add_argument("--attention", action="store_true", help="write each gate's coefficient map as a heat-map PNG")
-    p.add_argument("--engine", choices=("torch", "onnx"), default="torch")
+    p.add_argument(
+        "--engine",
+        choices=("auto", "torch", "onnx"),
+        default="auto",
+        help="auto: the shipped model's int8 ONNX on a CPU (BENCHMARKS.md), torch otherwise",
+    )
     p.add_argument("--threshold", type=float, default=0.5)
+    blocks = p.add_argument_group("large images (block-wise; README: Whole slides)")
+    blocks.add_argument(
+        "--blockwise",
+        choices=("auto", "always", "never"),
+        default="auto",
+        help="predict by blocks in bounded memory: auto = zarr inputs and TIFF planes above 30 million pixels",
+    )
+    blocks.add_argument("--block-size", type=int, metavar="PX", help="block edge (default 2048)")
+    blocks.add_argument(
+        "--halo",
+        type=int,
+        metavar="PX",
+        help="margin each block's nuclei are resolved in: wider than the largest clump of nuclei (default 256)",
+    )
+    blocks.add_argument("--workers", type=int, help="blocks at once on this machine (default 1)")
+    blocks.add_argument(
+        "--dask-scheduler", metavar="ADDRESS", help="run blocks on a dask.distributed cluster (tcp://host:8786)"
+    )
 
     p = sub.add_parser("export", help="export a model to ONNX or TorchScript")
     _model_args(p)
@@ -315,21 +338,25 @@ def _read_yaml(path: str) -> dict[str, Any]:
 
 
 def _predict(args: argparse.Namespace) -> int:
+    from .blockwise import BlockSettings
     from .measure import MeasureSettings
     from .predict import PredictOptions, load_predictor, predict_files
 
     if args.min_size < 0:
         raise InputError(f"--min-size must be 0 or more pixels, not {args.min_size}")
-    predictor = load_predictor(
-        args.model,
-        device=args.device,
-        tile=args.tile,
-        batch_size=args.batch_size,
-        tta=args.tta,
-        scale=args.scale,
-        engine=args.engine,
-        attention=args.attention,
-    )
+    recipe = {
+        "model": args.model,
+        "device": args.device,
+        "tile": args.tile,
+        "batch_size": args.batch_size,
+        "tta": args.tta,
+        "scale": args.scale,
+        "engine": args.engine,
+        "attention": args.attention,
+    }
+    predictor = load_predictor(**recipe)
+    given = {"block": args.block_size, "halo": args.halo, "workers": args.workers, "scheduler": args.dask_scheduler}
+    blocks = BlockSettings(**{k: v for k, v in given.items() if v is not None})
     options = PredictOptions(
         threshold=args.threshold,
         channel=args.channel,
@@ -342,8 +369,10 @@ def _predict(args: argparse.Namespace) -> int:
         save_prob=args.save_prob,
         attention=args.attention,
         skip_existing=args.skip_existing,
+        blockwise=args.blockwise,
+        blocks=blocks,
     )
-    return predict_files(args.inputs, out=args.out, predictor=predictor, options=options)
+    return predict_files(args.inputs, out=args.out, predictor=predictor, options=options, recipe=recipe)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -409,12 +409,22 @@ def normalisation_range(image: np.ndarray, mode: str = "percentile") -> tuple[fl
     >>> normalisation_range(np.array([[[200], [200], [200], [0]]], np.uint8), "polarity")[0] > 100
     True
     """
+    step = sample_step(image.shape[0], image.shape[1])
+    return range_of_sample(image[::step, ::step], mode)
+
+
+def sample_step(height: int, width: int) -> int:
+    """The stride of the (at most ~1M) pixels :func:`normalisation_range` looks at."""
+    return max(1, int(math.sqrt(height * width / 1e6)))
+
+
+def range_of_sample(pixels: np.ndarray, mode: str) -> tuple[float, float]:
+    """:func:`normalisation_range` from the image's pixels at :func:`sample_step`'s stride (a block-wise
+    prediction gathers them block by block, so that it normalises exactly as the whole image would)."""
     if mode == "fixed":
-        return 0.0, float(np.iinfo(image.dtype).max) if np.issubdtype(image.dtype, np.integer) else 1.0
+        return 0.0, float(np.iinfo(pixels.dtype).max) if np.issubdtype(pixels.dtype, np.integer) else 1.0
     if mode not in NORMALISATIONS:
         raise InputError(f"unknown normalisation '{mode}' (choose from {', '.join(NORMALISATIONS)})")
-    step = max(1, int(math.sqrt(image.shape[0] * image.shape[1] / 1e6)))
-    pixels = image[::step, ::step]
     lo, hi = np.percentile(pixels, (1.0, 99.8))
     lo, hi = float(lo), float(max(hi, lo + 1e-6))
     if mode == "polarity" and float(np.median(pixels.mean(axis=-1) if pixels.ndim == 3 else pixels)) > (lo + hi) / 2:

@@ -30,7 +30,9 @@ def find_inputs(inputs: list[str]) -> Iterator[tuple[Path, Path]]:
 
     for item in inputs:
         path = Path(item)
-        if path.is_dir():
+        if is_zarr(path):
+            yield from once(iter([(path, Path(path.name))]))
+        elif path.is_dir():
             yield from once(_walk(path))
         elif path.is_file():
             yield from once(iter([(path, Path(path.name))]))
@@ -45,8 +47,16 @@ def find_inputs(inputs: list[str]) -> Iterator[tuple[Path, Path]]:
             raise InputError(f"{item}: no such file or folder")
 
 
+def is_zarr(path: Path) -> bool:
+    """Whether ``path`` is a zarr array or group (an image, not a folder of images)."""
+    return path.is_dir() and (
+        path.name.endswith(".zarr") or any((path / f).exists() for f in ("zarr.json", ".zgroup", ".zarray"))
+    )
+
+
 def _walk(root: Path) -> Iterator[tuple[Path, Path]]:
-    """Image files under ``root`` in sorted order; a folder already visited (a link loop) is skipped."""
+    """Image files (and zarr images) under ``root`` in sorted order; a folder already visited (a
+    link loop) is skipped."""
     visited: set[Path] = set()
     for folder, dirs, files in os.walk(root, followlinks=True):
         real = Path(folder).resolve()
@@ -55,6 +65,9 @@ def _walk(root: Path) -> Iterator[tuple[Path, Path]]:
             continue
         visited.add(real)
         dirs.sort()
+        for name in [d for d in dirs if is_zarr(Path(folder) / d)]:
+            dirs.remove(name)
+            yield Path(folder) / name, (Path(folder) / name).relative_to(root)
         for name in sorted(files):
             file = Path(folder) / name
             if file.suffix.lower() in data.IMAGE_SUFFIXES and file.is_file():
@@ -180,9 +193,12 @@ def _reading(path: Path) -> Iterator[None]:
         raise InputError(f"{path}: cannot read image ({type(exc).__name__}: {exc})") from None
 
 
-def open_image(path: str | Path, *, axes: str | None = None, pixel_size: float | None = None) -> ImageFile:
+def open_image(
+    path: str | Path, *, axes: str | None = None, pixel_size: float | None = None, limit: bool = True
+) -> ImageFile:
     """An :class:`ImageFile` for ``path``; ``axes`` overrides the axes the file declares (e.g.
-    "CYX" for a two-page TIFF that names none), ``pixel_size`` (µm) the size it declares."""
+    "CYX" for a two-page TIFF that names none), ``pixel_size`` (µm) the size it declares. ``limit``
+    refuses planes above the pixel limit (block-wise prediction reads them by windows instead)."""
     path = Path(path)
     check_pixel_size(pixel_size)
     if path.suffix.lower() not in (".tif", ".tiff"):
@@ -213,7 +229,8 @@ def open_image(path: str | Path, *, axes: str | None = None, pixel_size: float |
         if [i for i, a in enumerate(axes) if a in "YX"] != [i for i, a in enumerate(found.axes) if a in "YX"]:
             raise InputError(f"{path}: --axes {axes} must keep Y and X where the file has them ({found.axes})")
         found.axes, found.rgb = axes, "S" in axes
-    limits.check_pixels(*found.shape_yx, str(path))
+    if limit:
+        limits.check_pixels(*found.shape_yx, str(path))
     if set(found.axes) - set(KNOWN_AXES):
         raise InputError(f"{path}: unknown axes {found.axes}; give --axes (letters from {KNOWN_AXES})")
     if pixel_size is not None:

@@ -19,6 +19,9 @@ from .errors import InputError
 DEFAULT_MAX_PIXELS = 100_000_000
 MAX_ZIP_ENTRY = 1 << 30  # an image or mask entry inflating to more than 1 GiB is refused unread
 MAX_ZIP_RATIO = 200  # ... and one that inflates more than 200-fold beyond 10 MB (a zip bomb)
+# block-wise prediction holds one block at a time, so its limit is the time and disk a run takes:
+# 100 G pixels is a 316,000-pixel square, 2.5 days at the 0.5 MP/s of BENCHMARKS.md
+BLOCKWISE_MAX_PIXELS = 100_000_000_000
 MAX_PARAMETERS = 200_000_000  # a model file may describe at most this many weights (0.8 GB in fp32)
 
 
@@ -31,13 +34,32 @@ def max_pixels() -> int:
         raise InputError(f"ATTENTION_UNET_MAX_PIXELS must be a number of pixels, not '{value}'") from None
 
 
-def check_pixels(height: int, width: int, name: str) -> None:
-    """One line naming ``name`` when a plane of height x width is over the limit."""
-    limit = max_pixels()
+def check_pixels(height: int, width: int, name: str, *, limit: int | None = None) -> None:
+    """One line naming ``name`` when a plane of height x width is over ``limit`` (default: the
+    whole-image limit, :func:`max_pixels`)."""
+    whole = limit is None
+    limit = max_pixels() if limit is None else limit
     if height * width > limit:
         raise InputError(
-            f"{name}: {width} x {height} pixels is above the limit of {limit:,} per image "
-            "(raise it with --max-pixels or ATTENTION_UNET_MAX_PIXELS if the machine has the memory)"
+            f"{name}: {width} x {height} pixels is above the limit of {limit:,} per image"
+            + (
+                " (raise it with --max-pixels or ATTENTION_UNET_MAX_PIXELS if the machine has the memory)"
+                if whole
+                else ""
+            )
+        )
+
+
+def check_compression(path: Path, height: int, width: int, bytes_per_pixel: int) -> None:
+    """One line when a plane above the whole-image limit sits in a file far smaller than its pixels
+    (more than ``MAX_ZIP_RATIO`` times): a decompression bomb would otherwise keep a block-wise run
+    busy for hours on blocks of nothing. Real slides compress 3-20x; `--blockwise always` skips this."""
+    limit = max_pixels()
+    ratio = height * width * bytes_per_pixel / max(path.stat().st_size, 1)
+    if height * width > limit and ratio > MAX_ZIP_RATIO:
+        raise InputError(
+            f"{path}: {width} x {height} pixels is above the limit of {limit:,} per image, in a file {ratio:,.0f} times "
+            "smaller than its pixels (a decompression bomb?); --blockwise always predicts it block by block"
         )
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -87,6 +88,28 @@ class OutputFolder:
             os.replace(temporary, path)
         finally:
             temporary.unlink(missing_ok=True)
+
+    def claim(self, path: Path) -> Path:
+        """``path`` (a work folder, say) listed as this tool's; one line if it is someone else's."""
+        relative = path.relative_to(self.root).as_posix()
+        if path.exists() and relative not in self.ours:
+            raise InputError(
+                f"{path}: exists and was not written by attention-unet; not touching it (choose another --out)"
+            )
+        if relative not in self.ours:
+            self.ours.add(relative)
+            self._list(relative)
+        return path
+
+    def place(self, source: Path, path: Path) -> None:
+        """Move a finished folder ``source`` (written inside the output folder) to ``path``,
+        replacing an earlier one of ours there only once the new one is in place."""
+        self.claim(path)
+        old = path.with_name(f".old-{os.getpid()}-{path.name}")
+        if path.exists():
+            os.replace(path, old)
+        os.replace(source, path)
+        shutil.rmtree(old, ignore_errors=True)
 
     def write(self, path: Path, writer: Callable[[Path], object]) -> None:
         """``writer(temporary_path)``, then the rename."""

@@ -16,9 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
-from . import data
+from . import data, limits
+from .blockwise import BlockSettings, dask_client, open_lazy, prepare, remember_predictor, segment
 from .errors import InputError
-from .images import check_pixel_size, find_inputs, heat_map, open_image, overlay
+from .images import check_pixel_size, find_inputs, heat_map, is_zarr, open_image, overlay
 from .measure import MeasureSettings, geojson_features, keep, measurements, outlines, write_geojson
 from .measure import rois as roi_set
 from .measure import write_table as write_measurement_csv
@@ -28,6 +29,8 @@ from .settings import InferenceSettings
 from .tiling import Predictor, torch_runner
 
 MAX_SCALE = 8.0  # a larger factor multiplies the work by its square for no nucleus size the model serves
+BLOCKWISE = ("auto", "always", "never")
+ENGINES = ("auto", "torch", "onnx")
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,8 @@ class PredictOptions:
     save_prob: bool = False
     attention: bool = False
     skip_existing: bool = False  # leave out inputs whose outputs an earlier run here completed
+    blockwise: str = "auto"  # auto: zarr inputs and TIFF planes above blocks.above pixels; always; never
+    blocks: BlockSettings = field(default_factory=BlockSettings)
 
 
 def parse_diameter(text: str) -> tuple[float, str]:
@@ -121,7 +126,8 @@ def load_predictor(
 ) -> Predictor:
     """A Predictor for a model file, folder or run folder (None: the shipped model). An .onnx model
     runs on ONNX Runtime; any other on torch (BatchNorm folded) unless ``engine="onnx"`` asks for
-    an export first. Normalisation and the defaults of ``tta`` and ``scale`` come from the model's
+    an export first. ``engine="auto"`` (predict's default) runs the shipped model's int8 ONNX
+    (:func:`shipped_int8`) on a CPU when there is one for these weights, else torch. Normalisation and the defaults of ``tta`` and ``scale`` come from the model's
     own metadata; ``scale`` is a factor or "auto"; ``diameter`` (the nuclei's size in pixels, as
     Cellpose's) sets the factor that brings them to the size the model learnt, instead."""
     from .model import load_model, pretrained_path
@@ -132,6 +138,11 @@ def load_predictor(
     if not (isinstance(batch_size, int) and 1 <= batch_size <= 1024):
         raise InputError(f"--batch-size must be a whole number from 1 to 1024, not {batch_size}")
     path = Path(model) if model else pretrained_path()
+    if engine not in ENGINES:
+        raise InputError(f"--engine must be one of {', '.join(ENGINES)}, not {engine}")
+    if engine == "auto":
+        int8 = shipped_int8() if not model and device == "cpu" and not attention else None
+        path, engine = (int8, "onnx") if int8 else (path, "torch")
     if path.suffix == ".onnx" or engine == "onnx":
         from .export import export_onnx, onnx_info, onnx_runner
 
@@ -179,13 +190,55 @@ def load_predictor(
     )
 
 
-def predict_files(inputs: list[str], *, out: str | Path, predictor: Predictor, options: PredictOptions) -> int:
+def shipped_int8() -> Path | None:
+    """The shipped model's int8 ONNX (tools/ship_model.py writes it beside the weights), when it
+    was quantised from the weights shipped now (their sha256 in its metadata)."""
+    import hashlib
+
+    from .export import onnx_info
+    from .model import pretrained_path
+
+    path = pretrained_path().with_suffix(".int8.onnx")
+    if not path.is_file():
+        return None
+    made_from = onnx_info(path).get("quantised_from", "")
+    current = hashlib.sha256(pretrained_path().read_bytes()).hexdigest()
+    if made_from != current:
+        print(f"warning: {path} was quantised from other weights than the shipped ones; running torch", file=sys.stderr)
+        return None
+    return path
+
+
+def predict_files(
+    inputs: list[str],
+    *,
+    out: str | Path,
+    predictor: Predictor,
+    options: PredictOptions,
+    recipe: dict | None = None,
+) -> int:
     """Segment every image in ``inputs`` (files, folders, globs) into ``out``; returns the exit
-    code: 0, 1 when some files failed (each named on stderr, the others finished), 2 when all did."""
+    code: 0, 1 when some files failed (each named on stderr, the others finished), 2 when all did.
+    ``recipe`` is :func:`load_predictor`'s keywords for ``predictor``: how the workers of a
+    dask.distributed cluster load it (``options.blocks.scheduler``)."""
+    if options.blocks.scheduler and recipe is None:
+        raise InputError("a dask.distributed scheduler needs the predictor's recipe (load_predictor's keywords)")
+    recipe = recipe if recipe is not None else {"local": id(predictor)}
+    remember_predictor(recipe, predictor)  # local workers use this one instead of loading it again
+    with dask_client(options.blocks) as client:
+        return _predict_files(inputs, out=out, predictor=predictor, options=options, recipe=recipe, client=client)
+
+
+def _predict_files(
+    inputs: list[str], *, out: str | Path, predictor: Predictor, options: PredictOptions, recipe: dict, client: object
+) -> int:
     from tqdm import tqdm
 
     if not 0 < options.threshold < 1:
         raise InputError(f"--threshold must lie between 0 and 1, not {options.threshold}")
+    if options.blockwise not in BLOCKWISE:
+        raise InputError(f"--blockwise must be one of {', '.join(BLOCKWISE)}, not {options.blockwise}")
+    options.blocks.check()
     check_pixel_size(options.pixel_size)
     diameter = parse_diameter(options.diameter) if options.diameter is not None else None
     if diameter is not None and diameter[1] == "px":
@@ -195,27 +248,43 @@ def predict_files(inputs: list[str], *, out: str | Path, predictor: Predictor, o
     if not files:
         raise InputError(f"no images found in {' '.join(inputs)}")
     folder.lock()
-    stems = unique_stems([rel for _, rel in files])
-    summary = Summary()
-    earlier = earlier_rows(folder) if options.skip_existing else {}
-    unwritten = False  # summary rows not yet in summary.csv
-    for (path, _), stem in tqdm(list(zip(files, stems)), desc="predict", unit="file", file=sys.stderr):
-        if options.skip_existing and folder.done(folder.root / f"{stem}_nuclei.csv") and str(path) in earlier:
-            summary.rows += earlier[str(path)]  # the nuclei table is written last: the file was finished
-            unwritten = True
-            continue
-        try:
-            rows = predict_file(path, folder=folder, stem=stem, predictor=predictor, options=options, diameter=diameter)
-        except InputError as exc:
-            print(f"warning: {exc}", file=sys.stderr)
-            summary.failed.append(str(path))
-            continue
-        summary.rows += [{"input": str(path), **row} for row in rows]
-        write_summary(folder, summary.rows)  # as images finish: a stopped run keeps what it did
-        unwritten = False
-    if unwritten:
-        write_summary(folder, summary.rows)  # the rows of files --skip-existing left out after the last one done
-    folder.release()
+    try:
+        stems = unique_stems([rel for _, rel in files])
+        summary = Summary()
+        earlier = earlier_rows(folder) if options.skip_existing else {}
+        unwritten = False  # summary rows not yet in summary.csv
+        for (path, _), stem in tqdm(list(zip(files, stems)), desc="predict", unit="file", file=sys.stderr):
+            if options.skip_existing and folder.done(folder.root / f"{stem}_nuclei.csv") and str(path) in earlier:
+                summary.rows += earlier[str(path)]  # the nuclei table is written last: the file was finished
+                unwritten = True
+                continue
+            try:
+                if wants_blocks(path, options):
+                    rows = predict_blockwise(
+                        path,
+                        folder=folder,
+                        stem=stem,
+                        predictor=predictor,
+                        options=options,
+                        diameter=diameter,
+                        recipe=recipe,
+                        client=client,
+                    )
+                else:
+                    rows = predict_file(
+                        path, folder=folder, stem=stem, predictor=predictor, options=options, diameter=diameter
+                    )
+            except InputError as exc:
+                print(f"warning: {exc}", file=sys.stderr)
+                summary.failed.append(str(path))
+                continue
+            summary.rows += [{"input": str(path), **row} for row in rows]
+            write_summary(folder, summary.rows)  # as images finish: a stopped run keeps what it did
+            unwritten = False
+        if unwritten:
+            write_summary(folder, summary.rows)  # the rows of files --skip-existing left out after the last one done
+    finally:
+        folder.release()  # also when interrupted: a rerun in this process may lock it again
     print(f"{len(files) - len(summary.failed)} file(s) segmented, outputs in {out}", file=sys.stderr)
     if summary.failed:
         print(f"{len(summary.failed)} file(s) failed: " + ", ".join(summary.failed), file=sys.stderr)
@@ -358,6 +427,108 @@ def predict_file(
     # last: its presence marks the file as finished (--skip-existing)
     folder.write(Path(f"{target}_nuclei.csv"), lambda t: write_measurement_csv(t, tables))
     return rows
+
+
+def wants_blocks(path: Path, options: PredictOptions) -> bool:
+    """Whether ``path`` is predicted block-wise: zarr always; a TIFF plane above
+    ``options.blocks.above`` pixels unless ``blockwise`` is "never", any TIFF when "always"."""
+    if is_zarr(path):
+        return True
+    if options.blockwise == "never" or path.suffix.lower() not in (".tif", ".tiff"):
+        return False
+    info = open_image(path, axes=options.axes, limit=False)
+    if math.prod(info.stack_shape) > 1:
+        return False  # stacks go plane by plane (each plane under the pixel limit)
+    if options.blockwise == "always":
+        return True
+    if math.prod(info.shape_yx) <= options.blocks.above:
+        return False
+    import tifffile
+
+    with tifffile.TiffFile(path) as tif:
+        itemsize = tif.series[0].dtype.itemsize * max(1, math.prod(info.shape) // math.prod(info.shape_yx))
+    limits.check_compression(path, *info.shape_yx, itemsize)
+    return True
+
+
+def predict_blockwise(
+    path: Path,
+    *,
+    folder: OutputFolder,
+    stem: str,
+    predictor: Predictor,
+    options: PredictOptions,
+    diameter: tuple[float, str] | None,
+    recipe: dict,
+    client: object = None,
+) -> list[dict]:
+    """Segment one large 2-D image block by block (:mod:`blockwise`): ``<stem>_labels.zarr``
+    (OME-Zarr, uint32), ``<stem>_nuclei.csv`` and with ``save_prob`` ``<stem>_prob.zarr``; its
+    summary row. An interrupted run's blocks (``<stem>.partial``) are kept and continued."""
+    import dataclasses
+    import shutil
+
+    if is_zarr(path):
+        text = "" if options.channel is None else str(options.channel)
+        if text and not text.isdigit():
+            raise InputError(f"{path}: --channel {text}: a zarr image's channels are numbered from 0")
+        source = open_lazy(path, channel=int(text) if text else None, axes=options.axes)
+        pixel_size = options.pixel_size or source.pixel_size
+    else:
+        info = open_image(path, axes=options.axes, pixel_size=options.pixel_size, limit=False)
+        source = open_lazy(path, channel=info.channel_index(options.channel), axes=info.axes)
+        pixel_size = info.pixel_size
+    limits.check_pixels(*source.shape_yx, str(path), limit=limits.BLOCKWISE_MAX_PIXELS)
+    if diameter is not None:
+        value, unit = diameter
+        if unit == "um" and pixel_size is None:
+            raise InputError(f"{path}: --diameter {value:g}um needs the pixel size: add --pixel-size UM")
+        pixels = value / pixel_size if unit == "um" else value
+        predictor = dataclasses.replace(predictor, scale=scale_for_diameter(predictor.target_diameter, pixels))
+    if options.rois or options.geojson:
+        print(
+            f"warning: {path}: no --rois or --geojson for a block-wise image (labels zarr and table only)",
+            file=sys.stderr,
+        )
+    target = folder.root / stem
+    work = folder.claim(Path(f"{target}.partial"))
+    job = prepare(
+        source,
+        work=work,
+        predictor=predictor,
+        loader=load_predictor,
+        recipe=recipe,
+        settings=options.blocks,
+        threshold=options.threshold,
+        pixel_size=pixel_size,
+    )
+    table, cut = segment(
+        job, min_size=options.measure.min_size, exclude_edges=options.measure.exclude_edges, client=client
+    )
+    if cut:
+        print(
+            f"warning: {path}: {cut} clump(s) of nuclei wider than the halo ({options.blocks.halo} px) may be cut at block edges; "
+            "raise --halo",
+            file=sys.stderr,
+        )
+    folder.place(work / "labels.zarr", Path(f"{target}_labels.zarr"))
+    if options.save_prob:
+        folder.place(work / "prob.zarr", Path(f"{target}_prob.zarr"))
+    folder.write(Path(f"{target}_nuclei.csv"), lambda t: write_measurement_csv(t, [({}, table)]))
+    shutil.rmtree(work, ignore_errors=True)
+    height, width = source.shape_yx
+    areas = table["area"]
+    return [
+        {
+            "file": stem,
+            "height": height,
+            "width": width,
+            "nucleus_count": len(areas),
+            "foreground_fraction": round(float(areas.sum()) / (height * width), 6),
+            "mean_area_px": round(float(areas.mean()), 2) if len(areas) else 0.0,
+            "median_area_px": float(np.median(areas)) if len(areas) else 0.0,
+        }
+    ]
 
 
 def _empty_zip(path: Path) -> None:

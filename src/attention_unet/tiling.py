@@ -104,14 +104,39 @@ class Predictor:
         """H x W float32 foreground probability of an H x W x 3 image."""
         return self.probabilities(image)[0][0]
 
-    def probabilities(self, image: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+    def probabilities(
+        self, image: np.ndarray, *, value_range: tuple[float, float] | None = None
+    ) -> tuple[np.ndarray, list[np.ndarray]]:
         """(C x H x W float32 probabilities: foreground, then contours for a contour model; the
-        gates' H x W attention maps when the runner returns them)."""
+        gates' H x W attention maps when the runner returns them). ``value_range`` is the
+        normalisation range (default: the image's own); a block of a larger image takes the whole
+        image's, so that blocks agree."""
         with allocator.kept():  # the tiles' activations reuse one another's memory
-            return self._probabilities(image)
+            return self._probabilities(image, value_range or data.normalisation_range(image, self.norm))
 
-    def _probabilities(self, image: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
-        value_range = data.normalisation_range(image, self.norm)
+    def tile_grid(self, height: int, width: int) -> tuple[list[int], list[int], int, int]:
+        """(tile rows, tile columns, tile height, tile width) of an image of this size at scale 1."""
+        th, tw = min(self.tile, height), min(self.tile, width)
+        return tile_starts(height, th, self.overlap), tile_starts(width, tw, self.overlap), th, tw
+
+    def window_probabilities(
+        self,
+        window: np.ndarray,
+        *,
+        value_range: tuple[float, float],
+        origins: list[tuple[int, int]],
+        tile_shape: tuple[int, int],
+    ) -> np.ndarray:
+        """C x h x w probabilities of a window of a larger image at scale 1, from the tiles of the
+        whole image's grid (:meth:`tile_grid`) at ``origins`` (relative to the window): where the
+        window holds every tile that covers a pixel, the pixel's value is the whole image's, bit
+        for bit (the same tiles, weights and order of summation)."""
+        with allocator.kept():
+            return self._tiled(window, value_range, origins, tile_shape)[0]
+
+    def _probabilities(
+        self, image: np.ndarray, value_range: tuple[float, float]
+    ) -> tuple[np.ndarray, list[np.ndarray]]:
         factor = self.scale if self.scale is not None else self.auto_scale(image, value_range)
         height, width = image.shape[:2]
         factor = min(factor, math.sqrt(self.max_pixels / (height * width)))
@@ -161,11 +186,20 @@ class Predictor:
             return 1.0
         return float(np.clip(self.target_diameter / diameter, 0.125, 4.0))
 
-    def _tiled(self, image: np.ndarray, value_range: tuple[float, float]) -> tuple[np.ndarray, list[np.ndarray]]:
+    def _tiled(
+        self,
+        image: np.ndarray,
+        value_range: tuple[float, float],
+        origins: list[tuple[int, int]] | None = None,
+        tile_shape: tuple[int, int] | None = None,
+    ) -> tuple[np.ndarray, list[np.ndarray]]:
         height, width = image.shape[:2]
-        th, tw = min(self.tile, height), min(self.tile, width)
+        if origins is None or tile_shape is None:
+            ys, xs, th, tw = self.tile_grid(height, width)
+            origins = [(y, x) for y in ys for x in xs]
+        else:
+            th, tw = tile_shape
         weights = gaussian_weights(th, tw)
-        origins = [(y, x) for y in tile_starts(height, th, self.overlap) for x in tile_starts(width, tw, self.overlap)]
         total: np.ndarray | None = None
         norm = np.zeros((height, width), np.float32)
         gates: list[np.ndarray] = []

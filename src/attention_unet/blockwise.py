@@ -1,0 +1,538 @@
+"""Block-wise prediction of images larger than memory (whole slides, mosaics), as dask tasks.
+
+The image is read lazily by windows (tifffile's zarr store for TIFF, OME-TIFF, BigTIFF and
+pyramids; zarr and OME-Zarr directly) and processed in three passes over square blocks, each a
+list of independent tasks that dask runs on local threads or on a dask.distributed cluster:
+
+1. probabilities: each block plus ``context`` pixels around it (what the network sees beyond the
+   block's edge) is predicted, and the block's own part written to a float16 zarr array;
+2. instances: each block plus ``halo`` pixels is read back from that array and split into nuclei by
+   the same watershed as a whole image (:func:`instances.instances`, which works per connected
+   component). Every block that sees a whole component therefore cuts it into the same nuclei, so
+   a nucleus gets one identity everywhere: the global index of its first pixel in raster order.
+   Each block writes its own pixels, and measures the nuclei whose first pixel it holds;
+3. relabelling: the identities become 1..n (sorted), block by block.
+
+Nothing image-sized is held in memory: a worker holds one window (about (block + 2 halo)² pixels).
+A component larger than the halo cannot be seen whole by one block and may be cut at a block
+edge; such components are counted and reported. Each finished block leaves a marker, so an
+interrupted run continues with the blocks not yet done; the results are renamed into place only
+when every block is done.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+import shutil
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import data
+from .errors import InputError
+from .images import is_zarr
+from .tiling import Predictor
+
+
+@dataclass(frozen=True)
+class BlockSettings:
+    """How a large image is cut and where its blocks run."""
+
+    block: int = 2048  # edge of a block (a multiple of ``chunk``)
+    context: int = 96  # pixels of image the network sees around a block (its receptive field's reach)
+    halo: int = 256  # pixels of probability around a block for its instances: more than the largest clump
+    chunk: int = 512  # edge of the output zarr chunks (the block's, for smaller blocks)
+    above: int = 30_000_000  # predict goes block-wise for planes of more pixels (or when asked)
+    workers: int = 1  # local threads running blocks at once (each holds one window)
+    scheduler: str = ""  # a dask.distributed scheduler address; "" runs on local threads
+
+    @property
+    def chunk_edge(self) -> int:
+        return min(self.chunk, self.block)
+
+    def check(self) -> None:
+        if not (isinstance(self.block, int) and 64 <= self.block <= 65536 and self.block % self.chunk_edge == 0):
+            raise InputError(
+                f"--block-size must be a multiple of the chunk size {self.chunk} (or smaller), from 64 pixels, not {self.block}"
+            )
+        for name, value in (("context", self.context), ("halo", self.halo)):
+            if not (isinstance(value, int) and 0 <= value <= self.block):
+                raise InputError(f"--{name} must be a whole number of pixels from 0 to the block size, not {value}")
+        if not (isinstance(self.workers, int) and 1 <= self.workers <= 256):
+            raise InputError(f"--workers must be a whole number from 1 to 256, not {self.workers}")
+
+
+# ------------------------------------------------------------------------------------- reading
+
+
+@dataclass(frozen=True)
+class LazySource:
+    """Where a lazily read 2-D image lives: a TIFF's first series (level 0) or a zarr array, its
+    axes, and the channel that holds the nuclei (None: all of them, as colour)."""
+
+    path: str
+    axes: str  # of the stored array, e.g. "YX", "YXS", "CYX", "TCZYX"
+    shape: tuple[int, ...]
+    channel: int | None = None
+    component: str = ""  # the array inside a zarr group ("0" for OME-Zarr's full resolution)
+    pixel_size: float | None = None  # µm per pixel, from OME-Zarr's scale (TIFF: images.open_image)
+
+    @property
+    def shape_yx(self) -> tuple[int, int]:
+        return self.shape[self.axes.index("Y")], self.shape[self.axes.index("X")]
+
+    def open(self) -> Any:
+        """The zarr array (opened afresh in each worker: stores are not shared across processes)."""
+        import zarr
+
+        if is_zarr(Path(self.path)):
+            array = zarr.open(self.path, mode="r")
+            return array[self.component] if self.component else array
+        import tifffile
+
+        return zarr.open(tifffile.imread(self.path, aszarr=True, series=0, level=0), mode="r")
+
+    def read(self, array: Any, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+        """The window's pixels as H x W x 3 (the channel repeated, or the colours)."""
+        index: list[Any] = []
+        for axis, size in zip(self.axes, self.shape):
+            if axis == "Y":
+                index.append(slice(y0, y1))
+            elif axis == "X":
+                index.append(slice(x0, x1))
+            elif axis == "C" and self.channel is not None:
+                index.append(self.channel)
+            elif axis in "CS":
+                index.append(slice(None))
+            else:
+                index.append(0)  # a singleton T or Z (checked in open_lazy)
+        window = np.asarray(array[tuple(index)])
+        kept = [a for a in self.axes if a in "YX" or (a in "CS" and not (a == "C" and self.channel is not None))]
+        order = [kept.index(a) for a in "YX"] + [i for i, a in enumerate(kept) if a not in "YX"]
+        window = np.transpose(window, order)
+        return data.to_rgb(window.reshape(window.shape[0], window.shape[1], -1)[..., :3], self.path)
+
+
+def open_lazy(path: str | Path, *, channel: int | None = None, axes: str | None = None) -> LazySource:
+    """A :class:`LazySource` for a TIFF or zarr image (``axes`` overriding the stored ones); one
+    line naming the file when it cannot be read block-wise (stacks: T or Z above 1; several
+    channels and no ``channel``)."""
+    path, given = Path(path), axes
+    try:
+        if is_zarr(path):
+            axes, shape, component, pixel_size = _zarr_layout(path)
+        else:
+            import tifffile
+
+            with tifffile.TiffFile(path) as tif:
+                series = tif.series[0]
+                axes, shape, component, pixel_size = series.axes, tuple(series.shape), "", None
+    except InputError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - zarr, tifffile and codecs raise many types
+        raise InputError(f"{path}: cannot read image ({type(exc).__name__}: {exc})") from None
+    axes = (given or axes).upper()
+    if len(axes) != len(shape):
+        raise InputError(f"{path}: axes {axes} do not describe its shape {shape}")
+    for axis, size in zip(axes, shape):
+        if axis not in "YXCS" and size > 1:
+            raise InputError(f"{path}: a stack ({axes} {shape}); block-wise prediction takes one 2-D plane")
+    if "Y" not in axes or "X" not in axes:
+        raise InputError(f"{path}: no Y and X axes in {axes}")
+    channels = int(np.prod([n for a, n in zip(axes, shape) if a == "C"], dtype=int))
+    if channel is not None and not 0 <= channel < max(channels, 1):
+        raise InputError(f"{path}: --channel {channel}: the image has {channels} channel(s), numbered from 0")
+    if channel is None and channels > 1:
+        raise InputError(f"{path}: {channels} channels: give --channel (the one that holds the nuclei)")
+    return LazySource(
+        str(path), axes, tuple(int(n) for n in shape), channel if "C" in axes else None, component, pixel_size
+    )
+
+
+def _zarr_layout(path: Path) -> tuple[str, tuple[int, ...], str, float | None]:
+    """(axes, shape, array path, µm per pixel) of a zarr array or an OME-Zarr image (its full resolution)."""
+    import zarr
+
+    node = zarr.open(str(path), mode="r")
+    if isinstance(node, zarr.Array):
+        return _guess_axes(node.shape), tuple(node.shape), "", None
+    attributes = dict(node.attrs)
+    multiscales = attributes.get("ome", attributes).get("multiscales")
+    if not multiscales:
+        raise InputError(f"{path}: a zarr group without OME-Zarr multiscales metadata; give the array inside it")
+    component = multiscales[0]["datasets"][0]["path"]
+    array = node[component]
+    names = [a["name"] if isinstance(a, dict) else a for a in multiscales[0].get("axes", [])]
+    axes = "".join(n[0].upper() for n in names) if len(names) == array.ndim else _guess_axes(array.shape)
+    return axes, tuple(array.shape), component, _ome_pixel_size(multiscales[0])
+
+
+def _ome_pixel_size(multiscale: dict[str, Any]) -> float | None:
+    """µm per pixel along X from an OME-Zarr multiscale's first scale, when its unit says µm."""
+    try:
+        axes = multiscale["axes"]
+        x = [a["name"] for a in axes].index("x")
+        scale = next(t["scale"] for t in multiscale["datasets"][0]["coordinateTransformations"] if t["type"] == "scale")
+        factor = {"micrometer": 1.0, "nanometer": 1e-3, "millimeter": 1e3}.get(axes[x].get("unit", ""))
+        return float(scale[x]) * factor if factor else None
+    except (KeyError, ValueError, TypeError, IndexError, StopIteration):
+        return None
+
+
+def _guess_axes(shape: Sequence[int]) -> str:
+    """YX, YXS (a last axis of 3 or 4) or CYX for a zarr array without axis names."""
+    if len(shape) == 2:
+        return "YX"
+    if len(shape) == 3:
+        return "YXS" if shape[2] in (3, 4) else "CYX"
+    return "TCZYX"[-len(shape) :] if len(shape) <= 5 else "Q" * (len(shape) - 2) + "YX"
+
+
+# ------------------------------------------------------------------------------------- the job
+
+
+@dataclass(frozen=True)
+class Job:
+    """Everything a worker needs for one image, picklable: the source, the work folder, the
+    settings and the predictor's recipe (``load_predictor``'s keywords; each worker loads the
+    model once, :func:`worker_predictor`)."""
+
+    source: LazySource
+    work: str
+    settings: BlockSettings
+    loader: Callable[..., Predictor]  # predict.load_predictor (passed in: this module does not import predict)
+    predictor: dict[str, Any]  # its keywords
+    scale: float
+    value_range: tuple[float, float]
+    threshold: float = 0.5
+    pixel_size: float | None = None  # µm per pixel, for the table's µm columns
+
+    @property
+    def grid(self) -> list[tuple[int, int]]:
+        height, width = self.source.shape_yx
+        return [(y, x) for y in range(0, height, self.settings.block) for x in range(0, width, self.settings.block)]
+
+    def core(self, y: int, x: int) -> tuple[int, int, int, int]:
+        height, width = self.source.shape_yx
+        return y, min(y + self.settings.block, height), x, min(x + self.settings.block, width)
+
+    def window(self, y: int, x: int, margin: int) -> tuple[int, int, int, int]:
+        height, width = self.source.shape_yx
+        y0, y1, x0, x1 = self.core(y, x)
+        return max(0, y0 - margin), min(height, y1 + margin), max(0, x0 - margin), min(width, x1 + margin)
+
+    def marker(self, phase: str, y: int, x: int) -> Path:
+        return Path(self.work) / "done" / f"{phase}-{y}-{x}"
+
+
+_PREDICTORS: dict[str, Predictor] = {}
+_PREDICTORS_LOCK = threading.Lock()
+
+
+def worker_predictor(job: Job) -> Predictor:
+    """The job's predictor, loaded once per process (threads share it)."""
+    key = json.dumps(job.predictor, sort_keys=True, default=str)
+    with _PREDICTORS_LOCK:
+        if key not in _PREDICTORS:
+            _PREDICTORS[key] = job.loader(**job.predictor)
+    return dataclasses.replace(_PREDICTORS[key], scale=job.scale)
+
+
+def remember_predictor(recipe: dict[str, Any], predictor: Predictor) -> None:
+    """Hand a predictor already loaded here to the local workers (no second load)."""
+    with _PREDICTORS_LOCK:
+        _PREDICTORS[json.dumps(recipe, sort_keys=True, default=str)] = predictor
+
+
+# ---------------------------------------------------------------------------------- the passes
+
+
+def _done(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch()
+
+
+def probability_block(job: Job, y: int, x: int) -> None:
+    """Pass 1: the block's foreground (and contour) probabilities into ``prob.zarr``."""
+    import zarr
+
+    if job.marker("prob", y, x).exists():
+        return
+    predictor = worker_predictor(job)
+    y0, y1, x0, x1 = job.core(y, x)
+    if abs(job.scale - 1.0) < 1e-3:
+        # the whole image's tiles that touch the block: its pixels come out as a whole-image pass's
+        ys, xs, th, tw = predictor.tile_grid(*job.source.shape_yx)
+        ys, xs = [t for t in ys if t < y1 and t + th > y0], [t for t in xs if t < x1 and t + tw > x0]
+        wy0, wy1, wx0, wx1 = ys[0], ys[-1] + th, xs[0], xs[-1] + tw
+        image = job.source.read(job.source.open(), wy0, wy1, wx0, wx1)
+        origins = [(t - wy0, u - wx0) for t in ys for u in xs]
+        probs = predictor.window_probabilities(image, value_range=job.value_range, origins=origins, tile_shape=(th, tw))
+    else:
+        # rescaled: the block and ``context`` pixels around it, resized, predicted and resized back
+        margin = math.ceil(job.settings.context / min(job.scale, 1.0))
+        wy0, wy1, wx0, wx1 = job.window(y, x, margin)
+        image = job.source.read(job.source.open(), wy0, wy1, wx0, wx1)
+        probs, _ = predictor.probabilities(image, value_range=job.value_range)
+    out = zarr.open_array(Path(job.work) / "prob.zarr" / "0", mode="r+")
+    out[: len(probs), y0:y1, x0:x1] = probs[:, y0 - wy0 : y1 - wy0, x0 - wx0 : x1 - wx0].astype(np.float16)
+    _done(job.marker("prob", y, x))
+
+
+def instance_block(job: Job, y: int, x: int) -> dict[str, Any]:
+    """Pass 2: the block's nuclei, by their global identity, into ``ids.zarr``; returns the
+    identities in the block and the measurements of the nuclei it owns (saved, for resumption)."""
+    import zarr
+
+    from .measure import measurements
+
+    saved = Path(job.work) / "tables" / f"{y}-{x}.npz"
+    if saved.exists():
+        with np.load(saved, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    predictor = worker_predictor(job)
+    height, width = job.source.shape_yx
+    wy0, wy1, wx0, wx1 = job.window(y, x, job.settings.halo)
+    probs = np.asarray(zarr.open_array(Path(job.work) / "prob.zarr" / "0", mode="r")[:, wy0:wy1, wx0:wx1], np.float32)
+    labels = predictor.labels(probs, job.threshold)
+    del probs
+    n = int(labels.max())
+    # a nucleus's identity: the global raster index of its first pixel (the window's raster order
+    # is the image's within the window), + 1
+    values, first = np.unique(labels.ravel(), return_index=True)
+    identity = np.zeros(n + 1, np.uint64)
+    fy, fx = np.divmod(first, wx1 - wx0)
+    identity[values] = ((fy + wy0).astype(np.uint64) * width + (fx + wx0).astype(np.uint64)) + 1
+    identity[0] = 0
+    y0, y1, x0, x1 = job.core(y, x)
+    core = labels[y0 - wy0 : y1 - wy0, x0 - wx0 : x1 - wx0]
+    zarr.open_array(Path(job.work) / "ids.zarr", mode="r+")[y0:y1, x0:x1] = identity[core]
+    # owned: first pixel inside the core; cut: a component touching the window's inner edge
+    owned = np.zeros(n + 1, bool)
+    gy, gx = fy + wy0, fx + wx0
+    owned[values] = (gy >= y0) & (gy < y1) & (gx >= x0) & (gx < x1)
+    owned[0] = False
+    inner = [labels[0] if wy0 > 0 else None, labels[-1] if wy1 < height else None]
+    inner += [labels[:, 0] if wx0 > 0 else None, labels[:, -1] if wx1 < width else None]
+    cut = np.zeros(n + 1, bool)
+    for edge in inner:
+        if edge is not None:
+            cut[edge] = True
+    cut[0] = False
+    image = job.source.read(job.source.open(), wy0, wy1, wx0, wx1)
+    table = measurements(
+        np.where(owned[labels], labels, 0), image[..., :1] if _grey(image) else image, pixel_size=job.pixel_size
+    )
+    for key, offset in (("centroid_y", wy0), ("bbox_y0", wy0), ("bbox_y1", wy0)):
+        table[key] = table[key] + offset
+    for key, offset in (("centroid_x", wx0), ("bbox_x0", wx0), ("bbox_x1", wx0)):
+        table[key] = table[key] + offset
+    if job.pixel_size:
+        for key in ("centroid_y", "centroid_x"):
+            table[f"{key}_um"] = table[key] * job.pixel_size
+    table["touches_border"] = (
+        (table["bbox_y0"] == 0) | (table["bbox_x0"] == 0) | (table["bbox_y1"] == height) | (table["bbox_x1"] == width)
+    )
+    table["label"] = identity[table["label"]]
+    result = {f"table/{k}": v for k, v in table.items()}
+    result["ids"] = np.unique(identity[core])[1:] if core.size else np.zeros(0, np.uint64)
+    result["cut"] = np.array(int((cut & (np.bincount(core.ravel(), minlength=n + 1) > 0)).sum()))
+    saved.parent.mkdir(parents=True, exist_ok=True)
+    temporary = saved.with_name(f".partial-{saved.name}")
+    with open(temporary, "wb") as f:
+        np.savez(f, **result)
+    temporary.replace(saved)
+    return result
+
+
+def _grey(image: np.ndarray) -> bool:
+    return bool((image[..., 0] == image[..., 1]).all() and (image[..., 0] == image[..., 2]).all())
+
+
+def relabel_block(job: Job, y: int, x: int, kept: np.ndarray) -> None:
+    """Pass 3: identities -> 1..n (their rank among the kept ones; dropped nuclei -> 0) into ``labels``."""
+    import zarr
+
+    if job.marker("labels", y, x).exists():
+        return
+    y0, y1, x0, x1 = job.core(y, x)
+    ids = np.asarray(zarr.open_array(Path(job.work) / "ids.zarr", mode="r")[y0:y1, x0:x1])
+    rank = np.searchsorted(kept, ids)
+    found = (rank < len(kept)) & (kept[np.minimum(rank, len(kept) - 1)] == ids) & (ids > 0)
+    out = zarr.open_array(Path(job.work) / "labels.zarr" / "0", mode="r+")
+    out[y0:y1, x0:x1] = np.where(found, rank + 1, 0).astype(out.dtype)
+    _done(job.marker("labels", y, x))
+
+
+# ----------------------------------------------------------------------------------- running
+
+
+def run_tasks(
+    function: Callable[..., Any], job: Job, extra: tuple = (), *, desc: str = "blocks", client: Any = None
+) -> list[Any]:
+    """``function(job, y, x, *extra)`` for every block, as dask tasks, with a progress bar."""
+    import dask
+    from tqdm import tqdm
+
+    tasks = [dask.delayed(function, pure=False)(job, y, x, *extra) for y, x in job.grid]
+    with tqdm(total=len(tasks), desc=desc, unit="block", file=sys.stderr) as bar:
+        if client is not None:
+            from distributed import as_completed
+
+            futures = client.compute(tasks)
+            for _ in as_completed(futures):
+                bar.update(1)
+            return client.gather(futures)
+        from dask.callbacks import Callback
+
+        class Progress(Callback):
+            def _posttask(self, key: Any, result: Any, dsk: Any, state: Any, worker_id: Any) -> None:
+                bar.update(1)
+
+        with Progress():
+            return list(dask.compute(*tasks, scheduler="threads", num_workers=job.settings.workers))
+
+
+@contextlib.contextmanager
+def dask_client(settings: BlockSettings) -> Any:
+    """A dask.distributed client for ``settings.scheduler`` (None when blocks run locally)."""
+    if not settings.scheduler:
+        yield None
+        return
+    try:
+        from distributed import Client
+    except ImportError:
+        raise InputError("--dask-scheduler needs dask.distributed: pip install 'attention-unet[cluster]'") from None
+    try:
+        client = Client(settings.scheduler, timeout="20s")
+    except (OSError, TimeoutError, ValueError) as exc:
+        raise InputError(f"--dask-scheduler {settings.scheduler}: cannot connect ({exc})") from None
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+def sample_mosaic(source: LazySource, size: int = 512, grid: int = 4) -> np.ndarray:
+    """Up to grid x grid evenly spaced windows of the image side by side: what the automatic scale
+    is measured on (a whole-image pass at half size is out of reach)."""
+    array = source.open()
+    height, width = source.shape_yx
+    h, w = min(size, height), min(size, width)
+    ys = sorted({round(i * (height - h) / max(grid - 1, 1)) for i in range(grid)})
+    xs = sorted({round(i * (width - w) / max(grid - 1, 1)) for i in range(grid)})
+    return np.concatenate(
+        [np.concatenate([source.read(array, y, y + h, x, x + w) for x in xs], axis=1) for y in ys], axis=0
+    )
+
+
+def strided_sample(job_source: LazySource, block: int) -> np.ndarray:
+    """The image's pixels at :func:`data.sample_step`'s stride, gathered block by block: exactly
+    the pixels the whole image's normalisation range is computed from."""
+    height, width = job_source.shape_yx
+    step = data.sample_step(height, width)
+    array = job_source.open()
+    rows = []
+    for y in range(0, height, block):
+        row = []
+        for x in range(0, width, block):
+            window = job_source.read(array, y, min(y + block, height), x, min(x + block, width))
+            row.append(window[(-y) % step :: step, (-x) % step :: step])
+        rows.append(np.concatenate(row, axis=1))
+    return np.concatenate(rows, axis=0)
+
+
+def prepare(
+    source: LazySource,
+    *,
+    work: Path,
+    predictor: Predictor,
+    loader: Callable[..., Predictor],
+    recipe: dict[str, Any],
+    settings: BlockSettings,
+    threshold: float = 0.5,
+    pixel_size: float | None = None,
+) -> Job:
+    """The job for ``source`` in the work folder ``work``: an unfinished job there for the same
+    image and settings is continued, any other is started afresh."""
+    import zarr
+
+    settings.check()
+    mosaic = sample_mosaic(source)
+    # a block whose edge is a multiple of the stride, so each block's first sampled pixel is its first
+    step = data.sample_step(*source.shape_yx)
+    value_range = data.range_of_sample(strided_sample(source, step * max(1, 1024 // step)), predictor.norm)
+    scale = predictor.scale if predictor.scale is not None else predictor.auto_scale(mosaic, value_range)
+    job = Job(
+        source, str(work), settings, loader, recipe, float(scale), tuple(map(float, value_range)), threshold, pixel_size
+    )
+    stamp = json.dumps(
+        {"source": dataclasses.asdict(source), "recipe": recipe, "scale": job.scale, "range": job.value_range}
+        | {k: v for k, v in dataclasses.asdict(settings).items() if k in ("block", "context", "halo", "chunk")}
+        | {"threshold": threshold, "pixel_size": pixel_size},
+        sort_keys=True,
+        default=str,
+    )
+    if (work / "job.json").is_file() and (work / "job.json").read_text() == stamp:
+        return job  # an interrupted run of the same job: continue
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    height, width = source.shape_yx
+    chunk = settings.chunk_edge
+    channels = len(predictor.outputs)
+    probs = zarr.open_group(work / "prob.zarr", mode="w", attributes=ome_attributes(pixel_size, "cyx"))
+    probs.create_array("0", shape=(channels, height, width), chunks=(channels, chunk, chunk), dtype="float16")
+    zarr.create_array(work / "ids.zarr", shape=(height, width), chunks=(chunk, chunk), dtype="uint64", fill_value=0)
+    labels = zarr.open_group(work / "labels.zarr", mode="w", attributes=ome_attributes(pixel_size))
+    labels.create_array("0", shape=(height, width), chunks=(chunk, chunk), dtype="uint32", fill_value=0)
+    (work / "job.json").write_text(stamp)
+    return job
+
+
+def ome_attributes(pixel_size: float | None, axes: str = "yx") -> dict[str, Any]:
+    """OME-Zarr 0.5 metadata of a one-level image (``pixel_size`` in µm, else pixels)."""
+    unit = {"unit": "micrometer"} if pixel_size else {}
+    scale = [1.0] * (len(axes) - 2) + [pixel_size or 1.0] * 2
+    return {
+        "ome": {
+            "version": "0.5",
+            "multiscales": [
+                {
+                    "axes": [
+                        {"name": a, "type": "channel" if a == "c" else "space", **({} if a == "c" else unit)}
+                        for a in axes
+                    ],
+                    "datasets": [{"path": "0", "coordinateTransformations": [{"type": "scale", "scale": scale}]}],
+                }
+            ],
+        }
+    }
+
+
+def segment(
+    job: Job, *, min_size: int = 0, exclude_edges: bool = False, client: Any = None
+) -> tuple[dict[str, np.ndarray], int]:
+    """Run the three passes of ``job`` (skipping blocks already done); the measurements of the
+    kept nuclei (labels 1..n as in ``labels.zarr``) and the number of components cut by a halo."""
+    run_tasks(probability_block, job, desc="probabilities", client=client)
+    results = run_tasks(instance_block, job, desc="instances", client=client)
+    parts = [{k.removeprefix("table/"): v for k, v in r.items() if k.startswith("table/")} for r in results]
+    table = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]} if parts else {}
+    order = np.argsort(table["label"], kind="stable")
+    table = {k: v[order] for k, v in table.items()}
+    drop = table["area"] < min_size if min_size else np.zeros(len(order), bool)
+    if exclude_edges:
+        drop |= table["touches_border"].astype(bool)
+    kept = table["label"][~drop]
+    table = {k: v[~drop] for k, v in table.items()}
+    run_tasks(relabel_block, job, (kept,), desc="labels", client=client)
+    table["label"] = np.arange(1, len(kept) + 1)
+    return table, int(sum(int(r["cut"]) for r in results))

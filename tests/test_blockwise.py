@@ -1,0 +1,182 @@
+"""Block-wise prediction (blockwise.py): the same nuclei as a whole-image pass, none split at a
+block border, the same labels on a dask.distributed cluster, zarr in and out, resumption."""
+
+from pathlib import Path
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+import tifffile
+import zarr
+
+from attention_unet import blockwise, data
+from attention_unet.cli import main
+
+SAMPLE = Path(data.SAMPLE_DIR) / "images"
+
+
+def sample_mosaic(size: int, offset: int = 128) -> np.ndarray:
+    """A size x size grey image of real nuclei: the sample's 256 x 256 fluorescence images side by
+    side, from ``offset`` pixels into the first (so that block borders cut through nuclei, not
+    along the seams between the images)."""
+    tiles = []
+    for path in sorted(SAMPLE.glob("*.png")):
+        image = data.to_rgb(iio.imread(path))
+        if image.shape[:2] == (256, 256) and (image[..., 0] == image[..., 2]).all() and np.median(image) < 60:
+            tiles.append(image[..., 0])
+    n = -(-(size + offset) // 256)
+    rows = [np.concatenate([tiles[(i * n + j) % len(tiles)] for j in range(n)], axis=1) for i in range(n)]
+    return np.concatenate(rows, axis=0)[offset : offset + size, offset : offset + size]
+
+
+def read_zarr_labels(path: Path) -> np.ndarray:
+    return np.asarray(zarr.open_group(path, mode="r")["0"])
+
+
+def best_iou(whole: np.ndarray, blocks: np.ndarray) -> np.ndarray:
+    """For each nucleus of ``whole``, the IoU with the ``blocks`` nucleus that overlaps it most."""
+    from skimage.metrics import contingency_table
+
+    table = contingency_table(whole, blocks).tocsr()
+    area_w, area_b = np.bincount(whole.ravel()), np.bincount(blocks.ravel(), minlength=int(blocks.max()) + 1)
+    ious = np.zeros(int(whole.max()))
+    for label in range(1, int(whole.max()) + 1):
+        row = table.getrow(label)
+        found = row.indices > 0
+        if found.any():
+            k = np.argmax(row.data[found])
+            j, inter = row.indices[found][k], row.data[found][k]
+            ious[label - 1] = inter / (area_w[label] + area_b[j] - inter)
+    return ious
+
+
+def test_blockwise_matches_the_whole_image_on_3000_pixels_of_real_nuclei(tmp_path: Path) -> None:
+    image = sample_mosaic(3000)
+    tifffile.imwrite(tmp_path / "big.tif", image, tile=(512, 512), bigtiff=True, compression="zlib")
+    common = [str(tmp_path / "big.tif"), "--scale", "1", "--no-tta"]
+    assert main(["predict", *common, "--out", str(tmp_path / "whole"), "--blockwise", "never"]) == 0
+    assert (
+        main(["predict", *common, "--out", str(tmp_path / "blocks"), "--blockwise", "always", "--block-size", "1024"])
+        == 0
+    )
+    whole = tifffile.imread(tmp_path / "whole" / "big_labels.tif").astype(np.int64)
+    blocks = read_zarr_labels(tmp_path / "blocks" / "big_labels.zarr").astype(np.int64)
+    assert not (tmp_path / "blocks" / "big.partial").exists()  # the work folder is gone once done
+    assert whole.max() > 2000  # real nuclei, found
+    ious = best_iou(whole, blocks)
+    assert (ious >= 0.9).mean() >= 0.99
+    # no nucleus split along a block border: each block-wise nucleus crossing a border line is one
+    # whole-image nucleus's partner on both sides
+    for line in (1024, 2048):
+        for w, b in (
+            (whole[line - 1 : line + 1], blocks[line - 1 : line + 1]),
+            (whole[:, line - 1 : line + 1].T, blocks[:, line - 1 : line + 1].T),
+        ):
+            crossing = (w[0] > 0) & (w[0] == w[1])  # one whole-image nucleus on both sides of the line
+            assert crossing.sum() > 50
+            assert (b[0][crossing] != b[1][crossing]).sum() <= 0.01 * crossing.sum()
+    table = (tmp_path / "blocks" / "big_nuclei.csv").read_text().splitlines()
+    assert len(table) - 1 == blocks.max()  # one row per nucleus, labels 1..n
+    header = table[0].split(",")
+    rows = [dict(zip(header, line.split(","))) for line in table[1:]]
+    areas = np.bincount(blocks.ravel())[1:]
+    assert [int(r["area"]) for r in rows] == areas.tolist()
+
+
+def test_a_dask_cluster_gives_the_labels_of_the_local_run(tmp_path: Path) -> None:
+    pytest.importorskip("distributed")
+    from distributed import LocalCluster
+
+    tifffile.imwrite(tmp_path / "img.tif", sample_mosaic(1100), tile=(256, 256))
+    common = [str(tmp_path / "img.tif"), "--blockwise", "always", "--block-size", "512", "--scale", "1", "--no-tta"]
+    assert main(["predict", *common, "--out", str(tmp_path / "local")]) == 0
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        code = main(
+            ["predict", *common, "--out", str(tmp_path / "cluster"), "--dask-scheduler", cluster.scheduler_address]
+        )
+    assert code == 0
+    local = read_zarr_labels(tmp_path / "local" / "img_labels.zarr")
+    remote = read_zarr_labels(tmp_path / "cluster" / "img_labels.zarr")
+    assert local.max() > 100
+    np.testing.assert_array_equal(local, remote)
+
+
+def test_an_interrupted_run_continues_with_the_blocks_not_done(
+    tmp_path: Path, tiny_model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rng = np.random.default_rng(0)
+    tifffile.imwrite(tmp_path / "img.tif", rng.integers(0, 255, (700, 900), np.uint8), tile=(256, 256))
+    args = ["predict", str(tmp_path / "img.tif"), "--model", str(tiny_model), "--blockwise", "always"]
+    args += ["--block-size", "256", "--scale", "1", "--out", str(tmp_path / "out")]
+    calls = []
+    real = blockwise.instance_block
+
+    def stop_after_two(job: blockwise.Job, y: int, x: int) -> dict:
+        calls.append((y, x))
+        if len(calls) > 2:
+            raise KeyboardInterrupt
+        return real(job, y, x)
+
+    monkeypatch.setattr(blockwise, "instance_block", stop_after_two)
+    assert main(args) == 130  # interrupted
+    assert not (tmp_path / "out" / "img_labels.zarr").exists()  # nothing that looks finished
+    work = tmp_path / "out" / "img.partial"
+    assert len(list((work / "done").glob("prob-*"))) == 12  # 3 x 4 blocks of probabilities kept
+    monkeypatch.setattr(blockwise, "instance_block", real)
+    predicted = []
+    monkeypatch.setattr(
+        blockwise.Predictor,
+        "window_probabilities",
+        lambda self, *a, **k: predicted.append(1) or pytest.fail("a finished block was predicted again"),
+    )
+    assert main(args) == 0
+    assert not predicted and not work.exists()
+    labels = read_zarr_labels(tmp_path / "out" / "img_labels.zarr")
+    monkeypatch.undo()
+    assert main([*args[:-1], str(tmp_path / "fresh")]) == 0
+    np.testing.assert_array_equal(labels, read_zarr_labels(tmp_path / "fresh" / "img_labels.zarr"))
+
+
+def test_ome_zarr_in_and_out(tmp_path: Path, tiny_model: Path) -> None:
+    rng = np.random.default_rng(1)
+    group = zarr.open_group(tmp_path / "in.ome.zarr", mode="w", attributes=blockwise.ome_attributes(0.5, "cyx"))
+    group.create_array("0", shape=(2, 300, 400), chunks=(1, 128, 128), dtype="uint16")
+    group["0"][:] = rng.integers(0, 4000, (2, 300, 400))
+    out = tmp_path / "out"
+    args = ["predict", str(tmp_path), "--model", str(tiny_model), "--out", str(out), "--block-size", "512"]
+    assert main([*args, "--channel", "1", "--save-prob"]) == 0
+    labels = zarr.open_group(out / "in_labels.zarr", mode="r")
+    assert labels["0"].shape == (300, 400) and labels["0"].dtype == np.uint32
+    assert labels.attrs["ome"]["multiscales"][0]["axes"][0]["unit"] == "micrometer"
+    assert zarr.open_group(out / "in_prob.zarr", mode="r")["0"].shape[1:] == (300, 400)
+    assert (out / "in_nuclei.csv").is_file()
+    assert main(args) == 2  # two channels and no --channel: one line, nothing else
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--block-size", "1000"], "multiple of the chunk size"),
+        (["--halo", "-1"], "--halo"),
+        (["--workers", "0"], "--workers"),
+    ],
+)
+def test_bad_block_options_are_one_line(
+    tmp_path: Path, tiny_model: Path, capsys: pytest.CaptureFixture, extra: list[str], message: str
+) -> None:
+    tifffile.imwrite(tmp_path / "img.tif", np.zeros((64, 64), np.uint8))
+    code = main(
+        ["predict", str(tmp_path / "img.tif"), "--model", str(tiny_model), "--out", str(tmp_path / "o"), *extra]
+    )
+    assert code == 2 and message in capsys.readouterr().err
+
+
+def test_a_stack_or_a_bare_zarr_group_is_one_line(
+    tmp_path: Path, tiny_model: Path, capsys: pytest.CaptureFixture
+) -> None:
+    zarr.open_group(tmp_path / "bare.zarr", mode="w").create_array("x", shape=(10, 10), dtype="uint8")
+    stack = zarr.open_group(tmp_path / "stack.zarr", mode="w", attributes=blockwise.ome_attributes(None, "zyx"))
+    stack.create_array("0", shape=(3, 64, 64), dtype="uint8")
+    for name, message in (("bare.zarr", "multiscales"), ("stack.zarr", "stack")):
+        code = main(["predict", str(tmp_path / name), "--model", str(tiny_model), "--out", str(tmp_path / "o")])
+        assert code == 2 and message in capsys.readouterr().err
