@@ -65,3 +65,36 @@ def test_torchscript_handles_other_sizes(trained_like: AttentionUNet, tmp_path: 
     x = torch.rand(1, 3, 37, 50)
     with torch.no_grad():
         torch.testing.assert_close(traced(x), trained_like(x), atol=1e-4, rtol=1e-4)
+
+
+def test_engine_auto_runs_the_shipped_int8_only_when_it_was_made_from_the_shipped_weights(
+    tmp_path: Path, tiny_model: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    import importlib.util
+
+    from attention_unet import export, model, predict
+
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    (weights / "model.safetensors").write_bytes((tiny_model / "model.safetensors").read_bytes())
+    monkeypatch.setattr(model, "pretrained_path", lambda: weights / "model.safetensors")
+    runners = []
+    monkeypatch.setattr(
+        export, "onnx_runner", lambda path: runners.append(Path(path)) or (lambda batch: (batch[:, :1], []))
+    )
+    assert predict.shipped_int8() is None  # none shipped: torch
+    predict.load_predictor(engine="auto")
+    assert not runners
+    spec = importlib.util.spec_from_file_location("ship_model", Path(__file__).parents[1] / "tools" / "ship_model.py")
+    ship = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ship)
+    ship.write_int8(weights / "model.safetensors", [str(SAMPLE_DIR / "images")])
+    assert predict.shipped_int8() == weights / "model.int8.onnx"
+    predict.load_predictor(engine="auto")
+    assert runners == [weights / "model.int8.onnx"]
+    predict.load_predictor(engine="auto", device="cpu", attention=True)  # attention maps need torch
+    assert len(runners) == 1
+    torch.manual_seed(1)  # other weights shipped, the int8 file left behind: torch, with a warning
+    model.save_model(AttentionUNet(ModelConfig(width=4, depth=2)).eval(), weights, {"train": {"norm": "percentile"}})
+    assert predict.shipped_int8() is None
+    assert "quantised from other weights" in capsys.readouterr().err
