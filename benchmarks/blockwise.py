@@ -74,7 +74,7 @@ def main() -> None:
         return
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", type=int, nargs="+", default=[5000, 10000, 20000])
-    parser.add_argument("--engine", default="torch")
+    parser.add_argument("--engine", default="auto", help="auto: predict's default engine")
     parser.add_argument("--tmp", default=None, help="folder for the images and outputs (default: the system's)")
     parser.add_argument("--out", default="benchmarks/blockwise.json")
     args = parser.parse_args()
