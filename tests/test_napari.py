@@ -37,7 +37,9 @@ def test_the_widget_segments_like_the_command_line(make_napari_viewer, qtbot, tm
     widget.csv.value = tmp_path / "table.csv"
     segment(widget, qtbot)
     labels = viewer.layers["nuclei_labels"].data
-    assert main(["predict", str(SAMPLE), "--out", str(tmp_path / "cli")]) == 0
+    assert (
+        main(["predict", str(SAMPLE), "--out", str(tmp_path / "cli"), "--engine", "torch"]) == 0
+    )  # the widget's engine
     cli = tifffile.imread(tmp_path / "cli" / f"{SAMPLE.stem}_labels.tif")
     assert labels.max() == cli.max() > 10
     assert widget.table.shape[0] == labels.max() and "nuclei in nuclei" in widget.status.value

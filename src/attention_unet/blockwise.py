@@ -246,10 +246,18 @@ def worker_predictor(job: Job) -> Predictor:
     return dataclasses.replace(_PREDICTORS[key], scale=job.scale)
 
 
-def remember_predictor(recipe: dict[str, Any], predictor: Predictor) -> None:
-    """Hand a predictor already loaded here to the local workers (no second load)."""
+@contextlib.contextmanager
+def predictor_shared(recipe: dict[str, Any], predictor: Predictor) -> Any:
+    """Hand a predictor already loaded here to the local workers (no second load) while the block
+    closes; then let it go (a long-lived process must not keep every model it ran)."""
+    key = json.dumps(recipe, sort_keys=True, default=str)
     with _PREDICTORS_LOCK:
-        _PREDICTORS[json.dumps(recipe, sort_keys=True, default=str)] = predictor
+        _PREDICTORS[key] = predictor
+    try:
+        yield
+    finally:
+        with _PREDICTORS_LOCK:
+            _PREDICTORS.pop(key, None)
 
 
 # ---------------------------------------------------------------------------------- the passes

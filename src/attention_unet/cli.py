@@ -113,7 +113,11 @@ def _model_args(p: argparse.ArgumentParser) -> None:
 
 def _inference_args(p: argparse.ArgumentParser, microns: bool = False) -> None:
     p.add_argument("--tile", type=int, default=512, help="tile size of sliding-window inference")
-    p.add_argument("--batch-size", type=int, default=4, help="tiles per batch")
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        help="tiles per batch (default: 1 on a CPU, where 4 is no faster and holds 2x the memory; else 4)",
+    )
     p.add_argument(
         "--tta",
         action=argparse.BooleanOptionalAction,

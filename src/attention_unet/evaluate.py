@@ -124,7 +124,7 @@ def evaluate(
     split_file: str | None = None,
     strips: bool = True,
     tile: int = 512,
-    batch_size: int = 4,
+    batch_size: int | None = None,
     tta: bool | None = None,
     device: str = "cpu",
     scale: str | None = None,

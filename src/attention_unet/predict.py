@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from . import data, limits
-from .blockwise import BlockSettings, dask_client, open_lazy, prepare, remember_predictor, segment
+from .blockwise import BlockSettings, dask_client, open_lazy, predictor_shared, prepare, segment
 from .errors import InputError
 from .images import check_pixel_size, find_inputs, heat_map, is_zarr, open_image, overlay
 from .measure import MeasureSettings, geojson_features, keep, measurements, outlines, write_geojson
@@ -117,7 +117,7 @@ def load_predictor(
     *,
     device: str = "cpu",
     tile: int = 512,
-    batch_size: int = 4,
+    batch_size: int | None = None,
     tta: bool | None = None,
     scale: str | float | None = None,
     diameter: float | None = None,
@@ -135,6 +135,10 @@ def load_predictor(
     check_device(device)
     if not (isinstance(tile, int) and 32 <= tile <= 8192):
         raise InputError(f"--tile must be a whole number of pixels from 32 to 8192, not {tile}")
+    if batch_size is None:
+        # on a CPU, 4 tiles of 512 per batch are no faster than 1 and hold twice the memory (a 3072²
+        # window: 1554 against 701 MiB peak, 15.1 against 14.9 s, int8 ONNX; BENCHMARKS.md)
+        batch_size = 1 if device == "cpu" else 4
     if not (isinstance(batch_size, int) and 1 <= batch_size <= 1024):
         raise InputError(f"--batch-size must be a whole number from 1 to 1024, not {batch_size}")
     path = Path(model) if model else pretrained_path()
@@ -194,12 +198,13 @@ def shipped_int8() -> Path | None:
     """The shipped model's int8 ONNX (tools/ship_model.py writes it beside the weights), when it
     was quantised from the weights shipped now (their sha256 in its metadata)."""
     import hashlib
+    import importlib.util
 
     from .export import onnx_info
     from .model import pretrained_path
 
     path = pretrained_path().with_suffix(".int8.onnx")
-    if not path.is_file():
+    if not path.is_file() or importlib.util.find_spec("onnxruntime") is None:
         return None
     made_from = onnx_info(path).get("quantised_from", "")
     current = hashlib.sha256(pretrained_path().read_bytes()).hexdigest()
@@ -224,8 +229,8 @@ def predict_files(
     if options.blocks.scheduler and recipe is None:
         raise InputError("a dask.distributed scheduler needs the predictor's recipe (load_predictor's keywords)")
     recipe = recipe if recipe is not None else {"local": id(predictor)}
-    remember_predictor(recipe, predictor)  # local workers use this one instead of loading it again
-    with dask_client(options.blocks) as client:
+    # local workers use this predictor instead of loading it again
+    with predictor_shared(recipe, predictor), dask_client(options.blocks) as client:
         return _predict_files(inputs, out=out, predictor=predictor, options=options, recipe=recipe, client=client)
 
 

@@ -94,7 +94,7 @@ class Segmenter:
         device: torch device ("cpu", "cuda", "mps").
         engine: "torch", or "onnx" to run on ONNX Runtime.
         tile: tile size of sliding-window inference.
-        batch_size: tiles per forward pass.
+        batch_size: tiles per forward pass (default: 1 on a CPU, 4 elsewhere).
     """
 
     def __init__(
@@ -104,7 +104,7 @@ class Segmenter:
         device: str = "cpu",
         engine: str = "torch",
         tile: int = 512,
-        batch_size: int = 4,
+        batch_size: int | None = None,
     ) -> None:
         self._options = {"device": device, "engine": engine, "tile": tile, "batch_size": batch_size}
         self.model = model

@@ -1,0 +1,106 @@
+"""Like for like on CPU: our network and MONAI's AttentionUnet of the same widths, each exported to
+ONNX and quantised to int8 the same way (`export.quantize_onnx`: per-channel int8 convolutions, the
+first and the head kept fp32, calibrated on the same tiles), run by ONNX Runtime.
+
+    python benchmarks/int8_vs_monai.py [--presets seed small medium] [--repeats 5] [--precisions fp32 int8] [--out benchmarks/int8_vs_monai.json]
+
+For each preset: images per second on a batch of 8 x 256 x 256, and seconds for a 1024 x 1024
+prediction through the tiled predictor (tile 512, batch 4), each the median of ``--repeats`` runs
+(the spread, max/min, reported beside it: this machine's timings drift with its other load).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from attention_unet import data
+from attention_unet.export import calibration_tiles, export_onnx, onnx_runner, quantize_onnx
+from attention_unet.model import PRESETS, AttentionUNet
+from attention_unet.tiling import Predictor
+
+
+def monai_onnx(width: int, depth: int, path: Path) -> Path:
+    from bench import monai_model  # benchmarks/bench.py: the same MONAI network as the other tables
+
+    model = monai_model(width, depth).eval()
+    torch.onnx.export(
+        model,
+        (torch.randn(1, 3, 64, 64),),
+        str(path),
+        input_names=["image"],
+        output_names=["logits"],
+        dynamic_axes={"image": {0: "batch", 2: "height", 3: "width"}, "logits": {0: "batch", 2: "height", 3: "width"}},
+        opset_version=17,
+        dynamo=False,
+    )
+    import onnx
+
+    graph = onnx.load(str(path))  # quantize_onnx keeps the attention-unet metadata: give it some
+    onnx.helper.set_model_props(graph, {"attention_unet": json.dumps({"model": {"monai": True}})})
+    onnx.save(graph, str(path))
+    return path
+
+
+def medians(fn, repeats: int) -> tuple[float, float]:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), max(times) / min(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--presets", nargs="+", default=["seed", "small", "medium"])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--precisions", nargs="+", default=["fp32", "int8"], choices=["fp32", "int8"])
+    parser.add_argument("--out", default="benchmarks/int8_vs_monai.json")
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    tiles = calibration_tiles([r.image for r in data.load_records(data.SAMPLE_DIR)], "percentile")
+    batch = np.random.default_rng(1).random((8, 3, 256, 256), dtype=np.float32)
+    big = (np.random.default_rng(0).random((1024, 1024, 3)) * 255).astype(np.uint8)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for preset in args.presets:
+            config = PRESETS[preset]
+            for impl in ("ours", "monai"):
+                fp32 = Path(tmp) / f"{preset}-{impl}.onnx"
+                if impl == "ours":
+                    export_onnx(AttentionUNet(config).eval(), fp32)
+                else:
+                    monai_onnx(config.width, config.depth, fp32)
+                int8 = quantize_onnx(fp32, fp32.with_suffix(".int8.onnx"), tiles)
+                for precision, path in (("fp32", fp32), ("int8", int8)):
+                    if precision not in args.precisions:
+                        continue
+                    run = onnx_runner(path)
+                    seconds, spread = medians(lambda run=run: run(batch), args.repeats)
+                    predictor = Predictor(run, "percentile", tile=512, batch_size=4)
+                    tiled, tiled_spread = medians(lambda p=predictor: p.probability(big), args.repeats)
+                    row = {
+                        "preset": preset,
+                        "network": impl,
+                        "onnx": precision,
+                        "img_s_256": round(8 / seconds, 2),
+                        "spread_256": round(spread, 2),
+                        "predict_1024_s": round(tiled, 3),
+                        "spread_1024": round(tiled_spread, 2),
+                    }
+                    print(json.dumps(row), flush=True)
+                    rows.append(row)
+    Path(args.out).write_text(json.dumps(rows, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
