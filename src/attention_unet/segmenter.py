@@ -92,7 +92,8 @@ class Segmenter:
     Args:
         model: a model file, model folder, training run folder or ``.onnx`` file; None for the shipped model.
         device: torch device ("cpu", "cuda", "mps").
-        engine: "torch", or "onnx" to run on ONNX Runtime.
+        engine: "auto" (as ``predict``: the shipped model's int8 ONNX on a CPU, else torch),
+            "torch", or "onnx" to run an fp32 ONNX export on ONNX Runtime.
         tile: tile size of sliding-window inference.
         batch_size: tiles per forward pass (default: 1 on a CPU, 4 elsewhere).
     """
@@ -102,7 +103,7 @@ class Segmenter:
         model: str | Path | None = None,
         *,
         device: str = "cpu",
-        engine: str = "torch",
+        engine: str = "auto",
         tile: int = 512,
         batch_size: int | None = None,
     ) -> None:
