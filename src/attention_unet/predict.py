@@ -76,16 +76,37 @@ class Summary:
 
 def summarise(name: str, labels: np.ndarray) -> dict:
     areas = np.bincount(labels.ravel())[1:]
-    areas = areas[areas > 0]
+    return summary_row(name, labels.shape, areas[areas > 0])
+
+
+def summary_row(name: str, shape: tuple[int, ...], areas: np.ndarray) -> dict:
+    """summary.csv's row for an image of ``shape`` whose nuclei have these areas (pixels)."""
     return {
         "file": name,
-        "height": labels.shape[0],
-        "width": labels.shape[1],
+        "height": shape[0],
+        "width": shape[1],
         "nucleus_count": len(areas),
-        "foreground_fraction": round(float((labels > 0).mean()), 6),
+        "foreground_fraction": round(float(areas.sum()) / (shape[0] * shape[1]), 6),
         "mean_area_px": round(float(areas.mean()), 2) if len(areas) else 0.0,
         "median_area_px": float(np.median(areas)) if len(areas) else 0.0,
     }
+
+
+def for_diameter(
+    predictor: Predictor, diameter: tuple[float, str] | None, pixel_size: float | None, path: Path
+) -> Predictor:
+    """The predictor rescaled for ``--diameter`` (pixels, or µm with the file's pixel size)."""
+    import dataclasses
+
+    if diameter is None:
+        return predictor
+    value, unit = diameter
+    if unit == "um" and pixel_size is None:
+        raise InputError(
+            f"{path}: --diameter {value:g}um needs the pixel size, which the file does not give: add --pixel-size UM"
+        )
+    pixels = value / pixel_size if unit == "um" else value
+    return dataclasses.replace(predictor, scale=scale_for_diameter(predictor.target_diameter, pixels))
 
 
 def scale_for_diameter(target_diameter: float, diameter: float) -> float:
@@ -354,21 +375,13 @@ def predict_file(
     diameter: tuple[float, str] | None,
 ) -> list[dict]:
     """Segment one file (every plane of a stack) and write its outputs; its summary rows."""
-    import dataclasses
 
     source = open_image(path, axes=options.axes, pixel_size=options.pixel_size)
     channel = source.channel_index(options.channel)
     if channel is None and source.n_channels > 1 and not source.rgb:
         names = f" ({', '.join(source.channel_names)})" if any(source.channel_names) else ""
         raise InputError(f"{path}: {source.n_channels} channels{names}: give --channel (the one that holds the nuclei)")
-    if diameter is not None:
-        value, unit = diameter
-        if unit == "um" and source.pixel_size is None:
-            raise InputError(
-                f"{path}: --diameter {value:g}um needs the pixel size, which the file does not give: add --pixel-size UM"
-            )
-        pixels = value / source.pixel_size if unit == "um" else value
-        predictor = dataclasses.replace(predictor, scale=scale_for_diameter(predictor.target_diameter, pixels))
+    predictor = for_diameter(predictor, diameter, source.pixel_size, path)
     names = (
         [n or f"ch{c}" for c, n in enumerate(source.channel_names)]
         if len(source.channel_names) == source.n_channels
@@ -470,7 +483,6 @@ def predict_blockwise(
     """Segment one large 2-D image block by block (:mod:`blockwise`): ``<stem>_labels.zarr``
     (OME-Zarr, uint32), ``<stem>_nuclei.csv`` and with ``save_prob`` ``<stem>_prob.zarr``; its
     summary row. An interrupted run's blocks (``<stem>.partial``) are kept and continued."""
-    import dataclasses
     import shutil
 
     if is_zarr(path):
@@ -484,12 +496,7 @@ def predict_blockwise(
         source = open_lazy(path, channel=info.channel_index(options.channel), axes=info.axes)
         pixel_size = info.pixel_size
     limits.check_pixels(*source.shape_yx, str(path), limit=limits.BLOCKWISE_MAX_PIXELS)
-    if diameter is not None:
-        value, unit = diameter
-        if unit == "um" and pixel_size is None:
-            raise InputError(f"{path}: --diameter {value:g}um needs the pixel size: add --pixel-size UM")
-        pixels = value / pixel_size if unit == "um" else value
-        predictor = dataclasses.replace(predictor, scale=scale_for_diameter(predictor.target_diameter, pixels))
+    predictor = for_diameter(predictor, diameter, pixel_size, path)
     if options.rois or options.geojson:
         print(
             f"warning: {path}: no --rois or --geojson for a block-wise image (labels zarr and table only)",
@@ -521,19 +528,7 @@ def predict_blockwise(
         folder.place(work / "prob.zarr", Path(f"{target}_prob.zarr"))
     folder.write(Path(f"{target}_nuclei.csv"), lambda t: write_measurement_csv(t, [({}, table)]))
     shutil.rmtree(work, ignore_errors=True)
-    height, width = source.shape_yx
-    areas = table["area"]
-    return [
-        {
-            "file": stem,
-            "height": height,
-            "width": width,
-            "nucleus_count": len(areas),
-            "foreground_fraction": round(float(areas.sum()) / (height * width), 6),
-            "mean_area_px": round(float(areas.mean()), 2) if len(areas) else 0.0,
-            "median_area_px": float(np.median(areas)) if len(areas) else 0.0,
-        }
-    ]
+    return [summary_row(stem, source.shape_yx, table["area"])]
 
 
 def _empty_zip(path: Path) -> None:
