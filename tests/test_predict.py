@@ -16,7 +16,7 @@ from attention_unet.data import SAMPLE_DIR, load_records
 from attention_unet.errors import InputError
 from attention_unet.instances import contours, distances, instances
 from attention_unet.model import pretrained_path, save_model
-from attention_unet.tiling import Predictor, gaussian_weights, tile_starts, torch_runner
+from attention_unet.tiling import Predictor, gaussian_weights, size_statistics, tile_starts, torch_runner
 
 from .conftest import disks, synthetic, two_touching_boxes
 
@@ -241,6 +241,36 @@ def test_auto_scale_brings_nuclei_to_the_learnt_size(radius: int, expected: floa
     factor = predictor.auto_scale(image, data.normalisation_range(image, "percentile"))
     assert factor == pytest.approx(expected, rel=0.15)
     assert predictor.probability(image).shape == (256, 320)
+
+
+def test_size_statistics_see_the_nucleus_that_most_pixels_lie_in() -> None:
+    """Ten fragments of 12 pixels and one nucleus of 2,000: the median is a fragment, the weighted
+    diameter the large nucleus; empty input counts nothing."""
+    stats = size_statistics(np.array([12] * 10 + [2000]))
+    assert stats["count"] == 11
+    assert stats["median"] == pytest.approx(2 * np.sqrt(12 / np.pi))
+    assert stats["weighted"] == pytest.approx(2 * np.sqrt(2000 / np.pi))
+    assert size_statistics(np.array([]))["count"] == 0
+
+
+def fragments_and_large_nuclei(specks: int) -> np.ndarray:
+    """Two 64-px nuclei beside ``specks`` 10-px specks (the probe's view of textured nuclei)."""
+    labels = disks((256, 320), [(70, 70), (180, 90)], 32)
+    centres = [(y, x) for y in range(12, 250, 20) for x in (180, 210, 240, 270, 300)][:specks]
+    return np.dstack([((labels + disks((256, 320), centres, 5)) > 0).astype(np.uint8) * 200] * 3)
+
+
+@pytest.mark.parametrize(("specks", "ratio", "expected"), [(40, 2.0, 0.25), (40, 0.0, 1.0), (10, 2.0, 1.0)])
+def test_many_fragments_beside_large_nuclei_count_as_fragments(specks: int, ratio: float, expected: float) -> None:
+    """With the fragments rule on and enough pieces, auto scale shrinks the image for the large
+    nuclei that hold most of the foreground; off, or with few pieces, the median (a speck, inside
+    the range left alone) keeps scale 1."""
+    image = fragments_and_large_nuclei(specks)
+    predictor = Predictor(
+        brightness_runner, "percentile", tile=128, scale=None, min_area=1, fragments_ratio=ratio, fragments_count=30
+    )
+    factor = predictor.auto_scale(image, data.normalisation_range(image, "percentile"))
+    assert factor == pytest.approx(expected, rel=0.1)
 
 
 def test_diameter_sets_the_scale_from_the_model_target(tmp_path: Path) -> None:

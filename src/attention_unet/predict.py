@@ -212,6 +212,8 @@ def load_predictor(
         contour_threshold=settings.contour_threshold,
         h=settings.h,
         min_area=settings.min_area,
+        fragments_ratio=settings.fragments_ratio,
+        fragments_count=settings.fragments_count,
     )
 
 

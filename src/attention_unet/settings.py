@@ -28,6 +28,11 @@ class InferenceSettings:
     contour_threshold: float = 0.5  # contour probability from which a pixel counts as a border
     h: float = 1.0  # watershed seed depth (h-maxima)
     min_area: int = 8  # smaller instances are dropped (pixels)
+    # auto scale's typical nucleus is the probe's median one, unless it found at least
+    # fragments_count nuclei and the one the median foreground pixel lies in is fragments_ratio times
+    # larger or more (fragments of large textured nuclei; 0: off). See Predictor.auto_scale.
+    fragments_ratio: float = 0.0
+    fragments_count: int = 30
 
     @classmethod
     def from_metadata(cls, values: dict[str, Any]) -> InferenceSettings:
@@ -40,6 +45,8 @@ class InferenceSettings:
             "contour_threshold": float,
             "h": float,
             "min_area": int,
+            "fragments_ratio": float,
+            "fragments_count": int,
         }
         known = {f.name for f in fields(cls)}
         try:

@@ -45,6 +45,29 @@ def gaussian_weights(height: int, width: int) -> np.ndarray:
     return np.maximum(np.outer(y, x), 1e-3).astype(np.float32)
 
 
+def diameter_of_area(area: float) -> float:
+    """The diameter of a disc of this area."""
+    return 2 * math.sqrt(area / math.pi)
+
+
+def size_statistics(areas: np.ndarray) -> dict[str, float]:
+    """Sizes of a set of nuclei from their areas (pixels): how many, the median diameter, the
+    quartiles' diameters, and the diameter of the nucleus that the median foreground *pixel* lies in
+    ('weighted': fragments of a large nucleus outnumber it, but it holds most of the pixels)."""
+    areas = np.sort(np.asarray(areas, np.float64))
+    if not len(areas):
+        return {"count": 0, "median": 0.0, "q25": 0.0, "q75": 0.0, "weighted": 0.0}
+    weighted = areas[np.searchsorted(np.cumsum(areas), areas.sum() / 2)]
+    q25, median, q75 = np.percentile(areas, [25, 50, 75])
+    return {
+        "count": len(areas),
+        "median": diameter_of_area(median),
+        "q25": diameter_of_area(q25),
+        "q75": diameter_of_area(q75),
+        "weighted": diameter_of_area(weighted),
+    }
+
+
 def torch_runner(model: torch.nn.Module, device: str = "cpu", attention: bool = False) -> Runner:  # noqa: F821
     """Wrap a model as a function: float32 NCHW batch -> (probabilities N x C x H x W, gate maps N x H x W)."""
     import torch
@@ -99,6 +122,8 @@ class Predictor:
     contour_threshold: float = InferenceSettings.contour_threshold
     h: float = InferenceSettings.h
     min_area: int = InferenceSettings.min_area  # smaller components are dropped from the instances
+    fragments_ratio: float = InferenceSettings.fragments_ratio  # see auto_scale
+    fragments_count: int = InferenceSettings.fragments_count
 
     def probability(self, image: np.ndarray) -> np.ndarray:
         """H x W float32 foreground probability of an H x W x 3 image."""
@@ -166,25 +191,38 @@ class Predictor:
         )
 
     def auto_scale(self, image: np.ndarray, value_range: tuple[float, float]) -> float:
-        """The factor that brings the median nucleus to ``target_diameter`` (clipped to 0.125..4),
-        or 1.0 when its diameter lies within ``auto_range`` times the target or nothing was found.
+        """The factor that brings the typical nucleus to ``target_diameter`` (clipped to
+        0.125..4), or 1.0 when its diameter lies within ``auto_range`` times the target or nothing
+        was found.
 
         Measured on the image at ``probe`` size, not at full size: large textured nuclei that a
         full-size pass cuts into small bright fragments (which would ask for enlarging) are whole
-        there, and the pass costs a quarter of a full one."""
-        height, width = image.shape[:2]
-        size = (max(8, round(height * self.probe)), max(8, round(width * self.probe)))
-        probs, _ = self._tiled(data.resize(image, size), value_range)
-        smallest = max(1, round(self.min_area * self.probe**2))
-        areas = np.bincount(instances(probs[0], threshold=0.5, min_area=smallest, h=self.h).ravel())[1:]
-        areas = areas[areas > 0]
-        if not len(areas):
+        there, and the pass costs a quarter of a full one. The typical nucleus is the probe's
+        median one, unless the probe found at least ``fragments_count`` nuclei and the nucleus that
+        the median foreground pixel lies in is ``fragments_ratio`` times larger or more (when that
+        is set): many small pieces beside large nuclei that hold most of the foreground are
+        fragments of those (textured tissue), not nuclei of their own."""
+        sizes = self.probe_sizes(image, value_range, self.probe)
+        if not sizes["count"]:
             return 1.0
-        diameter = 2 * math.sqrt(float(np.median(areas)) / math.pi) * width / size[1]
+        diameter = sizes["median"]
+        fragmented = sizes["weighted"] >= self.fragments_ratio * diameter
+        if self.fragments_ratio and sizes["count"] >= self.fragments_count and fragmented:
+            diameter = sizes["weighted"]
         low, high = self.auto_range
         if low * self.target_diameter <= diameter <= high * self.target_diameter:
             return 1.0
         return float(np.clip(self.target_diameter / diameter, 0.125, 4.0))
+
+    def probe_sizes(self, image: np.ndarray, value_range: tuple[float, float], probe: float) -> dict[str, float]:
+        """:func:`size_statistics` of the instances found on the image resized by ``probe``, in
+        the image's own pixels."""
+        height, width = image.shape[:2]
+        size = (max(8, round(height * probe)), max(8, round(width * probe)))
+        probs, _ = self._tiled(data.resize(image, size), value_range)
+        smallest = max(1, round(self.min_area * probe**2))
+        areas = np.bincount(instances(probs[0], threshold=0.5, min_area=smallest, h=self.h).ravel())[1:]
+        return size_statistics(areas[areas > 0] * (width / size[1]) ** 2)
 
     def _tiled(
         self,

@@ -1,0 +1,72 @@
+"""Score auto scale's fragments rule (InferenceSettings.fragments_ratio / fragments_count) against
+the shipped size estimate on a split part, where
+it matters: images on which the two choose different factors are predicted at both and scored
+(F1, DSB score); on the others the two predictions are the same image, so they add nothing to the
+difference. Prints, per dataset and zoom, how many images changed and the change of the mean
+scores over all the part's images. The default engine (int8 ONNX) throughout.
+
+    python tools/size_check.py --split-file runs/nuclei-v4/split.json --part valid \
+        --fragments-ratio 2 --fragments-count 30 --zooms 1 3 0.4 DATA...
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+from pathlib import Path
+
+import numpy as np
+
+from attention_unet import data, metrics
+from attention_unet.evaluate import zoomed
+from attention_unet.predict import load_predictor
+
+MAX_PIXELS = 4_200_000
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("data", nargs="+")
+    parser.add_argument("--split-file", required=True)
+    parser.add_argument("--part", default="valid")
+    parser.add_argument("--fragments-ratio", type=float, required=True)
+    parser.add_argument("--fragments-count", type=int, required=True)
+    parser.add_argument("--zooms", type=float, nargs="+", default=[1.0])
+    args = parser.parse_args()
+    shipped = load_predictor(None, engine="auto", scale="auto")
+    fitted = dataclasses.replace(shipped, fragments_ratio=args.fragments_ratio, fragments_count=args.fragments_count)
+    for path in args.data:
+        records = data.select(data.load_records(path), data.load_split(args.split_file, path), args.part)
+        for zoom in args.zooms:
+            changed, deltas = [], np.zeros(2)
+            for record in records:
+                image, labels = data.protocol_view(record, "native")
+                im, lab = zoomed(image, labels, min(zoom, math.sqrt(MAX_PIXELS / (image.shape[0] * image.shape[1]))))
+                value_range = data.normalisation_range(im, shipped.norm)
+                factors = [p.auto_scale(im, value_range) for p in (shipped, fitted)]
+                if abs(factors[0] - factors[1]) < 1e-3:
+                    continue
+                scores = []
+                for factor in factors:
+                    predictor = dataclasses.replace(shipped, scale=factor)
+                    probs = predictor.probabilities(im, value_range=value_range)[0]
+                    pixel = metrics.pixel_scores(probs[0] > 0.5, lab > 0)
+                    objects = metrics.object_scores(lab, predictor.labels(probs))
+                    scores.append((pixel["f1"], objects["dsb_score"]))
+                deltas += np.subtract(scores[1], scores[0])
+                changed.append(
+                    f"{record.id[:12]} x{factors[0]:.2f}->{factors[1]:.2f} F1 {scores[0][0]:.3f}->{scores[1][0]:.3f}"
+                )
+            n = len(records)
+            print(
+                f"{Path(path).stem} zoom {zoom:g}: {len(changed)}/{n} changed; mean F1 {deltas[0] / n:+.4f}, "
+                f"DSB score {deltas[1] / n:+.4f}",
+                flush=True,
+            )
+            for line in changed:
+                print("   ", line, flush=True)
+
+
+if __name__ == "__main__":
+    main()
