@@ -253,19 +253,28 @@ def test_size_statistics_see_the_nucleus_that_most_pixels_lie_in() -> None:
     assert size_statistics(np.array([]))["count"] == 0
 
 
-def fragments_and_large_nuclei(specks: int) -> np.ndarray:
-    """Two 64-px nuclei beside ``specks`` 10-px specks (the probe's view of textured nuclei)."""
+def fragments_and_large_nuclei(specks: int, clumps: bool = False) -> np.ndarray:
+    """Two 64-px nuclei beside ``specks`` 10-px specks (the probe's view of textured nuclei); with
+    ``clumps`` each large nucleus is a cross of five 20-px discs instead (merged small nuclei)."""
     labels = disks((256, 320), [(70, 70), (180, 90)], 32)
+    if clumps:
+        arms = [(0, 0), (-19, 0), (19, 0), (0, -19), (0, 19)]
+        labels = disks((256, 320), [(y + dy, x + dx) for y, x in [(70, 70), (180, 90)] for dy, dx in arms], 10)
     centres = [(y, x) for y in range(12, 250, 20) for x in (180, 210, 240, 270, 300)][:specks]
     return np.dstack([((labels + disks((256, 320), centres, 5)) > 0).astype(np.uint8) * 200] * 3)
 
 
-@pytest.mark.parametrize(("specks", "ratio", "expected"), [(40, 2.0, 0.25), (40, 0.0, 1.0), (10, 2.0, 1.0)])
-def test_many_fragments_beside_large_nuclei_count_as_fragments(specks: int, ratio: float, expected: float) -> None:
+@pytest.mark.parametrize(
+    ("specks", "ratio", "clumps", "expected"),
+    [(40, 2.0, False, 0.25), (40, 0.0, False, 1.0), (10, 2.0, False, 1.0), (40, 2.0, True, 1.0)],
+)
+def test_many_fragments_beside_large_nuclei_count_as_fragments(
+    specks: int, ratio: float, clumps: bool, expected: float
+) -> None:
     """With the fragments rule on and enough pieces, auto scale shrinks the image for the large
-    nuclei that hold most of the foreground; off, or with few pieces, the median (a speck, inside
-    the range left alone) keeps scale 1."""
-    image = fragments_and_large_nuclei(specks)
+    convex nuclei that hold most of the foreground; off, with few pieces, or when the large pieces
+    are clumps (not convex), the median (a speck, inside the range left alone) keeps scale 1."""
+    image = fragments_and_large_nuclei(specks, clumps)
     predictor = Predictor(
         brightness_runner, "percentile", tile=128, scale=None, min_area=1, fragments_ratio=ratio, fragments_count=30
     )

@@ -6,7 +6,7 @@ difference. Prints, per dataset and zoom, how many images changed and the change
 scores over all the part's images. The default engine (int8 ONNX) throughout.
 
     python tools/size_check.py --split-file runs/nuclei-v4/split.json --part valid \
-        --fragments-ratio 2 --fragments-count 30 --zooms 1 3 0.4 DATA...
+        --fragments-ratio 2 --fragments-count 30 --fragments-solidity 0.8 --zooms 1 3 0.4 DATA...
 """
 
 from __future__ import annotations
@@ -32,10 +32,16 @@ def main() -> None:
     parser.add_argument("--part", default="valid")
     parser.add_argument("--fragments-ratio", type=float, required=True)
     parser.add_argument("--fragments-count", type=int, required=True)
+    parser.add_argument("--fragments-solidity", type=float, required=True)
     parser.add_argument("--zooms", type=float, nargs="+", default=[1.0])
     args = parser.parse_args()
     shipped = load_predictor(None, engine="auto", scale="auto")
-    fitted = dataclasses.replace(shipped, fragments_ratio=args.fragments_ratio, fragments_count=args.fragments_count)
+    fitted = dataclasses.replace(
+        shipped,
+        fragments_ratio=args.fragments_ratio,
+        fragments_count=args.fragments_count,
+        fragments_solidity=args.fragments_solidity,
+    )
     for path in args.data:
         records = data.select(data.load_records(path), data.load_split(args.split_file, path), args.part)
         for zoom in args.zooms:

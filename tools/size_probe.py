@@ -2,8 +2,9 @@
 
 For each image of a split part (at zoom 1 and at one seeded random zoom, log-uniform 0.3-4x, at
 most 4.2 M pixels), the shipped model's probes (the image at half and at quarter size) give the
-size statistics of their instances; the labels give the truth. `tools/size_fit.py` fits the size
-estimate of `--scale auto` on the training rows and checks it on the valid ones.
+size statistics of their instances; the labels give the truth. These rows are what auto scale's
+fragments rule (InferenceSettings.fragments_ratio / fragments_count) was read from, on training
+images only; `tools/size_check.py` then scores it on valid with the whole pipeline.
 
     python tools/size_probe.py --split-file runs/nuclei-v4/split.json --part train --out runs/size/train.csv \
         ../shared/data/dsb2018/stage1_train.zip ../shared/data/bbbc039 ../shared/data/tnbc

@@ -214,6 +214,7 @@ def load_predictor(
         min_area=settings.min_area,
         fragments_ratio=settings.fragments_ratio,
         fragments_count=settings.fragments_count,
+        fragments_solidity=settings.fragments_solidity,
     )
 
 

@@ -29,10 +29,12 @@ class InferenceSettings:
     h: float = 1.0  # watershed seed depth (h-maxima)
     min_area: int = 8  # smaller instances are dropped (pixels)
     # auto scale's typical nucleus is the probe's median one, unless it found at least
-    # fragments_count nuclei and the one the median foreground pixel lies in is fragments_ratio times
-    # larger or more (fragments of large textured nuclei; 0: off). See Predictor.auto_scale.
+    # fragments_count nuclei, the one the median foreground pixel lies in is fragments_ratio times
+    # larger or more (0: off) and the large ones are convex (solidity >= fragments_solidity): then
+    # the small ones are fragments of large textured nuclei. See Predictor.auto_scale.
     fragments_ratio: float = 0.0
     fragments_count: int = 30
+    fragments_solidity: float = 0.8
 
     @classmethod
     def from_metadata(cls, values: dict[str, Any]) -> InferenceSettings:
@@ -47,6 +49,7 @@ class InferenceSettings:
             "min_area": int,
             "fragments_ratio": float,
             "fragments_count": int,
+            "fragments_solidity": float,
         }
         known = {f.name for f in fields(cls)}
         try:

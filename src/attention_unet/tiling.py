@@ -50,21 +50,27 @@ def diameter_of_area(area: float) -> float:
     return 2 * math.sqrt(area / math.pi)
 
 
-def size_statistics(areas: np.ndarray) -> dict[str, float]:
+def size_statistics(areas: np.ndarray, solidity: np.ndarray | None = None) -> dict[str, float]:
     """Sizes of a set of nuclei from their areas (pixels): how many, the median diameter, the
     quartiles' diameters, and the diameter of the nucleus that the median foreground *pixel* lies in
-    ('weighted': fragments of a large nucleus outnumber it, but it holds most of the pixels)."""
-    areas = np.sort(np.asarray(areas, np.float64))
+    ('weighted': fragments of a large nucleus outnumber it, but it holds most of the pixels); with
+    each nucleus's solidity (area / convex area), the area-weighted solidity of those at least
+    1/1.5 of the weighted diameter ('large_solidity': single nuclei are convex, merged clumps not)."""
+    order = np.argsort(areas, kind="stable")
+    areas = np.asarray(areas, np.float64)[order]
     if not len(areas):
-        return {"count": 0, "median": 0.0, "q25": 0.0, "q75": 0.0, "weighted": 0.0}
+        return {"count": 0, "median": 0.0, "q25": 0.0, "q75": 0.0, "weighted": 0.0, "large_solidity": 0.0}
     weighted = areas[np.searchsorted(np.cumsum(areas), areas.sum() / 2)]
     q25, median, q75 = np.percentile(areas, [25, 50, 75])
+    large = areas >= weighted / 1.5**2
+    solid = float(np.average(np.asarray(solidity)[order][large], weights=areas[large])) if solidity is not None else 1.0
     return {
         "count": len(areas),
         "median": diameter_of_area(median),
         "q25": diameter_of_area(q25),
         "q75": diameter_of_area(q75),
         "weighted": diameter_of_area(weighted),
+        "large_solidity": solid,
     }
 
 
@@ -124,6 +130,7 @@ class Predictor:
     min_area: int = InferenceSettings.min_area  # smaller components are dropped from the instances
     fragments_ratio: float = InferenceSettings.fragments_ratio  # see auto_scale
     fragments_count: int = InferenceSettings.fragments_count
+    fragments_solidity: float = InferenceSettings.fragments_solidity
 
     def probability(self, image: np.ndarray) -> np.ndarray:
         """H x W float32 foreground probability of an H x W x 3 image."""
@@ -198,16 +205,18 @@ class Predictor:
         Measured on the image at ``probe`` size, not at full size: large textured nuclei that a
         full-size pass cuts into small bright fragments (which would ask for enlarging) are whole
         there, and the pass costs a quarter of a full one. The typical nucleus is the probe's
-        median one, unless the probe found at least ``fragments_count`` nuclei and the nucleus that
+        median one, unless the probe found at least ``fragments_count`` nuclei, the nucleus that
         the median foreground pixel lies in is ``fragments_ratio`` times larger or more (when that
-        is set): many small pieces beside large nuclei that hold most of the foreground are
-        fragments of those (textured tissue), not nuclei of their own."""
+        is set) and the large ones are convex (solidity at least ``fragments_solidity``): many
+        small pieces beside large convex nuclei that hold most of the foreground are fragments of
+        those (textured tissue), not nuclei of their own; large pieces that are not convex are
+        clumps of small nuclei that the half-size pass merged."""
         sizes = self.probe_sizes(image, value_range, self.probe)
         if not sizes["count"]:
             return 1.0
         diameter = sizes["median"]
-        fragmented = sizes["weighted"] >= self.fragments_ratio * diameter
-        if self.fragments_ratio and sizes["count"] >= self.fragments_count and fragmented:
+        fragmented = sizes["weighted"] >= self.fragments_ratio * diameter and sizes["count"] >= self.fragments_count
+        if self.fragments_ratio and fragmented and sizes["large_solidity"] >= self.fragments_solidity:
             diameter = sizes["weighted"]
         low, high = self.auto_range
         if low * self.target_diameter <= diameter <= high * self.target_diameter:
@@ -221,8 +230,11 @@ class Predictor:
         size = (max(8, round(height * probe)), max(8, round(width * probe)))
         probs, _ = self._tiled(data.resize(image, size), value_range)
         smallest = max(1, round(self.min_area * probe**2))
-        areas = np.bincount(instances(probs[0], threshold=0.5, min_area=smallest, h=self.h).ravel())[1:]
-        return size_statistics(areas[areas > 0] * (width / size[1]) ** 2)
+        from skimage.measure import regionprops
+
+        props = regionprops(instances(probs[0], threshold=0.5, min_area=smallest, h=self.h))
+        areas = np.array([p.area for p in props], np.float64) * (width / size[1]) ** 2
+        return size_statistics(areas, np.array([p.solidity for p in props]))
 
     def _tiled(
         self,
