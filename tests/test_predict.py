@@ -265,18 +265,27 @@ def fragments_and_large_nuclei(specks: int, clumps: bool = False) -> np.ndarray:
 
 
 @pytest.mark.parametrize(
-    ("specks", "ratio", "clumps", "expected"),
-    [(40, 2.0, False, 0.25), (40, 0.0, False, 1.0), (10, 2.0, False, 1.0), (40, 2.0, True, 1.0)],
+    ("specks", "ratio", "clumps", "solidity", "expected"),
+    [(40, 2.0, False, 0.8, 0.25), (40, 0.0, False, 0.8, 1.0), (10, 2.0, False, 0.8, 1.0), (40, 2.0, True, 0.8, 1.0)]
+    + [(40, 2.0, True, 0.0, 0.36)],
 )
 def test_many_fragments_beside_large_nuclei_count_as_fragments(
-    specks: int, ratio: float, clumps: bool, expected: float
+    specks: int, ratio: float, clumps: bool, solidity: float, expected: float
 ) -> None:
     """With the fragments rule on and enough pieces, auto scale shrinks the image for the large
     convex nuclei that hold most of the foreground; off, with few pieces, or when the large pieces
-    are clumps (not convex), the median (a speck, inside the range left alone) keeps scale 1."""
+    are clumps (not convex), the median (a speck, inside the range left alone) keeps scale 1; clumps
+    pass for nuclei only with the solidity test off."""
     image = fragments_and_large_nuclei(specks, clumps)
-    predictor = Predictor(
-        brightness_runner, "percentile", tile=128, scale=None, min_area=1, fragments_ratio=ratio, fragments_count=30
+    predictor = Predictor(  # h 50: no watershed cuts, so a clump stays one non-convex piece
+        brightness_runner,
+        "percentile",
+        tile=128,
+        scale=None,
+        min_area=1,
+        h=50,
+        fragments_ratio=ratio,
+        fragments_solidity=solidity,
     )
     factor = predictor.auto_scale(image, data.normalisation_range(image, "percentile"))
     assert factor == pytest.approx(expected, rel=0.1)
