@@ -58,6 +58,19 @@ def test_int8_model_stays_close_to_fp32_and_keeps_its_metadata(tmp_path: Path) -
     assert got.shape == expected.shape
     assert np.abs(got - expected).mean() <= 0.02 and ((got > 0.5) == (expected > 0.5)).mean() >= 0.98
     assert onnx_info(int8) == onnx_info(fp32)
+    import onnx
+
+    graph = onnx.load(str(int8)).graph
+    made_by = {output: node.op_type for node in graph.node for output in node.output}
+    convs = [n for n in graph.node if n.op_type == "Conv"]
+    # the first convolution and the head read fp32, the others int8; each decoder's concatenation is
+    # quantised too (uint8 in and out, so ONNX Runtime runs it without a float round trip)
+    assert made_by.get(convs[0].input[0]) != "DequantizeLinear" and made_by[convs[-1].input[0]] != "DequantizeLinear"
+    assert all(made_by[n.input[0]] == "DequantizeLinear" for n in convs[1:-1])
+    quantised_in = [
+        n for n in graph.node if n.op_type == "Concat" and {made_by.get(i) for i in n.input} == {"DequantizeLinear"}
+    ]
+    assert len(quantised_in) >= model.config.depth - 1
 
 
 def test_torchscript_handles_other_sizes(trained_like: AttentionUNet, tmp_path: Path) -> None:

@@ -26,6 +26,11 @@ def main() -> None:
         "--distances", action="store_true", help="instances use the distance output (--h then in its 0..1 units)"
     )
     parser.add_argument("--h", type=float, default=1.0, help="watershed seed depth, tools/tune_instances.py")
+    parser.add_argument(
+        "--fragments-ratio", type=float, default=0.0, help="auto scale's fragments rule (0: off), tools/size_check.py"
+    )
+    parser.add_argument("--fragments-count", type=int, default=InferenceSettings.fragments_count)
+    parser.add_argument("--fragments-solidity", type=float, default=InferenceSettings.fragments_solidity)
     parser.add_argument("--out", help="write here instead of into the package (a candidate to tune or compare)")
     parser.add_argument(
         "--int8-calibrate", nargs="+", metavar="INPUT", help="also write model.int8.onnx calibrated on these images"
@@ -43,6 +48,9 @@ def main() -> None:
         distances=args.distances,
         h=args.h,
         min_area=args.min_area,
+        fragments_ratio=args.fragments_ratio,
+        fragments_count=args.fragments_count,
+        fragments_solidity=args.fragments_solidity,
     )
     info["inference"] = settings.to_metadata()
     saved = save_model(model, args.out or pretrained_path().parent, info)
