@@ -35,7 +35,7 @@ def main() -> None:
     parser.add_argument("--fragments-solidity", type=float, required=True)
     parser.add_argument("--zooms", type=float, nargs="+", default=[1.0])
     args = parser.parse_args()
-    shipped = load_predictor(None, engine="auto", scale="auto")
+    shipped = dataclasses.replace(load_predictor(None, engine="auto", scale="auto"), fragments_ratio=0.0)  # the median
     fitted = dataclasses.replace(
         shipped,
         fragments_ratio=args.fragments_ratio,
