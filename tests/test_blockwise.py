@@ -83,6 +83,31 @@ def test_blockwise_matches_the_whole_image_on_3000_pixels_of_real_nuclei(tmp_pat
     assert [int(r["area"]) for r in rows] == areas.tolist()
 
 
+def test_blockwise_outlines_are_those_of_the_stitched_labels(tmp_path: Path) -> None:
+    """--rois / --geojson on a block-wise image: one outline per row of the table, each the outline
+    of that label in the stitched labels (traced per block, where the nucleus is whole)."""
+    import json
+
+    import roifile
+
+    from attention_unet.measure import outlines
+
+    tifffile.imwrite(tmp_path / "big.tif", sample_mosaic(1100), tile=(256, 256))
+    args = ["predict", str(tmp_path / "big.tif"), "--scale", "1", "--no-tta", "--out", str(tmp_path / "out")]
+    assert main([*args, "--blockwise", "always", "--block-size", "512", "--rois", "--geojson"]) == 0
+    labels = read_zarr_labels(tmp_path / "out" / "big_labels.zarr")
+    features = json.loads((tmp_path / "out" / "big_nuclei.geojson").read_text())["features"]
+    rows = (tmp_path / "out" / "big_nuclei.csv").read_text().splitlines()[1:]
+    assert len(features) == len(rows) == labels.max() > 200
+    assert len(roifile.roiread(tmp_path / "out" / "big_rois.zip")) == labels.max()
+    expected = outlines(labels.astype(np.int64))
+    for feature in features:
+        label = feature["properties"]["label"]
+        ring = np.array(feature["geometry"]["coordinates"][0])[:-1]
+        np.testing.assert_allclose(ring, expected[label], atol=1e-3)
+        assert feature["properties"]["measurements"]["area"] == (labels == label).sum()
+
+
 def test_a_dask_cluster_gives_the_labels_of_the_local_run(tmp_path: Path) -> None:
     pytest.importorskip("distributed")
     from distributed import LocalCluster

@@ -214,6 +214,7 @@ class Job:
     value_range: tuple[float, float]
     threshold: float = 0.5
     pixel_size: float | None = None  # µm per pixel, for the table's µm columns
+    shapes: bool = False  # trace each owned nucleus's outline too (for --rois / --geojson)
 
     @property
     def grid(self) -> list[tuple[int, int]]:
@@ -300,12 +301,13 @@ def instance_block(job: Job, y: int, x: int) -> dict[str, Any]:
     identities in the block and the measurements of the nuclei it owns (saved, for resumption)."""
     import zarr
 
-    from .measure import measurements
+    from .measure import measurements, outlines
 
     saved = Path(job.work) / "tables" / f"{y}-{x}.npz"
     if saved.exists():
         with np.load(saved, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
+            if not job.shapes or "shapes/ids" in z.files:  # else a run without outlines saved it: redo
+                return {k: z[k] for k in z.files}
     predictor = worker_predictor(job)
     height, width = job.source.shape_yx
     wy0, wy1, wx0, wx1 = job.window(y, x, job.settings.halo)
@@ -351,6 +353,12 @@ def instance_block(job: Job, y: int, x: int) -> dict[str, Any]:
     )
     table["label"] = identity[table["label"]]
     result = {f"table/{k}": v for k, v in table.items()}
+    if job.shapes:  # outlines of the owned nuclei, in image coordinates, flattened (npz holds no lists)
+        shapes = outlines(np.where(owned[labels], labels, 0))
+        result["shapes/ids"] = identity[np.array(list(shapes), np.int64)]
+        result["shapes/lengths"] = np.array([len(p) for p in shapes.values()], np.int64)
+        points = [p + (wx0, wy0) for p in shapes.values()]
+        result["shapes/points"] = np.concatenate(points) if points else np.zeros((0, 2))
     result["ids"] = np.unique(identity[core])[1:] if core.size else np.zeros(0, np.uint64)
     result["cut"] = np.array(int((cut & (np.bincount(core.ravel(), minlength=n + 1) > 0)).sum()))
     saved.parent.mkdir(parents=True, exist_ok=True)
@@ -468,6 +476,7 @@ def prepare(
     settings: BlockSettings,
     threshold: float = 0.5,
     pixel_size: float | None = None,
+    shapes: bool = False,
 ) -> Job:
     """The job for ``source`` in the work folder ``work``: an unfinished job there for the same
     image and settings is continued, any other is started afresh."""
@@ -480,7 +489,16 @@ def prepare(
     value_range = data.range_of_sample(strided_sample(source, step * max(1, 1024 // step)), predictor.norm)
     scale = predictor.scale if predictor.scale is not None else predictor.auto_scale(mosaic, value_range)
     job = Job(
-        source, str(work), settings, loader, recipe, float(scale), tuple(map(float, value_range)), threshold, pixel_size
+        source,
+        str(work),
+        settings,
+        loader,
+        recipe,
+        float(scale),
+        tuple(map(float, value_range)),
+        threshold,
+        pixel_size,
+        shapes,
     )
     stamp = json.dumps(
         {"source": dataclasses.asdict(source), "recipe": recipe, "scale": job.scale, "range": job.value_range}
@@ -527,9 +545,10 @@ def ome_attributes(pixel_size: float | None, axes: str = "yx") -> dict[str, Any]
 
 def segment(
     job: Job, *, min_size: int = 0, exclude_edges: bool = False, client: Any = None
-) -> tuple[dict[str, np.ndarray], int]:
+) -> tuple[dict[str, np.ndarray], int, dict[int, np.ndarray]]:
     """Run the three passes of ``job`` (skipping blocks already done); the measurements of the
-    kept nuclei (labels 1..n as in ``labels.zarr``) and the number of components cut by a halo."""
+    kept nuclei (labels 1..n as in ``labels.zarr``), the number of components cut by a halo, and
+    with ``job.shapes`` each kept nucleus's outline by its label (:func:`measure.outlines`), else {}."""
     run_tasks(probability_block, job, desc="probabilities", client=client)
     results = run_tasks(instance_block, job, desc="instances", client=client)
     parts = [{k.removeprefix("table/"): v for k, v in r.items() if k.startswith("table/")} for r in results]
@@ -543,4 +562,19 @@ def segment(
     table = {k: v[~drop] for k, v in table.items()}
     run_tasks(relabel_block, job, (kept,), desc="labels", client=client)
     table["label"] = np.arange(1, len(kept) + 1)
-    return table, int(sum(int(r["cut"]) for r in results))
+    return table, int(sum(int(r["cut"]) for r in results)), kept_shapes(results, kept) if job.shapes else {}
+
+
+def kept_shapes(results: list[dict[str, Any]], kept: np.ndarray) -> dict[int, np.ndarray]:
+    """The outlines that :func:`instance_block` traced, by final label (rank among ``kept``, + 1),
+    in label order; dropped nuclei's are left out."""
+    shapes = {}
+    for r in results:
+        rank = np.searchsorted(kept, r["shapes/ids"])
+        found = (rank < len(kept)) & (kept[np.minimum(rank, len(kept) - 1)] == r["shapes/ids"])
+        for label, points, keep in zip(
+            rank + 1, np.split(r["shapes/points"], np.cumsum(r["shapes/lengths"])[:-1]), found
+        ):
+            if keep:
+                shapes[int(label)] = points
+    return dict(sorted(shapes.items()))

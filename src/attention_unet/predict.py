@@ -439,15 +439,20 @@ def predict_file(
                 Path(f"{target}_labels.tif"),
                 lambda t, labels=labels: write_labels(t, labels, labels.shape, source.pixel_size, ""),
             )
+    write_shapes(folder, target, rois, features, options)
+    # last: its presence marks the file as finished (--skip-existing)
+    folder.write(Path(f"{target}_nuclei.csv"), lambda t: write_measurement_csv(t, tables))
+    return rows
+
+
+def write_shapes(folder: OutputFolder, target: Path, rois: list, features: list[dict], options: PredictOptions) -> None:
+    """``<target>_rois.zip`` (ImageJ/Fiji) and ``<target>_nuclei.geojson`` (QuPath), as asked."""
     if options.rois:
         import roifile
 
         folder.write(Path(f"{target}_rois.zip"), lambda t: roifile.roiwrite(t, rois) if rois else _empty_zip(t))
     if options.geojson:
         folder.write(Path(f"{target}_nuclei.geojson"), lambda t: write_geojson(t, features))
-    # last: its presence marks the file as finished (--skip-existing)
-    folder.write(Path(f"{target}_nuclei.csv"), lambda t: write_measurement_csv(t, tables))
-    return rows
 
 
 def wants_blocks(path: Path, options: PredictOptions) -> bool:
@@ -500,11 +505,6 @@ def predict_blockwise(
         pixel_size = info.pixel_size
     limits.check_pixels(*source.shape_yx, str(path), limit=limits.BLOCKWISE_MAX_PIXELS)
     predictor = for_diameter(predictor, diameter, pixel_size, path)
-    if options.rois or options.geojson:
-        print(
-            f"warning: {path}: no --rois or --geojson for a block-wise image (labels zarr and table only)",
-            file=sys.stderr,
-        )
     target = folder.root / stem
     work = folder.claim(Path(f"{target}.partial"))
     job = prepare(
@@ -516,8 +516,9 @@ def predict_blockwise(
         settings=options.blocks,
         threshold=options.threshold,
         pixel_size=pixel_size,
+        shapes=options.rois or options.geojson,
     )
-    table, cut = segment(
+    table, cut, shapes = segment(
         job, min_size=options.measure.min_size, exclude_edges=options.measure.exclude_edges, client=client
     )
     if cut:
@@ -529,6 +530,9 @@ def predict_blockwise(
     folder.place(work / "labels.zarr", Path(f"{target}_labels.zarr"))
     if options.save_prob:
         folder.place(work / "prob.zarr", Path(f"{target}_prob.zarr"))
+    rois = roi_set(shapes) if options.rois else []
+    write_shapes(folder, target, rois, geojson_features(shapes, table) if options.geojson else [], options)
+    del shapes, rois
     folder.write(Path(f"{target}_nuclei.csv"), lambda t: write_measurement_csv(t, [({}, table)]))
     shutil.rmtree(work, ignore_errors=True)
     return [summary_row(stem, source.shape_yx, table["area"])]
