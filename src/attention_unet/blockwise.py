@@ -29,7 +29,7 @@ import math
 import shutil
 import sys
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -307,7 +307,7 @@ def instance_block(job: Job, y: int, x: int) -> dict[str, Any]:
     if saved.exists():
         with np.load(saved, allow_pickle=False) as z:
             if not job.shapes or "shapes/ids" in z.files:  # else a run without outlines saved it: redo
-                return {k: z[k] for k in z.files}
+                return {k: z[k] for k in z.files if not k.startswith("shapes/")}
     predictor = worker_predictor(job)
     height, width = job.source.shape_yx
     wy0, wy1, wx0, wx1 = job.window(y, x, job.settings.halo)
@@ -358,7 +358,7 @@ def instance_block(job: Job, y: int, x: int) -> dict[str, Any]:
         result["shapes/ids"] = identity[np.array(list(shapes), np.int64)]
         result["shapes/lengths"] = np.array([len(p) for p in shapes.values()], np.int64)
         points = [p + (wx0, wy0) for p in shapes.values()]
-        result["shapes/points"] = np.concatenate(points) if points else np.zeros((0, 2))
+        result["shapes/points"] = np.concatenate(points).astype(np.float32) if points else np.zeros((0, 2), np.float32)
     result["ids"] = np.unique(identity[core])[1:] if core.size else np.zeros(0, np.uint64)
     result["cut"] = np.array(int((cut & (np.bincount(core.ravel(), minlength=n + 1) > 0)).sum()))
     saved.parent.mkdir(parents=True, exist_ok=True)
@@ -366,7 +366,7 @@ def instance_block(job: Job, y: int, x: int) -> dict[str, Any]:
     with open(temporary, "wb") as f:
         np.savez(f, **result)
     temporary.replace(saved)
-    return result
+    return {k: v for k, v in result.items() if not k.startswith("shapes/")}  # read back by block_shapes
 
 
 def _grey(image: np.ndarray) -> bool:
@@ -545,10 +545,10 @@ def ome_attributes(pixel_size: float | None, axes: str = "yx") -> dict[str, Any]
 
 def segment(
     job: Job, *, min_size: int = 0, exclude_edges: bool = False, client: Any = None
-) -> tuple[dict[str, np.ndarray], int, dict[int, np.ndarray]]:
+) -> tuple[dict[str, np.ndarray], int, np.ndarray]:
     """Run the three passes of ``job`` (skipping blocks already done); the measurements of the
     kept nuclei (labels 1..n as in ``labels.zarr``), the number of components cut by a halo, and
-    with ``job.shapes`` each kept nucleus's outline by its label (:func:`measure.outlines`), else {}."""
+    the identities of the kept nuclei (for :func:`block_shapes`)."""
     run_tasks(probability_block, job, desc="probabilities", client=client)
     results = run_tasks(instance_block, job, desc="instances", client=client)
     parts = [{k.removeprefix("table/"): v for k, v in r.items() if k.startswith("table/")} for r in results]
@@ -562,19 +562,17 @@ def segment(
     table = {k: v[~drop] for k, v in table.items()}
     run_tasks(relabel_block, job, (kept,), desc="labels", client=client)
     table["label"] = np.arange(1, len(kept) + 1)
-    return table, int(sum(int(r["cut"]) for r in results)), kept_shapes(results, kept) if job.shapes else {}
+    return table, int(sum(int(r["cut"]) for r in results)), kept
 
 
-def kept_shapes(results: list[dict[str, Any]], kept: np.ndarray) -> dict[int, np.ndarray]:
-    """The outlines that :func:`instance_block` traced, by final label (rank among ``kept``, + 1),
-    in label order; dropped nuclei's are left out."""
-    shapes = {}
-    for r in results:
-        rank = np.searchsorted(kept, r["shapes/ids"])
-        found = (rank < len(kept)) & (kept[np.minimum(rank, len(kept) - 1)] == r["shapes/ids"])
-        for label, points, keep in zip(
-            rank + 1, np.split(r["shapes/points"], np.cumsum(r["shapes/lengths"])[:-1]), found
-        ):
-            if keep:
-                shapes[int(label)] = points
-    return dict(sorted(shapes.items()))
+def block_shapes(job: Job, kept: np.ndarray) -> Iterator[dict[int, np.ndarray]]:
+    """Block by block (one block's in memory at a time), the outlines that :func:`instance_block`
+    traced (``job.shapes``; :func:`measure.outlines`' form), by final label: the rank among
+    ``kept`` (:func:`segment`'s), + 1; dropped nuclei's are left out."""
+    for y, x in job.grid:
+        with np.load(Path(job.work) / "tables" / f"{y}-{x}.npz", allow_pickle=False) as z:
+            ids, lengths, points = z["shapes/ids"], z["shapes/lengths"], z["shapes/points"]
+        rank = np.searchsorted(kept, ids)
+        found = (rank < len(kept)) & (kept[np.minimum(rank, len(kept) - 1)] == ids)
+        pieces = np.split(points.astype(np.float64), np.cumsum(lengths)[:-1]) if len(ids) else []
+        yield {int(label): p for label, p, keep in zip(rank + 1, pieces, found) if keep}

@@ -10,7 +10,7 @@ ImageJ and QuPath count them: pixel (row 0, column 0) covers x 0..1, y 0..1.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -258,5 +258,9 @@ def geojson_features(
     return features
 
 
-def write_geojson(path: str | Path, features: list[dict]) -> None:
-    Path(path).write_text(json.dumps({"type": "FeatureCollection", "features": features}))
+def write_geojson(path: str | Path, features: Iterable[dict]) -> None:
+    """A FeatureCollection, written feature by feature (the same text as one json.dumps of it)."""
+    with open(path, "w") as f:
+        f.write('{"type": "FeatureCollection", "features": [')
+        f.writelines((", " if k else "") + json.dumps(feature) for k, feature in enumerate(features))
+        f.write("]}")

@@ -10,14 +10,14 @@ import contextlib
 import math
 import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from . import data, limits
-from .blockwise import BlockSettings, dask_client, open_lazy, predictor_shared, prepare, segment
+from .blockwise import BlockSettings, block_shapes, dask_client, open_lazy, predictor_shared, prepare, segment
 from .errors import InputError
 from .images import check_pixel_size, find_inputs, heat_map, is_zarr, open_image, overlay
 from .measure import MeasureSettings, geojson_features, keep, measurements, outlines, write_geojson
@@ -445,12 +445,19 @@ def predict_file(
     return rows
 
 
-def write_shapes(folder: OutputFolder, target: Path, rois: list, features: list[dict], options: PredictOptions) -> None:
-    """``<target>_rois.zip`` (ImageJ/Fiji) and ``<target>_nuclei.geojson`` (QuPath), as asked."""
+def write_shapes(
+    folder: OutputFolder, target: Path, rois: Iterable, features: Iterable[dict], options: PredictOptions
+) -> None:
+    """``<target>_rois.zip`` (ImageJ/Fiji) and ``<target>_nuclei.geojson`` (QuPath), as asked
+    (``rois`` and ``features`` may be generators: written as they come)."""
     if options.rois:
         import roifile
 
-        folder.write(Path(f"{target}_rois.zip"), lambda t: roifile.roiwrite(t, rois) if rois else _empty_zip(t))
+        def write_rois(path: Path) -> None:
+            _empty_zip(path)  # a set with no nuclei is still a zip
+            roifile.roiwrite(path, rois, mode="a")
+
+        folder.write(Path(f"{target}_rois.zip"), write_rois)
     if options.geojson:
         folder.write(Path(f"{target}_nuclei.geojson"), lambda t: write_geojson(t, features))
 
@@ -518,7 +525,7 @@ def predict_blockwise(
         pixel_size=pixel_size,
         shapes=options.rois or options.geojson,
     )
-    table, cut, shapes = segment(
+    table, cut, kept = segment(
         job, min_size=options.measure.min_size, exclude_edges=options.measure.exclude_edges, client=client
     )
     if cut:
@@ -530,9 +537,14 @@ def predict_blockwise(
     folder.place(work / "labels.zarr", Path(f"{target}_labels.zarr"))
     if options.save_prob:
         folder.place(work / "prob.zarr", Path(f"{target}_prob.zarr"))
-    rois = roi_set(shapes) if options.rois else []
-    write_shapes(folder, target, rois, geojson_features(shapes, table) if options.geojson else [], options)
-    del shapes, rois
+    if options.rois or options.geojson:  # one block's outlines in memory at a time
+        rois = (roi for shapes in block_shapes(job, kept) for roi in roi_set(shapes))
+        features = (
+            feature
+            for shapes in block_shapes(job, kept)
+            for feature in geojson_features(shapes, {k: v[np.fromiter(shapes, np.int64) - 1] for k, v in table.items()})
+        )
+        write_shapes(folder, target, rois, features, options)
     folder.write(Path(f"{target}_nuclei.csv"), lambda t: write_measurement_csv(t, [({}, table)]))
     shutil.rmtree(work, ignore_errors=True)
     return [summary_row(stem, source.shape_yx, table["area"])]
