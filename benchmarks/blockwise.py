@@ -2,7 +2,7 @@
 targets: peak RSS under 1.5 GB at 20,000 x 20,000 and the same within 20% at 10,000 x 10,000;
 time per megapixel within 15% across sizes).
 
-    python benchmarks/blockwise.py --sizes 5000 10000 20000 [--engine torch|onnx] [--out benchmarks/blockwise.json]
+    python benchmarks/blockwise.py --sizes 5000 10000 20000 [--engine torch|onnx] [--shapes] [--out benchmarks/blockwise.json]
 
 Each image is a tiled BigTIFF of real nuclei (the sample's 256 x 256 fluorescence images side by
 side, written tile by tile, so this script never holds it whole either), predicted by
@@ -77,6 +77,7 @@ def main() -> None:
     parser.add_argument("--engine", default="auto", help="auto: predict's default engine")
     parser.add_argument("--tmp", default=None, help="folder for the images and outputs (default: the system's)")
     parser.add_argument("--out", default="benchmarks/blockwise.json")
+    parser.add_argument("--shapes", action="store_true", help="also write --rois and --geojson")
     args = parser.parse_args()
     results = []
     with tempfile.TemporaryDirectory(dir=args.tmp) as tmp:
@@ -84,7 +85,7 @@ def main() -> None:
             image = Path(tmp) / f"mosaic{size}.tif"
             write_mosaic(image, size)
             command = [str(image), "--out", str(Path(tmp) / f"out{size}"), "--blockwise", "always"]
-            command += ["--no-tta", "--scale", "1", "--engine", args.engine]
+            command += ["--no-tta", "--scale", "1", "--engine", args.engine] + ["--rois", "--geojson"] * args.shapes
             start = time.perf_counter()
             done = subprocess.run(
                 [sys.executable, __file__, "--child", "predict", *command], capture_output=True, text=True, check=True
@@ -95,6 +96,7 @@ def main() -> None:
             row = {
                 "size": size,
                 "engine": args.engine,
+                "rois_geojson": args.shapes,
                 "seconds": round(seconds, 1),
                 "megapixels_per_second": round(size * size / 1e6 / seconds, 3),
                 "seconds_per_megapixel": round(seconds / (size * size / 1e6), 3),
