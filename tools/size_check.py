@@ -1,12 +1,13 @@
-"""Score auto scale's fragments rule (InferenceSettings.fragments_ratio / fragments_count) against
-the shipped size estimate on a split part, where
-it matters: images on which the two choose different factors are predicted at both and scored
-(F1, DSB score); on the others the two predictions are the same image, so they add nothing to the
-difference. Prints, per dataset and zoom, how many images changed and the change of the mean
-scores over all the part's images. The default engine (int8 ONNX) throughout.
+"""Score auto scale's fragments rule (InferenceSettings.fragments_ratio / fragments_count /
+fragments_solidity) against the median piece (the rule off) on a split part ('all': every image),
+where it matters: images on which the two choose different factors are predicted at both and
+scored (F1, DSB score); on the others the two predictions are the same image, so they add nothing
+to the difference. Prints, per dataset and zoom, how many images changed and the change of the
+mean scores over all the part's images. The shipped model on its default engine (int8 ONNX), or
+``--model`` another on torch (e.g. a leave-source-out model on the source it never saw).
 
-    python tools/size_check.py --split-file runs/nuclei-v4/split.json --part valid \
-        --fragments-ratio 2 --fragments-count 30 --fragments-solidity 0.8 --zooms 1 3 0.4 DATA...
+    python tools/size_check.py DATA... --split-file runs/nuclei-v4/split.json --part valid \
+        --fragments-ratio 2 --fragments-count 30 --fragments-solidity 0.8 --zooms 1 3 0.4
 """
 
 from __future__ import annotations
@@ -34,8 +35,10 @@ def main() -> None:
     parser.add_argument("--fragments-count", type=int, required=True)
     parser.add_argument("--fragments-solidity", type=float, required=True)
     parser.add_argument("--zooms", type=float, nargs="+", default=[1.0])
+    parser.add_argument("--model", help="another model (torch engine; default: the shipped one, int8)")
     args = parser.parse_args()
-    shipped = dataclasses.replace(load_predictor(None, engine="auto", scale="auto"), fragments_ratio=0.0)  # the median
+    predictor = load_predictor(args.model, engine="torch" if args.model else "auto", scale="auto")
+    shipped = dataclasses.replace(predictor, fragments_ratio=0.0)  # the median
     fitted = dataclasses.replace(
         shipped,
         fragments_ratio=args.fragments_ratio,
