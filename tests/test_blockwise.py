@@ -1,6 +1,7 @@
 """Block-wise prediction (blockwise.py): the same nuclei as a whole-image pass, none split at a
 block border, the same labels on a dask.distributed cluster, zarr in and out, resumption."""
 
+import json
 from pathlib import Path
 
 import imageio.v3 as iio
@@ -86,8 +87,6 @@ def test_blockwise_matches_the_whole_image_on_3000_pixels_of_real_nuclei(tmp_pat
 def test_blockwise_outlines_are_those_of_the_stitched_labels(tmp_path: Path) -> None:
     """--rois / --geojson on a block-wise image: one outline per row of the table, each the outline
     of that label in the stitched labels (traced per block, where the nucleus is whole)."""
-    import json
-
     import roifile
 
     from attention_unet.measure import outlines
@@ -154,9 +153,12 @@ def test_an_interrupted_run_continues_with_the_blocks_not_done(
         "window_probabilities",
         lambda self, *a, **k: predicted.append(1) or pytest.fail("a finished block was predicted again"),
     )
-    assert main(args) == 0
+    # continued with --geojson: the blocks whose tables were saved without outlines are redone
+    assert main([*args, "--geojson"]) == 0
     assert not predicted and not work.exists()
     labels = read_zarr_labels(tmp_path / "out" / "img_labels.zarr")
+    features = json.loads((tmp_path / "out" / "img_nuclei.geojson").read_text())["features"]
+    assert labels.max() > 0 and sorted(f["properties"]["label"] for f in features) == list(range(1, labels.max() + 1))
     monkeypatch.undo()
     assert main([*args[:-1], str(tmp_path / "fresh")]) == 0
     np.testing.assert_array_equal(labels, read_zarr_labels(tmp_path / "fresh" / "img_labels.zarr"))
