@@ -22,7 +22,7 @@ import numpy as np
 from attention_unet import data
 from attention_unet.evaluate import zoomed
 from attention_unet.predict import load_predictor
-from attention_unet.tiling import size_statistics
+from attention_unet.tiling import size_statistics, sizes_of
 
 MAX_PIXELS = 4_200_000
 
@@ -59,7 +59,7 @@ def main() -> None:
                 row.update({f"true_{k}": v for k, v in size_statistics(areas).items()})
                 value_range = data.normalisation_range(im, predictor.norm)
                 for probe in (0.5, 0.25):
-                    stats = predictor.probe_sizes(im, value_range, probe)
+                    stats = sizes_of(*predictor.probe_labels(im, value_range, probe))
                     row.update({f"p{probe:g}_{k}": v for k, v in stats.items()})
                 rows.append(row)
             print(f"{Path(path).stem} {n + 1}/{len(records)}", flush=True)

@@ -50,28 +50,41 @@ def diameter_of_area(area: float) -> float:
     return 2 * math.sqrt(area / math.pi)
 
 
-def size_statistics(areas: np.ndarray, solidity: np.ndarray | None = None) -> dict[str, float]:
+def size_statistics(areas: np.ndarray) -> dict[str, float]:
     """Sizes of a set of nuclei from their areas (pixels): how many, the median diameter, the
     quartiles' diameters, and the diameter of the nucleus that the median foreground *pixel* lies in
-    ('weighted': fragments of a large nucleus outnumber it, but it holds most of the pixels); with
-    each nucleus's solidity (area / convex area), the area-weighted solidity of those at least
-    1/1.5 of the weighted diameter ('large_solidity': single nuclei are convex, merged clumps not)."""
-    order = np.argsort(areas, kind="stable")
-    areas = np.asarray(areas, np.float64)[order]
+    ('weighted': fragments of a large nucleus outnumber it, but it holds most of the pixels)."""
+    areas = np.sort(np.asarray(areas, np.float64))
     if not len(areas):
-        return {"count": 0, "median": 0.0, "q25": 0.0, "q75": 0.0, "weighted": 0.0, "large_solidity": 0.0}
+        return {"count": 0, "median": 0.0, "q25": 0.0, "q75": 0.0, "weighted": 0.0}
     weighted = areas[np.searchsorted(np.cumsum(areas), areas.sum() / 2)]
     q25, median, q75 = np.percentile(areas, [25, 50, 75])
-    large = areas >= weighted / 1.5**2
-    solid = float(np.average(np.asarray(solidity)[order][large], weights=areas[large])) if solidity is not None else 1.0
     return {
         "count": len(areas),
         "median": diameter_of_area(median),
         "q25": diameter_of_area(q25),
         "q75": diameter_of_area(q75),
         "weighted": diameter_of_area(weighted),
-        "large_solidity": solid,
     }
+
+
+def large_solidity(labels: np.ndarray, diameter: float, pixel_area: float = 1.0) -> float:
+    """The area-weighted solidity (area / convex area) of the instances at least ``diameter`` / 1.5
+    across, ``pixel_area`` being what one label pixel covers: single nuclei are convex, clumps of
+    nuclei merged into one piece are not. Only those instances are traced (few, on the images where
+    auto scale asks)."""
+    from skimage.measure import regionprops
+
+    areas = np.bincount(labels.ravel()) * pixel_area
+    large = np.flatnonzero(areas >= math.pi / 4 * (diameter / 1.5) ** 2)
+    props = regionprops(np.where(np.isin(labels, large[large > 0]), labels, 0))
+    return float(np.average([p.solidity for p in props], weights=[p.area for p in props])) if props else 0.0
+
+
+def sizes_of(labels: np.ndarray, pixel_area: float = 1.0) -> dict[str, float]:
+    """:func:`size_statistics` of an instance image's nuclei (``pixel_area``: see :func:`large_solidity`)."""
+    areas = np.bincount(labels.ravel())[1:]
+    return size_statistics(areas[areas > 0] * pixel_area)
 
 
 def torch_runner(model: torch.nn.Module, device: str = "cpu", attention: bool = False) -> Runner:  # noqa: F821
@@ -211,30 +224,34 @@ class Predictor:
         small pieces beside large convex nuclei that hold most of the foreground are fragments of
         those (textured tissue), not nuclei of their own; large pieces that are not convex are
         clumps of small nuclei that the half-size pass merged."""
-        sizes = self.probe_sizes(image, value_range, self.probe)
+        labels, pixel_area = self.probe_labels(image, value_range, self.probe)
+        sizes = sizes_of(labels, pixel_area)
         if not sizes["count"]:
             return 1.0
         diameter = sizes["median"]
-        fragmented = sizes["weighted"] >= self.fragments_ratio * diameter and sizes["count"] >= self.fragments_count
-        if self.fragments_ratio and fragmented and sizes["large_solidity"] >= self.fragments_solidity:
+        fragmented = (
+            self.fragments_ratio > 0
+            and sizes["count"] >= self.fragments_count
+            and sizes["weighted"] >= self.fragments_ratio * diameter
+        )
+        # solidity last: it traces the large pieces, so only on the images the other tests pick
+        if fragmented and large_solidity(labels, sizes["weighted"], pixel_area) >= self.fragments_solidity:
             diameter = sizes["weighted"]
         low, high = self.auto_range
         if low * self.target_diameter <= diameter <= high * self.target_diameter:
             return 1.0
         return float(np.clip(self.target_diameter / diameter, 0.125, 4.0))
 
-    def probe_sizes(self, image: np.ndarray, value_range: tuple[float, float], probe: float) -> dict[str, float]:
-        """:func:`size_statistics` of the instances found on the image resized by ``probe``, in
-        the image's own pixels."""
+    def probe_labels(
+        self, image: np.ndarray, value_range: tuple[float, float], probe: float
+    ) -> tuple[np.ndarray, float]:
+        """The instances found on the image resized by ``probe`` (the mask's watershed), and the
+        area in the image's pixels that one of their pixels covers."""
         height, width = image.shape[:2]
         size = (max(8, round(height * probe)), max(8, round(width * probe)))
         probs, _ = self._tiled(data.resize(image, size), value_range)
         smallest = max(1, round(self.min_area * probe**2))
-        from skimage.measure import regionprops
-
-        props = regionprops(instances(probs[0], threshold=0.5, min_area=smallest, h=self.h))
-        areas = np.array([p.area for p in props], np.float64) * (width / size[1]) ** 2
-        return size_statistics(areas, np.array([p.solidity for p in props]))
+        return instances(probs[0], threshold=0.5, min_area=smallest, h=self.h), (width / size[1]) ** 2
 
     def _tiled(
         self,
