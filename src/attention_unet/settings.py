@@ -34,7 +34,7 @@ class InferenceSettings:
     # the small ones are fragments of large textured nuclei. See Predictor.auto_scale.
     fragments_ratio: float = 0.0
     fragments_count: int = 30
-    fragments_solidity: float = 0.8
+    fragments_solidity: float = 0.85
 
     @classmethod
     def from_metadata(cls, values: dict[str, Any]) -> InferenceSettings:
