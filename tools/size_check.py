@@ -7,7 +7,7 @@ mean scores over all the part's images. The shipped model on its default engine 
 ``--model`` another on torch (e.g. a leave-source-out model on the source it never saw).
 
     python tools/size_check.py DATA... --split-file runs/nuclei-v4/split.json --part valid \
-        --fragments-ratio 2 --fragments-count 30 --fragments-solidity 0.8 --zooms 1 3 0.4
+        --fragments-ratio 2 --fragments-count 30 --fragments-solidity 0.85 --zooms 1 3 0.4
 """
 
 from __future__ import annotations
