@@ -14,16 +14,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import math
 from pathlib import Path
 
 import numpy as np
+from size_probe import zoomed_record  # this folder's: the same zooms, capped the same way
 
 from attention_unet import data, metrics
-from attention_unet.evaluate import zoomed
 from attention_unet.predict import load_predictor
-
-MAX_PIXELS = 4_200_000
 
 
 def main() -> None:
@@ -50,10 +47,10 @@ def main() -> None:
         for zoom in args.zooms:
             changed, deltas = [], np.zeros(2)
             for record in records:
-                image, labels = data.protocol_view(record, "native")
-                im, lab = zoomed(image, labels, min(zoom, math.sqrt(MAX_PIXELS / (image.shape[0] * image.shape[1]))))
+                im, lab, _ = zoomed_record(record, zoom)
                 value_range = data.normalisation_range(im, shipped.norm)
-                factors = [p.auto_scale(im, value_range) for p in (shipped, fitted)]
+                probe = shipped.probe_labels(im, value_range, shipped.probe)  # one probe for both
+                factors = [p.scale_of_probe(*probe) for p in (shipped, fitted)]
                 if abs(factors[0] - factors[1]) < 1e-3:
                     continue
                 scores = []

@@ -27,6 +27,13 @@ from attention_unet.tiling import size_statistics, sizes_of
 MAX_PIXELS = 4_200_000
 
 
+def zoomed_record(record: data.Record, zoom: float) -> tuple[np.ndarray, np.ndarray, float]:
+    """The record's image and labels resized by ``zoom``, capped at MAX_PIXELS, and the zoom used."""
+    image, labels = data.protocol_view(record, "native")
+    zoom = min(zoom, math.sqrt(MAX_PIXELS / (image.shape[0] * image.shape[1])))
+    return *zoomed(image, labels, zoom), zoom
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("data", nargs="+")
@@ -44,18 +51,15 @@ def main() -> None:
     for path in args.data:
         records = data.select(data.load_records(path), data.load_split(args.split_file, path), args.part)
         for n, record in enumerate(records):
-            image, labels = data.protocol_view(record, "native")
-            cap = math.sqrt(MAX_PIXELS / (image.shape[0] * image.shape[1]))
             random_zoom = float(np.exp(rng.uniform(math.log(0.3), math.log(4.0))))
             for zoom in args.zooms or [1.0, random_zoom]:
-                zoom = min(zoom, cap)
-                im, lab = zoomed(image, labels, zoom)
+                im, lab, zoom = zoomed_record(record, zoom)
                 areas = np.bincount(lab.ravel())[1:]
                 areas = areas[areas > 0]
                 if not len(areas):
                     continue
                 row = {"dataset": Path(path).stem, "id": record.id, "zoom": round(zoom, 4)}
-                row.update({"modality": data.modality(image), "height": im.shape[0], "width": im.shape[1]})
+                row.update({"modality": data.modality(record.image), "height": im.shape[0], "width": im.shape[1]})
                 row.update({f"true_{k}": v for k, v in size_statistics(areas).items()})
                 value_range = data.normalisation_range(im, predictor.norm)
                 for probe in (0.5, 0.25):

@@ -224,7 +224,11 @@ class Predictor:
         small pieces beside large convex nuclei that hold most of the foreground are fragments of
         those (textured tissue), not nuclei of their own; large pieces that are not convex are
         clumps of small nuclei that the half-size pass merged."""
-        labels, pixel_area = self.probe_labels(image, value_range, self.probe)
+        return self.scale_of_probe(*self.probe_labels(image, value_range, self.probe))
+
+    def scale_of_probe(self, labels: np.ndarray, pixel_area: float) -> float:
+        """:meth:`auto_scale`'s factor from the probe's instances (:meth:`probe_labels`), so that
+        settings can be compared on one probe."""
         sizes = sizes_of(labels, pixel_area)
         if not sizes["count"]:
             return 1.0
