@@ -6,7 +6,10 @@ first and the head kept fp32, calibrated on the same tiles), run by ONNX Runtime
 
 For each preset: images per second on a batch of 8 x 256 x 256, and seconds for a 1024 x 1024
 prediction through the tiled predictor (tile 512, batch 4), each the median of ``--repeats`` runs
-(the spread, max/min, reported beside it: this machine's timings drift with its other load).
+(the spread, max/min, reported beside it: this machine's timings drift with its other load). The two
+networks run in turns (ours then MONAI's, then the other way round), so that each repeat gives one
+paired ratio ours / MONAI measured under the same load; the median paired ratio and its range are
+the comparison, not the ratio of two medians taken minutes apart.
 """
 
 from __future__ import annotations
@@ -49,14 +52,33 @@ def monai_onnx(width: int, depth: int, path: Path) -> Path:
     return path
 
 
-def medians(fn, repeats: int) -> tuple[float, float]:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
+def paired(fns: dict[str, object], repeats: int) -> dict[str, list[float]]:
+    """Seconds of ``repeats`` runs of each function, run in turns (the order reversed every other
+    repeat) after one warm-up each."""
+    for fn in fns.values():
         fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), max(times) / min(times)
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for repeat in range(repeats):
+        for name in list(fns)[:: 1 if repeat % 2 == 0 else -1]:
+            start = time.perf_counter()
+            fns[name]()
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+def summary(times: dict[str, list[float]]) -> dict[str, float]:
+    """Medians, spreads (max/min) and the paired speed ratio ours / MONAI (MONAI's time / ours)."""
+    ours, monai = times["ours"], times["monai"]
+    ratios = [m / o for o, m in zip(ours, monai)]
+    return {
+        "ours_s": statistics.median(ours),
+        "monai_s": statistics.median(monai),
+        "ours_spread": max(ours) / min(ours),
+        "monai_spread": max(monai) / min(monai),
+        "ratio_median": statistics.median(ratios),
+        "ratio_min": min(ratios),
+        "ratio_max": max(ratios),
+    }
 
 
 def main() -> None:
@@ -74,31 +96,27 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for preset in args.presets:
             config = PRESETS[preset]
+            paths: dict[str, dict[str, Path]] = {}
             for impl in ("ours", "monai"):
                 fp32 = Path(tmp) / f"{preset}-{impl}.onnx"
                 if impl == "ours":
                     export_onnx(AttentionUNet(config).eval(), fp32)
                 else:
                     monai_onnx(config.width, config.depth, fp32)
-                int8 = quantize_onnx(fp32, fp32.with_suffix(".int8.onnx"), tiles)
-                for precision, path in (("fp32", fp32), ("int8", int8)):
-                    if precision not in args.precisions:
-                        continue
-                    run = onnx_runner(path)
-                    seconds, spread = medians(lambda run=run: run(batch), args.repeats)
-                    predictor = Predictor(run, "percentile", tile=512, batch_size=4)
-                    tiled, tiled_spread = medians(lambda p=predictor: p.probability(big), args.repeats)
-                    row = {
-                        "preset": preset,
-                        "network": impl,
-                        "onnx": precision,
-                        "img_s_256": round(8 / seconds, 2),
-                        "spread_256": round(spread, 2),
-                        "predict_1024_s": round(tiled, 3),
-                        "spread_1024": round(tiled_spread, 2),
-                    }
-                    print(json.dumps(row), flush=True)
-                    rows.append(row)
+                paths[impl] = {"fp32": fp32, "int8": quantize_onnx(fp32, fp32.with_suffix(".int8.onnx"), tiles)}
+            for precision in args.precisions:
+                runs = {impl: onnx_runner(paths[impl][precision]) for impl in paths}
+                network = paired({impl: lambda run=run: run(batch) for impl, run in runs.items()}, args.repeats)
+                predictors = {impl: Predictor(run, "percentile", tile=512, batch_size=4) for impl, run in runs.items()}
+                tiled = paired({impl: lambda p=p: p.probability(big) for impl, p in predictors.items()}, args.repeats)
+                row = {"preset": preset, "onnx": precision, "repeats": args.repeats}
+                for size, times in (("256", network), ("1024", tiled)):
+                    stats = summary(times)
+                    if size == "256":  # images per second of the batch of 8
+                        stats["ours_img_s"], stats["monai_img_s"] = 8 / stats["ours_s"], 8 / stats["monai_s"]
+                    row.update({f"{key}_{size}": round(value, 3) for key, value in stats.items()})
+                print(json.dumps(row), flush=True)
+                rows.append(row)
     Path(args.out).write_text(json.dumps(rows, indent=2) + "\n")
 
 
