@@ -16,6 +16,7 @@ from attention_unet.data import SAMPLE_DIR, load_records
 from attention_unet.errors import InputError
 from attention_unet.instances import contours, distances, instances
 from attention_unet.model import pretrained_path, save_model
+from attention_unet.settings import TTA_VIEWS, InferenceSettings
 from attention_unet.tiling import Predictor, gaussian_weights, size_statistics, tile_starts, torch_runner
 
 from .conftest import disks, synthetic, two_touching_boxes
@@ -213,15 +214,49 @@ def test_shipped_model_keeps_its_accuracy_on_the_sample(tmp_path: Path) -> None:
     assert summary["f1"] >= SHIPPED_SAMPLE_F1 - 0.02
 
 
-def test_tta_maps_every_view_back_onto_the_image() -> None:
-    """A runner whose output is its input's first channel, gate map the second: averaged over the 8
+@pytest.mark.parametrize("views", sorted(TTA_VIEWS))
+def test_tta_maps_every_view_back_onto_the_image(views: int) -> None:
+    """A runner whose output is its input's first channel, gate map the second: averaged over the
     flipped and turned views, both must come back exactly as the input (non-square, so a wrong
-    turn also fails on shape)."""
+    turn also fails on shape), and the runner sees as many distinct views as asked for."""
     batch = np.random.default_rng(0).random((2, 3, 6, 9), dtype=np.float32)
-    predictor = Predictor(lambda b: (b[:, :1], [b[:, 1:2]]), "polarity", tta=True)
+    seen: set[bytes] = set()
+
+    def identity(b: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+        seen.add(b.tobytes() + bytes(b.shape))
+        return b[:, :1], [b[:, 1:2]]
+
+    predictor = Predictor(identity, "polarity", tta=True, tta_views=views)
     probs, maps = predictor._views(batch)
     np.testing.assert_allclose(probs, batch[:, :1], rtol=0, atol=1e-6)
     np.testing.assert_allclose(maps[0], batch[:, 1:2], rtol=0, atol=1e-6)
+    assert len(seen) == views
+
+
+def test_auto_scale_probe_is_one_view_under_tta() -> None:
+    """The half-size probe runs the network once per tile even with tta on (its thresholds were
+    read off single-view probes); the full pass runs every view."""
+    calls: list[tuple[int, ...]] = []
+
+    def runner(b: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+        calls.append(b.shape)
+        return brightness_runner(b)
+
+    image = np.dstack([synthetic(3, (96, 96))[0]] * 3)
+    predictor = Predictor(runner, "percentile", tile=128, tta=True, tta_views=4, scale=None, min_area=1)
+    predictor.probe_labels(image, data.normalisation_range(image, "percentile"), 0.5)
+    assert len(calls) == 1
+    predictor.probability(image)
+    assert len(calls) == 1 + 1 + 4  # probe (auto scale), then the full pass's views
+
+
+def test_tta_views_must_be_a_known_set() -> None:
+    from attention_unet.predict import load_predictor
+
+    with pytest.raises(InputError, match="tta_views must be one of 2, 4, 8"):
+        InferenceSettings.from_metadata({"tta": True, "tta_views": 3})
+    with pytest.raises(InputError, match="--tta-views"):
+        load_predictor(None, tta_views=5)
 
 
 def brightness_runner(batch: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:

@@ -8,13 +8,14 @@ import argparse
 from pathlib import Path
 
 from attention_unet.model import load_model, pretrained_path, save_model
-from attention_unet.settings import InferenceSettings
+from attention_unet.settings import TTA_VIEWS, InferenceSettings
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("run")
     parser.add_argument("--tta", action="store_true")
+    parser.add_argument("--tta-views", type=int, default=InferenceSettings.tta_views, choices=sorted(TTA_VIEWS))
     parser.add_argument("--scale", default="1.0", help="'auto' or a factor")
     parser.add_argument("--target-diameter", type=float, default=16.0)
     parser.add_argument("--contour-threshold", type=float, default=0.5, help="tools/tune_instances.py")
@@ -41,6 +42,7 @@ def main() -> None:
     scale = args.scale if args.scale == "auto" else float(args.scale)
     settings = InferenceSettings(
         tta=args.tta,
+        tta_views=args.tta_views,
         scale=scale,
         target_diameter=args.target_diameter,
         contour_threshold=args.contour_threshold,

@@ -12,6 +12,7 @@ from typing import Any
 
 from . import __version__
 from .errors import InputError
+from .settings import TTA_VIEWS
 
 PRESET_NAMES = ("seed", "medium", "small")
 
@@ -121,7 +122,14 @@ def _inference_args(p: argparse.ArgumentParser, microns: bool = False) -> None:
     p.add_argument(
         "--tta",
         action=argparse.BooleanOptionalAction,
-        help="average over flips and turns (8 views); default: the model's own setting",
+        help="average over flipped and turned views; default: the model's own setting",
+    )
+    p.add_argument(
+        "--tta-views",
+        type=int,
+        choices=sorted(TTA_VIEWS),
+        help="how many views --tta averages: 2 (as is, mirrored diagonally), 4 (mirrored) or 8 (all flips and turns); "
+        "default: the model's own setting",
     )
     p.add_argument(
         "--scale",
@@ -308,6 +316,7 @@ def _run(args: argparse.Namespace) -> int:
             tile=args.tile,
             batch_size=args.batch_size,
             tta=args.tta,
+            tta_views=args.tta_views,
             device=args.device,
             scale=args.scale,
             diameter=args.diameter,
@@ -354,6 +363,7 @@ def _predict(args: argparse.Namespace) -> int:
         "tile": args.tile,
         "batch_size": args.batch_size,
         "tta": args.tta,
+        "tta_views": args.tta_views,
         "scale": args.scale,
         "engine": args.engine,
         "attention": args.attention,

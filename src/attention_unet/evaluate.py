@@ -126,6 +126,7 @@ def evaluate(
     tile: int = 512,
     batch_size: int | None = None,
     tta: bool | None = None,
+    tta_views: int | None = None,
     device: str = "cpu",
     scale: str | None = None,
     diameter: float | None = None,
@@ -141,7 +142,14 @@ def evaluate(
     if not chosen:
         raise InputError(f"{data_path}: the '{split}' part is empty")
     predictor = load_predictor(
-        model, device=device, tile=tile, batch_size=batch_size, tta=tta, scale=scale, diameter=diameter
+        model,
+        device=device,
+        tile=tile,
+        batch_size=batch_size,
+        tta=tta,
+        tta_views=tta_views,
+        scale=scale,
+        diameter=diameter,
     )
     out = Path(out)
     strips_dir = out / "strips" if strips else None

@@ -32,8 +32,15 @@ from magicgui.widgets import (
 
 from .data import SAMPLE_DIR
 from .errors import InputError
+from .settings import TTA_VIEWS
 
 TABLE_COLUMNS = ("label", "area", "centroid_y", "centroid_x", "equivalent_diameter", "solidity")
+# the test-time augmentation choice: Segmenter.segment's (tta, tta_views); None keeps the model's own
+TTA_CHOICES: dict[str, tuple[bool | None, int | None]] = {
+    "model's setting": (None, None),
+    "off": (False, None),
+    **{f"{views} views": (True, views) for views in sorted(TTA_VIEWS)},
+}
 
 
 class SegmentWidget(Container):
@@ -57,7 +64,12 @@ class SegmentWidget(Container):
             tooltip="typical nucleus diameter; 0: the model's own scale",
         )
         self.threshold = FloatSlider(value=0.5, min=0.05, max=0.95, step=0.05, label="threshold")
-        self.tta = CheckBox(value=False, text="test-time augmentation (8 views)")
+        self.tta = ComboBox(
+            choices=list(TTA_CHOICES),
+            value="model's setting",
+            label="test-time augmentation",
+            tooltip="average the network over flipped and turned views of the image",
+        )
         self.engine = ComboBox(choices=["torch", "onnx"], value="torch", label="engine")
         self.attention = CheckBox(value=False, text="add probability and attention maps")
         self.csv = FileEdit(mode="w", filter="*.csv", value="", label="save table to")
@@ -119,7 +131,8 @@ class SegmentWidget(Container):
             "channel": self.channel.value if axes == "CYX" else None,
             "diameter": self.diameter.value or None,
             "threshold": self.threshold.value,
-            "tta": self.tta.value,
+            "tta": TTA_CHOICES[self.tta.value][0],
+            "tta_views": TTA_CHOICES[self.tta.value][1],
             "attention": self.attention.value,
             "measure": True,
         }

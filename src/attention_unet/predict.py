@@ -25,7 +25,7 @@ from .measure import rois as roi_set
 from .measure import write_table as write_measurement_csv
 from .outputs import OutputFolder
 from .reports import predict_index
-from .settings import InferenceSettings
+from .settings import InferenceSettings, check_tta_views
 from .tiling import Predictor, torch_runner
 
 MAX_SCALE = 8.0  # a larger factor multiplies the work by its square for no nucleus size the model serves
@@ -140,6 +140,7 @@ def load_predictor(
     tile: int = 512,
     batch_size: int | None = None,
     tta: bool | None = None,
+    tta_views: int | None = None,
     scale: str | float | None = None,
     diameter: float | None = None,
     engine: str = "torch",
@@ -148,7 +149,7 @@ def load_predictor(
     """A Predictor for a model file, folder or run folder (None: the shipped model). An .onnx model
     runs on ONNX Runtime; any other on torch (BatchNorm folded) unless ``engine="onnx"`` asks for
     an export first. ``engine="auto"`` (predict's default) runs the shipped model's int8 ONNX
-    (:func:`shipped_int8`) on a CPU when there is one for these weights, else torch. Normalisation and the defaults of ``tta`` and ``scale`` come from the model's
+    (:func:`shipped_int8`) on a CPU when there is one for these weights, else torch. Normalisation and the defaults of ``tta``, ``tta_views`` and ``scale`` come from the model's
     own metadata; ``scale`` is a factor or "auto"; ``diameter`` (the nuclei's size in pixels, as
     Cellpose's) sets the factor that brings them to the size the model learnt, instead."""
     from .model import load_model, pretrained_path
@@ -197,6 +198,8 @@ def load_predictor(
             raise InputError(f"--scale must be 'auto' or a positive number, not '{scale}'") from None
         if not 0 < scale <= MAX_SCALE:
             raise InputError(f"--scale must be 'auto' or a number above 0 and at most {MAX_SCALE:g}, not '{scale}'")
+    if tta_views is not None:
+        check_tta_views(tta_views)
     outputs = ("mask",) + ("contour",) * bool(train.get("contour")) + ("distance",) * bool(train.get("distance"))
     return Predictor(
         run,
@@ -204,6 +207,7 @@ def load_predictor(
         tile,
         batch_size,
         settings.tta if tta is None else tta,
+        settings.tta_views if tta_views is None else tta_views,
         scale=scale,
         target_diameter=settings.target_diameter,
         outputs=outputs,

@@ -21,6 +21,7 @@ import numpy as np
 from . import data
 from .errors import InputError
 from .predict import load_predictor, scale_for_diameter
+from .settings import check_tta_views
 from .tiling import Predictor
 
 
@@ -126,6 +127,7 @@ class Segmenter:
         diameter: float | None = None,
         threshold: float = 0.5,
         tta: bool | None = None,
+        tta_views: int | None = None,
         attention: bool = False,
         measure: bool = False,
         pixel_size: float | None = None,
@@ -133,7 +135,8 @@ class Segmenter:
         """Segment the nuclei of one 2-D image (see :func:`as_image` for ``axes`` and ``channel``).
 
         ``diameter`` (pixels) rescales nuclei to the size the model learnt, instead of the model's
-        own scale setting; ``tta`` averages over the 8 flips and turns (default: the model's setting);
+        own scale setting; ``tta`` averages over flipped and turned views, ``tta_views`` of them (2, 4 or 8;
+        default: the model's settings);
         ``attention`` also returns each gate's coefficient map (torch engine only); ``measure`` the
         per-nucleus table (:func:`measure.measurements`, intensities in every channel of the array
         as given, µm too with ``pixel_size``)."""
@@ -146,6 +149,9 @@ class Segmenter:
             changes["scale"] = scale_for_diameter(predictor.target_diameter, diameter)
         if tta is not None:
             changes["tta"] = tta
+        if tta_views is not None:
+            check_tta_views(tta_views, "tta_views")
+            changes["tta_views"] = tta_views
         predictor = dataclasses.replace(predictor, **changes) if changes else predictor
         probs, gates = predictor.probabilities(as_image(image, axes=axes, channel=channel))
         labels = predictor.labels(probs, threshold)

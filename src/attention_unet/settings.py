@@ -9,6 +9,20 @@ from typing import Any
 
 from .errors import InputError
 
+# The views test-time augmentation averages, as (quarter turns, then mirrored left-right); each
+# set a group, so that every orientation's counterpart is in it. 2 views: the image and its mirror
+# across the anti-diagonal (on valid, MODEL.md, they gave more than the image and its vertical mirror).
+TTA_VIEWS: dict[int, tuple[tuple[int, bool], ...]] = {
+    2: ((0, False), (1, True)),
+    4: ((0, False), (0, True), (2, False), (2, True)),
+    8: tuple((turns, mirrored) for turns in range(4) for mirrored in (False, True)),
+}
+
+
+def check_tta_views(views: object, what: str = "--tta-views") -> None:
+    if views not in TTA_VIEWS:
+        raise InputError(f"{what} must be one of {', '.join(map(str, TTA_VIEWS))}, not {views!r}")
+
 
 @dataclass(frozen=True)
 class InferenceSettings:
@@ -20,7 +34,8 @@ class InferenceSettings:
     True
     """
 
-    tta: bool = False  # average over the 8 flips and turns
+    tta: bool = False  # average over flipped and turned views of the image
+    tta_views: int = 8  # how many: 2 (as is, mirrored diagonally), 4 (mirrored either way) or 8 (all)
     scale: float | str = 1.0  # a factor, or "auto": bring the median nucleus to target_diameter
     target_diameter: float = 16.0  # the nucleus size (px) the model learnt best
     contours: bool = True  # a contour output shapes the instance watershed
@@ -41,6 +56,7 @@ class InferenceSettings:
         """The settings a model's metadata records (missing keys take the defaults)."""
         types = {
             "tta": bool,
+            "tta_views": int,
             "contours": bool,
             "distances": bool,
             "target_diameter": float,
@@ -62,6 +78,7 @@ class InferenceSettings:
                 given["scale"] = float(scale)
             except (TypeError, ValueError):
                 raise InputError(f"the model's inference scale must be 'auto' or a number, not {scale!r}") from None
+        check_tta_views(given.get("tta_views", cls.tta_views), "the model's tta_views")
         return cls(**given)
 
     def to_metadata(self) -> dict[str, Any]:

@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 
 import numpy as np
 
 from . import allocator, data
 from .instances import instances
-from .settings import InferenceSettings
+from .settings import TTA_VIEWS, InferenceSettings
 
 Runner = Callable[[np.ndarray], tuple[np.ndarray, list[np.ndarray]]]
 
@@ -126,6 +126,7 @@ class Predictor:
     tile: int = 512
     batch_size: int = 4
     tta: bool = InferenceSettings.tta
+    tta_views: int = InferenceSettings.tta_views  # settings.TTA_VIEWS
     overlap: float = 0.25
     scale: float | None = 1.0  # None: auto (InferenceSettings.scale 'auto')
     target_diameter: float = InferenceSettings.target_diameter
@@ -250,10 +251,12 @@ class Predictor:
         self, image: np.ndarray, value_range: tuple[float, float], probe: float
     ) -> tuple[np.ndarray, float]:
         """The instances found on the image resized by ``probe`` (the mask's watershed), and the
-        area in the image's pixels that one of their pixels covers."""
+        area in the image's pixels that one of their pixels covers. One view even when tta is on:
+        the fragments rule's thresholds were read off single-view probes, and the probe is a sizing
+        pass, not the answer."""
         height, width = image.shape[:2]
         size = (max(8, round(height * probe)), max(8, round(width * probe)))
-        probs, _ = self._tiled(data.resize(image, size), value_range)
+        probs, _ = replace(self, tta=False)._tiled(data.resize(image, size), value_range)
         smallest = max(1, round(self.min_area * probe**2))
         return instances(probs[0], threshold=0.5, min_area=smallest, h=self.h), (width / size[1]) ** 2
 
@@ -294,19 +297,20 @@ class Predictor:
         return total, gates
 
     def _views(self, batch: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
-        """Probabilities (and gate maps) averaged over the 8 flips/rotations when tta is on."""
+        """Probabilities (and gate maps) averaged over the ``tta_views`` flips/rotations
+        (settings.TTA_VIEWS) when tta is on."""
         if not self.tta:
             return self.run(batch)
         probs, maps = None, None
-        for k in range(4):
-            for flip in (False, True):
-                view = np.rot90(batch, k, axes=(2, 3))
-                view = view[..., ::-1] if flip else view
-                p, m = self.run(np.ascontiguousarray(view))
-                p, m = _undo_view(p, k, flip), [_undo_view(a, k, flip) for a in m]
-                probs = p if probs is None else probs + p
-                maps = m if maps is None else [s + a for s, a in zip(maps, m)]
-        return probs / 8, [m / 8 for m in maps or []]
+        views = TTA_VIEWS[self.tta_views]
+        for k, flip in views:
+            view = np.rot90(batch, k, axes=(2, 3))
+            view = view[..., ::-1] if flip else view
+            p, m = self.run(np.ascontiguousarray(view))
+            p, m = _undo_view(p, k, flip), [_undo_view(a, k, flip) for a in m]
+            probs = p if probs is None else probs + p
+            maps = m if maps is None else [s + a for s, a in zip(maps, m)]
+        return probs / len(views), [m / len(views) for m in maps or []]
 
 
 def _undo_view(a: np.ndarray, k: int, flip: bool) -> np.ndarray:
