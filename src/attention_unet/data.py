@@ -442,12 +442,16 @@ def normalise(
 
 
 def resize(array: np.ndarray, size: tuple[int, int], nearest: bool = False) -> np.ndarray:
-    """Resize to (height, width): bilinear for images, nearest for labels."""
+    """Resize to (height, width): bilinear for images, nearest for labels, both with pixel centres
+    mapped onto pixel centres. (OpenCV's INTER_NEAREST samples floor(x / factor) instead, which moves
+    labels by up to about half a pixel against the bilinear image: at zoom 0.4 on BBBC039
+    valid, the shipped model's pixel F1 was 0.940 against those labels, 0.959 against centred ones,
+    and a mirrored view of the image scored 0.905 instead of 0.940.)"""
     import cv2
 
     if array.shape[:2] == tuple(size):
         return array
-    interp = cv2.INTER_NEAREST if nearest else cv2.INTER_LINEAR
+    interp = cv2.INTER_NEAREST_EXACT if nearest else cv2.INTER_LINEAR
     src = array.astype(np.float32) if array.dtype == np.int32 else array
     out = cv2.resize(src, (size[1], size[0]), interpolation=interp)
     return out.astype(array.dtype) if array.dtype == np.int32 else out

@@ -362,7 +362,8 @@ def scaled_crop(
     y, x = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
     image, labels = image[y : y + ch, x : x + cw], labels[y : y + ch, x : x + cw]
     image = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
-    return image, cv2.resize(labels, (size, size), interpolation=cv2.INTER_NEAREST)
+    # centred nearest neighbour, as data.resize (INTER_NEAREST would shift labels against the image)
+    return image, cv2.resize(labels, (size, size), interpolation=cv2.INTER_NEAREST_EXACT)
 
 
 class TrainDataset(Dataset):
