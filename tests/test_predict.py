@@ -255,7 +255,7 @@ def test_tta_views_must_be_a_known_set() -> None:
 
     with pytest.raises(InputError, match="tta_views must be one of 2, 4, 8"):
         InferenceSettings.from_metadata({"tta": True, "tta_views": 3})
-    with pytest.raises(InputError, match="--tta-views"):
+    with pytest.raises(InputError, match="tta_views must be one of 2, 4, 8, not 5"):
         load_predictor(None, tta_views=5)
 
 

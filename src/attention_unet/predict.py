@@ -25,7 +25,7 @@ from .measure import rois as roi_set
 from .measure import write_table as write_measurement_csv
 from .outputs import OutputFolder
 from .reports import predict_index
-from .settings import InferenceSettings, check_tta_views
+from .settings import InferenceSettings
 from .tiling import Predictor, torch_runner
 
 MAX_SCALE = 8.0  # a larger factor multiplies the work by its square for no nucleus size the model serves
@@ -198,8 +198,6 @@ def load_predictor(
             raise InputError(f"--scale must be 'auto' or a positive number, not '{scale}'") from None
         if not 0 < scale <= MAX_SCALE:
             raise InputError(f"--scale must be 'auto' or a number above 0 and at most {MAX_SCALE:g}, not '{scale}'")
-    if tta_views is not None:
-        check_tta_views(tta_views)
     outputs = ("mask",) + ("contour",) * bool(train.get("contour")) + ("distance",) * bool(train.get("distance"))
     return Predictor(
         run,

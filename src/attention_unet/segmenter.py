@@ -21,7 +21,6 @@ import numpy as np
 from . import data
 from .errors import InputError
 from .predict import load_predictor, scale_for_diameter
-from .settings import check_tta_views
 from .tiling import Predictor
 
 
@@ -150,7 +149,6 @@ class Segmenter:
         if tta is not None:
             changes["tta"] = tta
         if tta_views is not None:
-            check_tta_views(tta_views, "tta_views")
             changes["tta_views"] = tta_views
         predictor = dataclasses.replace(predictor, **changes) if changes else predictor
         probs, gates = predictor.probabilities(as_image(image, axes=axes, channel=channel))

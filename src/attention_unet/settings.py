@@ -19,7 +19,7 @@ TTA_VIEWS: dict[int, tuple[tuple[int, bool], ...]] = {
 }
 
 
-def check_tta_views(views: object, what: str = "--tta-views") -> None:
+def check_tta_views(views: object, what: str) -> None:
     if views not in TTA_VIEWS:
         raise InputError(f"{what} must be one of {', '.join(map(str, TTA_VIEWS))}, not {views!r}")
 

@@ -18,7 +18,7 @@ import numpy as np
 
 from . import allocator, data
 from .instances import instances
-from .settings import TTA_VIEWS, InferenceSettings
+from .settings import TTA_VIEWS, InferenceSettings, check_tta_views
 
 Runner = Callable[[np.ndarray], tuple[np.ndarray, list[np.ndarray]]]
 
@@ -145,6 +145,9 @@ class Predictor:
     fragments_ratio: float = InferenceSettings.fragments_ratio  # see auto_scale
     fragments_count: int = InferenceSettings.fragments_count
     fragments_solidity: float = InferenceSettings.fragments_solidity
+
+    def __post_init__(self) -> None:
+        check_tta_views(self.tta_views, "tta_views")  # every way in: load_predictor, Segmenter, replace()
 
     def probability(self, image: np.ndarray) -> np.ndarray:
         """H x W float32 foreground probability of an H x W x 3 image."""
