@@ -63,10 +63,18 @@ def test_int8_model_stays_close_to_fp32_and_keeps_its_metadata(tmp_path: Path) -
     graph = onnx.load(str(int8)).graph
     made_by = {output: node.op_type for node in graph.node for output in node.output}
     convs = [n for n in graph.node if n.op_type == "Conv"]
-    # the first convolution and the head read fp32, the others int8; each decoder's concatenation is
-    # quantised too (uint8 in and out, so ONNX Runtime runs it without a float round trip)
-    assert made_by.get(convs[0].input[0]) != "DequantizeLinear" and made_by[convs[-1].input[0]] != "DequantizeLinear"
-    assert all(made_by[n.input[0]] == "DequantizeLinear" for n in convs[1:-1])
+    # the first convolution (reading the fp32 image) and the head keep fp32 weights, the others are
+    # int8 in and out; each decoder's concatenation is quantised too (uint8 in and out, so ONNX
+    # Runtime runs it without a float round trip), and so is every ReLU after a quantised
+    # convolution: those ReLUs are gone, only the first convolution's and the gates' (after an fp32
+    # sum) remain
+    assert made_by.get(convs[0].input[0]) != "DequantizeLinear"
+    assert (
+        made_by.get(convs[0].input[1]) != "DequantizeLinear" and made_by.get(convs[-1].input[1]) != "DequantizeLinear"
+    )
+    assert all(made_by[n.input[0]] == made_by[n.input[1]] == "DequantizeLinear" for n in convs[1:-1])
+    relus = [made_by[n.input[0]] for n in graph.node if n.op_type == "Relu"]
+    assert sorted(relus) == ["Add"] * model.config.depth + ["Conv"]
     quantised_in = [
         n for n in graph.node if n.op_type == "Concat" and {made_by.get(i) for i in n.input} == {"DequantizeLinear"}
     ]

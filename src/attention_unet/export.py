@@ -90,7 +90,7 @@ def calibration_tiles(images: list[np.ndarray], norm: str, size: int = 256, limi
     return tiles
 
 
-QUANTISED_OPS = ("Conv", "Concat", "Mul")  # which operators quantize_onnx runs in int8
+QUANTISED_OPS = ("Conv", "Concat", "Mul", "Relu")  # which operators quantize_onnx runs in int8
 
 
 def quantize_onnx(source: str | Path, target: str | Path, tiles: list[np.ndarray]) -> Path:
@@ -100,7 +100,9 @@ def quantize_onnx(source: str | Path, target: str | Path, tiles: list[np.ndarray
 
     Convolutions, concatenations and the gates' products are quantised (so the skip and upsampled
     paths meet as uint8 instead of through a dequantise-concatenate-quantise round trip: 12-15%
-    faster on the shipped model, F1 unchanged on valid), but not the first convolution (the
+    faster on the shipped model, F1 unchanged on valid), and so are the ReLUs: each is dropped into
+    its convolution's uint8 output range (zero point 0), instead of running in fp32 between a
+    dequantise and a quantise (BENCHMARKS.md, "Quantised ReLUs"); but not the first convolution (the
     normalised image in) nor the head (the logits out): quantising those two cost the shipped model
     0.074 F1 on TNBC's valid slide (0.716 fp32 -> 0.642), keeping them in fp32 0.001 (0.715), for a
     few percent of the FLOPs (BENCHMARKS.md)."""
