@@ -7,7 +7,8 @@ time per megapixel within 15% across sizes).
 Each image is a tiled BigTIFF of real nuclei (the sample's 256 x 256 fluorescence images side by
 side, written tile by tile, so this script never holds it whole either), predicted by
 `attention-unet predict --blockwise always --no-tta --scale 1` (or `--tta --tta-views N` with
-``--tta-views``) in a child process whose own peak RSS (ru_maxrss) is reported. Time includes start-up, model loading and writing the zarr outputs.
+``--tta-views``) in a child process whose own peak RSS (ru_maxrss) is reported. Time includes
+start-up, model loading and writing the zarr outputs.
 """
 
 from __future__ import annotations
