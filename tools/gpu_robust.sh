@@ -5,6 +5,12 @@
 #                              (wheels for albumentations and its needs, missing from that machine)
 #   tools/gpu_robust.sh train  carrying .devdata/stage1_train .devdata/v2 (v2's weights: every run
 #                              starts from them, so that the runs without TNBC never saw H&E)
+# The second set (session of 2026-11-27 night; the tracked files plus the data are over one call's
+# 64 MiB, so the wheels travel with the second call):
+#   tools/gpu_robust.sh stash  carrying .devdata/bbbc039 .devdata/tnbc .devdata/split.json .devdata/wide-lso
+#   tools/gpu_robust.sh stain  carrying .devdata/stage1_train .whl
+#     cont / cont-lso   v5 / wide-lso continued with v5's recipe (labels resized centred), lr 2e-4
+#     phe / phe-lso     the same with --pseudo-stain 0.25 (fluorescence crops rendered as H&E)
 # .devdata comes from `python tools/devdata.py --split runs/nuclei-v4/split.json --eight-bit bbbc039`
 # (train and valid parts only; v4's split). Four runs at once, each with 3 loader workers:
 #   v4r          v4's recipe (crops of 128, scale 0.25-3) on all three datasets
@@ -16,36 +22,53 @@ KEEP=/root/keep
 case "$1" in
   stash)
     mkdir -p $KEEP && cp -r .devdata/bbbc039 .devdata/tnbc .devdata/split.json $KEEP/
+    [ -d .devdata/wide-lso ] && cp -r .devdata/wide-lso $KEEP/
+    [ -d .whl ] || { nvidia-smi -L; exit 0; }
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target $KEEP/site .whl/*.whl
     nvidia-smi -L
     PYTHONPATH=$KEEP/site:src python3 -c "import albumentations, torch, lightning, attention_unet.train as t; print('ok', torch.__version__, lightning.__version__, albumentations.__version__, torch.cuda.is_available())"
     ;;
-  train)
+  train|stain)
     [ -d $KEEP/tnbc ] || { echo "no $KEEP: the machine was not the stash call's"; exit 3; }
     cp -r $KEEP/bbbc039 $KEEP/tnbc $KEEP/split.json .devdata/
+    if [ "$1" = stain ]; then
+      python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target $KEEP/site .whl/*.whl
+      cp -r $KEEP/wide-lso .devdata/
+    fi
     export PYTHONPATH=$KEEP/site:src ATTENTION_UNET_CACHE=/tmp/cache OUT=${OUT:-/tmp/out} PYTHONUNBUFFERED=1
     D=".devdata/stage1_train .devdata/bbbc039"
     python3 -c "from attention_unet import data; [data.load_records(p) for p in '$D .devdata/tnbc'.split()]"
-    COMMON="--split-file .devdata/split.json --init-from .devdata/v2/model.safetensors --augment robust --balance
-      --samples-per-epoch 3200 --loss bce+dice --lr 5e-4 --scheduler cosine --batch-size 8 --epochs ${EPOCHS:-16}
+    COMMON="--split-file .devdata/split.json --augment robust --balance
+      --samples-per-epoch 3200 --loss bce+dice --scheduler cosine --batch-size 8 --epochs ${EPOCHS:-16}
       --monitor val_f1 --max-minutes ${MINUTES:-6.8} --seed 42 --accelerator gpu --devices 1 --workers 3"
-    V4R="--input crop:128 --scale 0.25 3"
-    WIDE="--input crop:256 --scale 0.25 6"
+    V4R="--input crop:128 --scale 0.25 3 --init-from .devdata/v2/model.safetensors --lr 5e-4"
+    WIDE="--input crop:256 --scale 0.25 6 --init-from .devdata/v2/model.safetensors --lr 5e-4"
+    CONT="--input crop:256 --scale 0.25 6 --lr 2e-4 --init-from"
     run() {  # name, flags
       OMP_NUM_THREADS=1 python3 -m attention_unet train $COMMON --out "/tmp/runs/$1" "${@:2}" > "/tmp/runs-$1.log" 2>&1 \
         || { echo "$1 failed"; tail -20 "/tmp/runs-$1.log"; }
     }
-    run v4r --data $D .devdata/tnbc $V4R & run v4r-lso --data $D $V4R &
-    run wide --data $D .devdata/tnbc $WIDE & run wide-lso --data $D $WIDE &
+    if [ "$1" = train ]; then
+      RUNS="v4r v4r-lso wide wide-lso"
+      run v4r --data $D .devdata/tnbc $V4R & run v4r-lso --data $D $V4R &
+      run wide --data $D .devdata/tnbc $WIDE & run wide-lso --data $D $WIDE &
+    else
+      RUNS="cont cont-lso phe phe-lso"
+      V5=src/attention_unet/weights/model.safetensors LSO=.devdata/wide-lso/model.safetensors
+      run cont --data $D .devdata/tnbc $CONT $V5 & run cont-lso --data $D $CONT $LSO &
+      run phe --data $D .devdata/tnbc $CONT $V5 --pseudo-stain 0.25 &
+      run phe-lso --data $D $CONT $LSO --pseudo-stain 0.25 &
+    fi
     wait
-    for r in v4r v4r-lso wide wide-lso; do
+    for r in $RUNS; do
       cp "/tmp/runs/$r/model/model.safetensors" "$OUT/$r.safetensors" || true
       cp "/tmp/runs-$r.log" "/tmp/runs/$r/train.log" || true
     done
     tar -C /tmp/runs -czf "$OUT/robust-runs.tgz" --exclude=checkpoints --exclude=model .
-    python3 - <<'PY'
+    RUNS=$RUNS python3 - <<'PY'
 import csv
-for name in ("v4r", "v4r-lso", "wide", "wide-lso"):
+import os
+for name in os.environ["RUNS"].split():
     try:
         rows = [r for r in csv.DictReader(open(f"/tmp/runs/{name}/metrics.csv")) if r.get("val_f1")]
     except OSError:

@@ -65,6 +65,9 @@ def _train_parser(sub: Any) -> None:
     )
     p.add_argument("--balance", action="store_const", const=True, help="oversample rare modalities")
     p.add_argument(
+        "--pseudo-stain", type=float, metavar="P", help="render this share of fluorescence crops as H&E (default 0)"
+    )
+    p.add_argument(
         "--contour", action="store_const", const=True, help="also predict nucleus contours (separates touching nuclei)"
     )
     p.add_argument(

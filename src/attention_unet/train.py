@@ -75,6 +75,7 @@ class TrainConfig:
     input: str = "resize256"  # or "crop:N": random N x N crops at native resolution, scale-jittered
     scale: tuple[float, float] = (0.25, 2.0)  # crop-mode scale range (log-uniform), covers resize256 views
     augment: str = "none"  # none (report), geometric (flips, 90-degree turns), full (+ colour, grey, invert), robust (+ H&E stain, noise)
+    pseudo_stain: float = 0.0  # share of fluorescence crops rendered as H&E (haematoxylin nuclei on eosin tissue)
     balance: bool = False  # oversample rare (dataset, modality) groups: each gets a share ~ the square root of its size
     samples_per_epoch: int = 0  # crop mode: crops per epoch; 0 = one per training image
     norm: str = "fixed"  # report: /255; or "percentile", or "polarity" (percentile, nuclei made bright)
@@ -148,6 +149,7 @@ class TrainConfig:
             ("lr", self.lr, 1e-12, 10.0),
             ("max-minutes", self.max_minutes, 0, 1e7),
             ("samples-per-epoch", self.samples_per_epoch, 0, 10_000_000),
+            ("pseudo-stain", self.pseudo_stain, 0.0, 1.0),
             ("early-stopping", self.early_stopping, 1, 100_000),
             ("workers", self.workers, 0, 256),
             ("num-nodes", self.num_nodes, 1, 100_000),
@@ -341,6 +343,35 @@ def stain_jitter(image: np.ndarray, rng: np.random.Generator, sigma: float = 0.1
     return np.clip(hed2rgb(hed), 0.0, 1.0).astype(np.float32)
 
 
+def pseudo_stain(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A fluorescence image (0..1, nuclei bright) rendered as an H&E section: its intensity becomes
+    the haematoxylin amount (nuclei dark purple), on eosin and a little haematoxylin that vary
+    smoothly like tissue. The stain amounts span what skimage's rgb2hed measures on TNBC's slides
+    (haematoxylin: nuclei 0.02-0.10, background 0.005-0.04; DAB channel about 0.015). Returns RGB 0..1."""
+    import cv2
+    from skimage.color import hed2rgb
+
+    grey = image.mean(axis=2) if image.ndim == 3 else image
+    h, w = grey.shape
+
+    def field(low: float, high: float) -> np.ndarray:  # random tissue texture, low..high: coarse + fine
+        grids = (int(rng.integers(3, 12)), int(rng.integers(16, 64)))
+        layers = [cv2.resize(rng.uniform(0, 1, (n, n)).astype(np.float32), (w, h)) for n in grids]
+        return low + (high - low) * (0.6 * layers[0] + 0.4 * layers[1])
+
+    texture = grey * rng.uniform(0.8, 1.2, grey.shape).astype(np.float32)  # chromatin grain
+    nucleus, ground = rng.uniform(0.035, 0.09), field(0.004, rng.uniform(0.01, 0.035))
+    hed = np.stack(
+        [
+            ground + (nucleus - ground) * np.clip(texture, 0, 1),
+            field(0.0, rng.uniform(0.003, 0.03)),
+            field(0.005, 0.025),
+        ],
+        axis=-1,
+    )
+    return np.clip(hed2rgb(hed), 0.0, 1.0).astype(np.float32)
+
+
 def scaled_crop(
     image: np.ndarray, labels: np.ndarray, size: int, scale: tuple[float, float], rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -383,6 +414,8 @@ class TrainDataset(Dataset):
         # robust: colour images are kept at fixed scale with their own range, so that the stain
         # jitter acts on the stains before the (polarity) normalisation turns them round
         self.stain = [cfg.augment == "robust" and data.modality(r.image) == "stained" for r in records]
+        self.pseudo_stain = cfg.pseudo_stain
+        self.fluorescence = [data.modality(r.image) == "fluorescence" for r in records] if cfg.pseudo_stain else []
         self.images, self.labels, self.ranges = [], [], []
         for r, stain in zip(records, self.stain):
             _, hi = data.normalisation_range(r.image, "fixed")
@@ -407,6 +440,8 @@ class TrainDataset(Dataset):
             image, labels = scaled_crop(image, labels, self.crop, self.scale, rng)
         if self.ranges[i] is not None:
             image = data.normalise(stain_jitter(image, rng) if rng.random() < 0.7 else image, self.norm, self.ranges[i])
+        elif self.fluorescence and self.fluorescence[i] and rng.random() < self.pseudo_stain:
+            image = data.normalise(pseudo_stain(image, rng), self.norm)
         if self.transform is not None:
             self.transform.set_random_seed(int(rng.integers(2**31)))
             out = self.transform(image=image, mask=labels)
