@@ -16,7 +16,14 @@ from attention_unet import data
 from attention_unet.cli import main
 from attention_unet.instances import contours, distances, targets
 from attention_unet.model import load_model, read_model_info, save_model
-from attention_unet.train import TrainConfig, TrainDataset, scaled_crop, segmentation_loss, stain_jitter
+from attention_unet.train import (
+    TrainConfig,
+    TrainDataset,
+    pseudo_stain,
+    scaled_crop,
+    segmentation_loss,
+    stain_jitter,
+)
 
 from .conftest import synthetic, two_touching_boxes
 
@@ -291,6 +298,24 @@ def test_stain_jitter_is_the_identity_at_zero_strength() -> None:
     image = hed2rgb(rng.uniform(0.0, 0.1, (16, 16, 3))).astype(np.float32)
     assert np.allclose(stain_jitter(image, rng, sigma=0.0), image, atol=1e-4)
     assert not np.allclose(stain_jitter(image, rng, sigma=0.2), image, atol=1e-2)
+
+
+def test_pseudo_stain_renders_bright_nuclei_as_dark_purple_on_paler_tissue() -> None:
+    """Rendered fluorescence reads as H&E: coloured, nuclei darker than the ground and bluer
+    (haematoxylin); normalised with polarity, the nuclei come out bright again, as in training."""
+    from attention_unet import data
+
+    image, labels = synthetic(3, (96, 96))
+    grey = data.normalise(np.repeat(image[..., None], 3, axis=2), "polarity")
+    rendered = pseudo_stain(grey, np.random.default_rng(0))
+    assert rendered.shape == grey.shape and rendered.dtype == np.float32
+    assert 0.0 <= rendered.min() and rendered.max() <= 1.0
+    assert data.modality((rendered * 255).astype(np.uint8)) == "stained"
+    nuclei, ground = rendered[labels > 0].mean(axis=0), rendered[labels == 0].mean(axis=0)
+    assert nuclei.sum() < ground.sum() - 0.3 and nuclei[2] - nuclei[0] > ground[2] - ground[0]
+    back = data.normalise(rendered, "polarity").mean(axis=2)
+    assert back[labels > 0].mean() > back[labels == 0].mean() + 0.3
+    assert np.array_equal(rendered, pseudo_stain(grey, np.random.default_rng(0)))
 
 
 def test_finetune_trains_on_every_image_validates_on_strips_and_keeps_the_parent_settings(tmp_path: Path) -> None:

@@ -1,0 +1,51 @@
+"""Average the weights of models fine-tuned from one start into one model of the same network (a
+uniform "model soup", Wortsman et al. 2022): no extra cost at inference, and on the robustness
+issue's leave-TNBC-out protocol at least as good as the best of its parts (MODEL.md).
+
+    python tools/soup.py runs/soup src/attention_unet/weights runs/cont/model runs/phe/model
+
+BatchNorm's running statistics are averaged like the weights; integer buffers (batches seen)
+are the first model's. The soup keeps the first model's metadata but its best validation score, with its parts (path, version,
+sha256) added.
+"""
+
+import argparse
+
+import torch
+
+from attention_unet.model import load_model, save_model
+from attention_unet.train import init_record
+
+
+def soup(paths: list[str]) -> tuple[torch.nn.Module, dict]:
+    """The uniform average of the models at ``paths`` (same network), and its metadata."""
+    models = [load_model(p) for p in paths]
+    configs = {str(m.config) for m in models}
+    if len(configs) > 1:
+        raise SystemExit(f"soup: the models are different networks: {sorted(configs)}")
+    states = [m.state_dict() for m in models]
+    averaged = {
+        key: torch.stack([s[key].double() for s in states]).mean(0).to(value.dtype)
+        if value.is_floating_point()
+        else value
+        for key, value in states[0].items()
+    }
+    models[0].load_state_dict(averaged)
+    # the first part's training options and start stay (the parts share them but for their own
+    # runs); its best validation score does not describe the soup
+    info = {k: v for k, v in models[0].info.items() if k not in ("model", "version", "best")}
+    info["soup"] = [init_record(p) for p in paths]
+    return models[0], info
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("out", help="folder for the soup's model.safetensors")
+    parser.add_argument("models", nargs="+", help="model files or folders, fine-tuned from one start")
+    args = parser.parse_args()
+    model, info = soup(args.models)
+    print(save_model(model, args.out, info))
+
+
+if __name__ == "__main__":
+    main()
