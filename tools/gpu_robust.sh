@@ -19,12 +19,13 @@
 #   wide-lso     the same without TNBC
 set -euo pipefail
 KEEP=/root/keep
+wheels() { python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target $KEEP/site .whl/*.whl; }
 case "$1" in
   stash)
     mkdir -p $KEEP && cp -r .devdata/bbbc039 .devdata/tnbc .devdata/split.json $KEEP/
     [ -d .devdata/wide-lso ] && cp -r .devdata/wide-lso $KEEP/
     [ -d .whl ] || { nvidia-smi -L; exit 0; }
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target $KEEP/site .whl/*.whl
+    wheels
     nvidia-smi -L
     PYTHONPATH=$KEEP/site:src python3 -c "import albumentations, torch, lightning, attention_unet.train as t; print('ok', torch.__version__, lightning.__version__, albumentations.__version__, torch.cuda.is_available())"
     ;;
@@ -32,7 +33,7 @@ case "$1" in
     [ -d $KEEP/tnbc ] || { echo "no $KEEP: the machine was not the stash call's"; exit 3; }
     cp -r $KEEP/bbbc039 $KEEP/tnbc $KEEP/split.json .devdata/
     if [ "$1" = stain ]; then
-      python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target $KEEP/site .whl/*.whl
+      wheels
       cp -r $KEEP/wide-lso .devdata/
     fi
     export PYTHONPATH=$KEEP/site:src ATTENTION_UNET_CACHE=/tmp/cache OUT=${OUT:-/tmp/out} PYTHONUNBUFFERED=1

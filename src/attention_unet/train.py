@@ -413,9 +413,10 @@ class TrainDataset(Dataset):
         self.norm = cfg.norm
         # robust: colour images are kept at fixed scale with their own range, so that the stain
         # jitter acts on the stains before the (polarity) normalisation turns them round
-        self.stain = [cfg.augment == "robust" and data.modality(r.image) == "stained" for r in records]
-        self.pseudo_stain = cfg.pseudo_stain
-        self.fluorescence = [data.modality(r.image) == "fluorescence" for r in records] if cfg.pseudo_stain else []
+        modalities = [data.modality(r.image) for r in records]
+        self.stain = [cfg.augment == "robust" and m == "stained" for m in modalities]
+        # the chance that a crop of each image is rendered as H&E (fluorescence only)
+        self.pseudo_stain = [cfg.pseudo_stain if m == "fluorescence" else 0.0 for m in modalities]
         self.images, self.labels, self.ranges = [], [], []
         for r, stain in zip(records, self.stain):
             _, hi = data.normalisation_range(r.image, "fixed")
@@ -440,7 +441,7 @@ class TrainDataset(Dataset):
             image, labels = scaled_crop(image, labels, self.crop, self.scale, rng)
         if self.ranges[i] is not None:
             image = data.normalise(stain_jitter(image, rng) if rng.random() < 0.7 else image, self.norm, self.ranges[i])
-        elif self.fluorescence and self.fluorescence[i] and rng.random() < self.pseudo_stain:
+        elif self.pseudo_stain[i] and rng.random() < self.pseudo_stain[i]:  # no draw when off: runs stay as before
             image = data.normalise(pseudo_stain(image, rng), self.norm)
         if self.transform is not None:
             self.transform.set_random_seed(int(rng.integers(2**31)))
