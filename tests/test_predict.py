@@ -56,6 +56,33 @@ def test_contours_split_touching_nuclei_that_have_no_neck() -> None:
     assert len(np.unique(out[labels == 1])) == 1 and len(np.unique(out[labels == 2])) == 1
 
 
+def test_weak_instances_are_dropped_by_mean_probability() -> None:
+    labels = disks((40, 70), [(20, 15), (20, 50)], 8)
+    prob = np.where(labels == 1, 0.6, np.where(labels == 2, 0.95, 0.0)).astype(np.float32)
+    assert instances(prob, min_area=1).max() == 2
+    out = instances(prob, min_area=1, min_confidence=0.8)
+    assert out.max() == 1 and ((out == 1) == (labels == 2)).all()  # the weak one is gone, numbering closes up
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 2**16), min_confidence=st.floats(0.5, 1.0))
+def test_min_confidence_only_removes_the_weak_instances(seed: int, min_confidence: float) -> None:
+    """The same instances as without the rule, less those whose mean probability is below it."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(seed)
+    prob = ndimage.gaussian_filter(rng.random((48, 64)), 3).astype(np.float32)
+    prob = (prob - prob.min()) / (prob.max() - prob.min())
+    everything = instances(prob, min_area=4)
+    kept = instances(prob, min_area=4, min_confidence=min_confidence)
+    ids = np.arange(1, everything.max() + 1)
+    strong = ids[np.asarray(ndimage.mean(prob, everything, ids)) >= min_confidence]
+    expected = np.zeros_like(everything)
+    for new, old in enumerate(strong, start=1):
+        expected[everything == old] = new
+    assert (kept == expected).all()
+
+
 def test_distance_output_splits_touching_nuclei_and_is_found_by_name() -> None:
     labels = two_touching_boxes()
     mask, distance = (labels > 0).astype(np.float32), distances(labels).astype(np.float32)
@@ -171,6 +198,7 @@ def test_inference_settings_come_from_the_model(tmp_path: Path) -> None:
         "contour_threshold": 0.3,
         "h": 2.0,
         "min_area": 500,
+        "min_confidence": 0.7,
     }
     save_model(
         AttentionUNet(ModelConfig(width=4, depth=2, out_channels=2)).eval(),
@@ -187,8 +215,9 @@ def test_inference_settings_come_from_the_model(tmp_path: Path) -> None:
         predictor.contour_threshold,
         predictor.h,
         predictor.min_area,
+        predictor.min_confidence,
     )
-    assert settings == ("polarity", True, ("mask", "contour"), False, False, 0.3, 2.0, 500)
+    assert settings == ("polarity", True, ("mask", "contour"), False, False, 0.3, 2.0, 500, 0.7)
     labels = two_touching_boxes()
     probs = np.stack([(labels > 0).astype(np.float32), contours(labels).astype(np.float32)])
     assert predictor.labels(probs).max() == 0  # both boxes together are 240 pixels < min_area

@@ -21,6 +21,9 @@ def main() -> None:
     parser.add_argument("--contour-threshold", type=float, default=0.5, help="tools/tune_instances.py")
     parser.add_argument("--min-area", type=int, default=8, help="smallest instance in pixels")
     parser.add_argument(
+        "--min-confidence", type=float, default=0.0, help="weakest instance kept (mean probability; 0: all)"
+    )
+    parser.add_argument(
         "--no-contours", dest="contours", action="store_false", help="instances ignore the contour output"
     )
     parser.add_argument(
@@ -50,6 +53,7 @@ def main() -> None:
         distances=args.distances,
         h=args.h,
         min_area=args.min_area,
+        min_confidence=args.min_confidence,
         fragments_ratio=args.fragments_ratio,
         fragments_count=args.fragments_count,
         fragments_solidity=args.fragments_solidity,

@@ -1,10 +1,11 @@
 """Choose the instance-separation settings of a model on the *valid* split (never on test): the
-seed depth h of the watershed, the smallest object kept, and, for a model with those outputs, the
+seed depth h of the watershed, the smallest object kept, the weakest (mean probability) kept, and, for a model with those outputs, the
 contour threshold and the watershed on the distance output, against the watershed on the mask
 alone and plain connected components. Probabilities are computed once
 (with the model's own TTA and scale settings); prints the mean per-image DSB-2018 score of each.
 
     python tools/tune_instances.py MODEL DATA [--protocol resize256] [--hs 0.5 1 2] [--min-areas 8]
+        [--min-confidences 0 0.8 0.85]
         [--thresholds 0.1 0.2 0.3 0.5]   (no thresholds: skip the contour variants)
         [--distance-hs 0.05 0.1 0.2]     (h on the distance output, 0..1)
 """
@@ -31,6 +32,7 @@ def main() -> None:
     parser.add_argument("--hs", type=float, nargs="+", default=[0.5, 1.0, 2.0])
     parser.add_argument("--distance-hs", type=float, nargs="*", default=[0.05, 0.1, 0.2])
     parser.add_argument("--min-areas", type=int, nargs="+", default=[8])
+    parser.add_argument("--min-confidences", type=float, nargs="+", default=[0.0])
     args = parser.parse_args()
     predictor = load_predictor(args.model)
     records = data.load_records(args.data)
@@ -42,20 +44,23 @@ def main() -> None:
     methods = {
         "connected components": lambda p: ndimage.label(p[0] > 0.5)[0],
     }
-    for h, a in itertools.product(args.hs, args.min_areas):
-        methods[f"watershed h={h:g} min_area={a}"] = lambda p, h=h, a=a: instances(p[0], h=h, min_area=a)
+    for h, a, m in itertools.product(args.hs, args.min_areas, args.min_confidences):
+        methods[f"watershed h={h:g} min_area={a} min_confidence={m:g}"] = lambda p, h=h, a=a, m=m: instances(
+            p[0], h=h, min_area=a, min_confidence=m
+        )
     outputs = predictor.outputs[: len(items[0][1])]
     if "contour" in outputs:
         c = outputs.index("contour")
-        for t, h, a in itertools.product(args.thresholds, args.hs, args.min_areas):
-            methods[f"contour watershed t={t:g} h={h:g} min_area={a}"] = lambda p, t=t, h=h, a=a: instances(
-                p[0], contour=p[c], h=h, min_area=a, contour_threshold=t
+        for t, h, a, m in itertools.product(args.thresholds, args.hs, args.min_areas, args.min_confidences):
+            name = f"contour watershed t={t:g} h={h:g} min_area={a} min_confidence={m:g}"
+            methods[name] = lambda p, t=t, h=h, a=a, m=m: instances(
+                p[0], contour=p[c], h=h, min_area=a, contour_threshold=t, min_confidence=m
             )
     if "distance" in outputs:
         d = outputs.index("distance")
-        for h, a in itertools.product(args.distance_hs, args.min_areas):
-            methods[f"distance watershed h={h:g} min_area={a}"] = lambda p, h=h, a=a: instances(
-                p[0], h=h, min_area=a, distance=p[d]
+        for h, a, m in itertools.product(args.distance_hs, args.min_areas, args.min_confidences):
+            methods[f"distance watershed h={h:g} min_area={a} min_confidence={m:g}"] = lambda p, h=h, a=a, m=m: (
+                instances(p[0], h=h, min_area=a, distance=p[d], min_confidence=m)
             )
     results = {}
     for name, method in methods.items():

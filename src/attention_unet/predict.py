@@ -214,6 +214,7 @@ def load_predictor(
         contour_threshold=settings.contour_threshold,
         h=settings.h,
         min_area=settings.min_area,
+        min_confidence=settings.min_confidence,
         fragments_ratio=settings.fragments_ratio,
         fragments_count=settings.fragments_count,
         fragments_solidity=settings.fragments_solidity,

@@ -43,6 +43,8 @@ class InferenceSettings:
     contour_threshold: float = 0.5  # contour probability from which a pixel counts as a border
     h: float = 1.0  # watershed seed depth (h-maxima)
     min_area: int = 8  # smaller instances are dropped (pixels)
+    # instances whose mean foreground probability is below this are dropped (0: off); MODEL.md
+    min_confidence: float = 0.0
     # auto scale's typical nucleus is the probe's median one, unless it found at least
     # fragments_count nuclei, the one the median foreground pixel lies in is fragments_ratio times
     # larger or more (0: off) and the large ones are convex (solidity >= fragments_solidity): then
@@ -63,6 +65,7 @@ class InferenceSettings:
             "contour_threshold": float,
             "h": float,
             "min_area": int,
+            "min_confidence": float,
             "fragments_ratio": float,
             "fragments_count": int,
             "fragments_solidity": float,

@@ -142,6 +142,7 @@ class Predictor:
     contour_threshold: float = InferenceSettings.contour_threshold
     h: float = InferenceSettings.h
     min_area: int = InferenceSettings.min_area  # smaller components are dropped from the instances
+    min_confidence: float = InferenceSettings.min_confidence  # weaker instances are dropped
     fragments_ratio: float = InferenceSettings.fragments_ratio  # see auto_scale
     fragments_count: int = InferenceSettings.fragments_count
     fragments_solidity: float = InferenceSettings.fragments_solidity
@@ -209,6 +210,7 @@ class Predictor:
             contour=output("contour", self.contours),
             threshold=threshold,
             min_area=self.min_area,
+            min_confidence=self.min_confidence,
             h=self.h,
             contour_threshold=self.contour_threshold,
             distance=output("distance", self.distances),
