@@ -17,7 +17,14 @@ from attention_unet.errors import InputError
 from attention_unet.instances import contours, distances, instances
 from attention_unet.model import pretrained_path, save_model
 from attention_unet.settings import TTA_VIEWS, InferenceSettings
-from attention_unet.tiling import Predictor, gaussian_weights, size_statistics, tile_starts, torch_runner
+from attention_unet.tiling import (
+    Predictor,
+    factor_for_diameter,
+    gaussian_weights,
+    size_statistics,
+    tile_starts,
+    torch_runner,
+)
 
 from .conftest import disks, synthetic, two_touching_boxes
 
@@ -293,7 +300,7 @@ def brightness_runner(batch: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
     return batch[:, :1].astype(np.float32), []
 
 
-@pytest.mark.parametrize(("radius", "expected"), [(8, 1.0), (32, 0.25), (3, 16 / 6)])
+@pytest.mark.parametrize(("radius", "expected"), [(8, 1.0), (32, factor_for_diameter(64, 16)), (3, 16 / 6)])
 def test_auto_scale_brings_nuclei_to_the_learnt_size(radius: int, expected: float) -> None:
     centres = [
         (y, x)
@@ -305,6 +312,18 @@ def test_auto_scale_brings_nuclei_to_the_learnt_size(radius: int, expected: floa
     factor = predictor.auto_scale(image, data.normalisation_range(image, "percentile"))
     assert factor == pytest.approx(expected, rel=0.15)
     assert predictor.probability(image).shape == (256, 320)
+
+
+def test_auto_scale_factor_never_jumps() -> None:
+    """Larger nuclei never get a larger factor, and a diameter read a little differently (int8
+    against fp32, say) moves the factor a little: at most the steeper ramp's slope, ln 3 / ln 1.5,
+    times the change (the jump at the dead band's edge it replaces was a factor of 2)."""
+    diameters = np.geomspace(1.0, 500.0, 20_001)  # steps of 0.03%
+    factors = np.array([factor_for_diameter(d, 16) for d in diameters])
+    assert (np.diff(factors) <= 0).all()
+    slopes = -np.diff(np.log(factors)) / np.diff(np.log(diameters))
+    assert slopes.max() <= np.log(3) / np.log(1.5) + 1e-6
+    assert factors[0] == 4.0 and factors[-1] == 0.125 and factor_for_diameter(16, 16) == 1.0
 
 
 def test_size_statistics_see_the_nucleus_that_most_pixels_lie_in() -> None:
@@ -330,8 +349,8 @@ def fragments_and_large_nuclei(specks: int, clumps: bool = False) -> np.ndarray:
 
 @pytest.mark.parametrize(
     ("specks", "ratio", "clumps", "solidity", "expected"),
-    [(40, 2.0, False, 0.8, 0.25), (40, 0.0, False, 0.8, 1.0), (10, 2.0, False, 0.8, 1.0), (40, 2.0, True, 0.8, 1.0)]
-    + [(40, 2.0, True, 0.0, 0.36)],
+    [(40, 2.0, False, 0.8, factor_for_diameter(64, 16)), (40, 0.0, False, 0.8, 1.0), (10, 2.0, False, 0.8, 1.0)]
+    + [(40, 2.0, True, 0.8, 1.0), (40, 2.0, True, 0.0, factor_for_diameter(16 / 0.36, 16))],
 )
 def test_many_fragments_beside_large_nuclei_count_as_fragments(
     specks: int, ratio: float, clumps: bool, solidity: float, expected: float

@@ -1,5 +1,7 @@
 """Score auto scale's fragments rule (InferenceSettings.fragments_ratio / fragments_count /
-fragments_solidity) against the median piece (the rule off) on a split part ('all': every image),
+fragments_solidity) against the median piece (the rule off), or with ``--ramp LOW HIGH`` its ramp
+(full correction from those multiples of the learnt size on, ``Predictor.auto_full``) against the
+old jump at the dead band's edges, on a split part ('all': every image),
 where it matters: images on which the two choose different factors are predicted at both and
 scored (F1, DSB score); on the others the two predictions are the same image, so they add nothing
 to the difference. Prints, per dataset and zoom, how many images changed and the change of the
@@ -8,6 +10,7 @@ mean scores over all the part's images. The shipped model on its default engine 
 
     python tools/size_check.py DATA... --split-file runs/nuclei-v4/split.json --part valid \
         --fragments-ratio 2 --fragments-count 30 --fragments-solidity 0.85 --zooms 1 3 0.4
+    python tools/size_check.py DATA... --split-file runs/nuclei-v4/split.json --ramp 0.3333 6 --zooms 1 3 0.25
 """
 
 from __future__ import annotations
@@ -28,20 +31,27 @@ def main() -> None:
     parser.add_argument("data", nargs="+")
     parser.add_argument("--split-file", required=True)
     parser.add_argument("--part", default="valid")
-    parser.add_argument("--fragments-ratio", type=float, required=True)
-    parser.add_argument("--fragments-count", type=int, required=True)
-    parser.add_argument("--fragments-solidity", type=float, required=True)
+    parser.add_argument("--fragments-ratio", type=float)
+    parser.add_argument("--fragments-count", type=int)
+    parser.add_argument("--fragments-solidity", type=float)
+    parser.add_argument("--ramp", type=float, nargs=2, metavar=("LOW", "HIGH"), help="the ramp against the jump")
     parser.add_argument("--zooms", type=float, nargs="+", default=[1.0])
     parser.add_argument("--model", help="another model (torch engine; default: the shipped one, int8)")
     args = parser.parse_args()
     predictor = load_predictor(args.model, engine="torch" if args.model else "auto", scale="auto")
-    shipped = dataclasses.replace(predictor, fragments_ratio=0.0)  # the median
-    fitted = dataclasses.replace(
-        shipped,
-        fragments_ratio=args.fragments_ratio,
-        fragments_count=args.fragments_count,
-        fragments_solidity=args.fragments_solidity,
-    )
+    if args.ramp:  # the model's own fragments rule; the jump is a ramp that ends where it starts
+        shipped = dataclasses.replace(predictor, auto_full=predictor.auto_range)
+        fitted = dataclasses.replace(predictor, auto_full=tuple(args.ramp))
+    elif None in (args.fragments_ratio, args.fragments_count, args.fragments_solidity):
+        parser.error("give --fragments-ratio, --fragments-count and --fragments-solidity, or --ramp")
+    else:
+        shipped = dataclasses.replace(predictor, fragments_ratio=0.0)  # the median
+        fitted = dataclasses.replace(
+            shipped,
+            fragments_ratio=args.fragments_ratio,
+            fragments_count=args.fragments_count,
+            fragments_solidity=args.fragments_solidity,
+        )
     for path in args.data:
         records = data.select(data.load_records(path), data.load_split(args.split_file, path), args.part)
         for zoom in args.zooms:

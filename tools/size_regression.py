@@ -28,7 +28,7 @@ from sklearn.preprocessing import StandardScaler
 from attention_unet import data
 from attention_unet.model import load_model
 from attention_unet.settings import InferenceSettings
-from attention_unet.tiling import Predictor, size_statistics
+from attention_unet.tiling import Predictor, factor_for_diameter, size_statistics
 
 
 def pooled_features(model: torch.nn.Module, image: np.ndarray) -> np.ndarray:
@@ -76,9 +76,10 @@ def rows_of(model: torch.nn.Module, paths: list[str], split_file: str, part: str
 
 
 def factor(diameter: np.ndarray) -> np.ndarray:
-    target, (low, high) = InferenceSettings.target_diameter, Predictor.auto_range
-    keep = (diameter >= low * target) & (diameter <= high * target)
-    return np.where(keep, 1.0, np.clip(target / np.maximum(diameter, 1e-3), 0.125, 4.0))
+    target = InferenceSettings.target_diameter
+    return np.array(
+        [factor_for_diameter(max(d, 1e-3), target, Predictor.auto_range, Predictor.auto_full) for d in diameter]
+    )
 
 
 def score(estimate: np.ndarray, truth: np.ndarray) -> str:

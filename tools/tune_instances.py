@@ -5,7 +5,7 @@ alone and plain connected components. Probabilities are computed once
 (with the model's own TTA and scale settings); prints the mean per-image DSB-2018 score of each.
 
     python tools/tune_instances.py MODEL DATA [--protocol resize256] [--hs 0.5 1 2] [--min-areas 8]
-        [--min-confidences 0 0.8 0.85]
+        [--min-confidences 0 0.8 0.85] [--split-file SPLIT --part valid] [--zoom 0.4]
         [--thresholds 0.1 0.2 0.3 0.5]   (no thresholds: skip the contour variants)
         [--distance-hs 0.05 0.1 0.2]     (h on the distance output, 0..1)
 """
@@ -19,6 +19,7 @@ import numpy as np
 from scipy import ndimage
 
 from attention_unet import data, metrics
+from attention_unet.evaluate import zoomed
 from attention_unet.instances import instances
 from attention_unet.predict import load_predictor
 
@@ -33,13 +34,20 @@ def main() -> None:
     parser.add_argument("--distance-hs", type=float, nargs="*", default=[0.05, 0.1, 0.2])
     parser.add_argument("--min-areas", type=int, nargs="+", default=[8])
     parser.add_argument("--min-confidences", type=float, nargs="+", default=[0.0])
+    parser.add_argument("--split-file", help="default: the data's own default split")
+    parser.add_argument("--part", default="valid", help="valid, train or all; never test")
+    parser.add_argument("--zoom", type=float, default=1.0, help="images and labels resized first (evaluate's)")
     args = parser.parse_args()
     predictor = load_predictor(args.model)
     records = data.load_records(args.data)
-    valid = data.select(records, data.default_split([r.id for r in records]), "valid")
+    if args.part == "test":
+        parser.error("settings are chosen on valid (or train, or every image of an unseen source), never on test")
+    split = (
+        data.load_split(args.split_file, args.data) if args.split_file else data.default_split([r.id for r in records])
+    )
     items = []
-    for r in valid:
-        image, labels = data.protocol_view(r, args.protocol)
+    for r in data.select(records, split, args.part):
+        image, labels = zoomed(*data.protocol_view(r, args.protocol), args.zoom)
         items.append((labels, predictor.probabilities(image)[0]))
     methods = {
         "connected components": lambda p: ndimage.label(p[0] > 0.5)[0],
@@ -65,7 +73,7 @@ def main() -> None:
     results = {}
     for name, method in methods.items():
         results[name] = round(float(np.mean([metrics.dsb_score(labels, method(probs)) for labels, probs in items])), 4)
-        print(f"{args.protocol} valid DSB score, {name}: {results[name]}", file=sys.stderr, flush=True)
+        print(f"{args.protocol} {args.part} DSB score, {name}: {results[name]}", file=sys.stderr, flush=True)
     print(json.dumps(results))
 
 

@@ -81,6 +81,36 @@ def large_solidity(labels: np.ndarray, diameter: float, pixel_area: float = 1.0)
     return float(np.average([p.solidity for p in props], weights=[p.area for p in props])) if props else 0.0
 
 
+def factor_for_diameter(
+    diameter: float,
+    target: float,
+    dead_band: tuple[float, float] = (0.5, 2.0),
+    full: tuple[float, float] = (1 / 3, 6.0),
+) -> float:
+    """Auto scale's factor for nuclei of this diameter: 1 within ``dead_band`` times ``target``;
+    ``target / diameter`` (clipped to 0.125..4) beyond ``full`` times it; in between the correction
+    grows linearly in log size, so the factor never jumps: a probe that reads a diameter a little
+    differently (another engine, int8) changes it a little. On valid (MODEL.md) large nuclei scored
+    best brought part of the way (to about 24 px, not 16), small ones brought all the way: hence
+    the longer ramp above the band than below it.
+
+    >>> factor_for_diameter(20, 16), factor_for_diameter(120, 16), factor_for_diameter(2, 16)
+    (1.0, 0.13333333333333333, 4.0)
+    >>> round(factor_for_diameter(32.5, 16), 3), round(factor_for_diameter(64, 16), 3)
+    (0.975, 0.323)
+    >>> round(factor_for_diameter(7.5, 16), 3), round(factor_for_diameter(5, 16), 3)
+    (1.191, 3.2)
+    """
+    off = math.log(diameter / target)
+    edge, end = (
+        (math.log(dead_band[1]), math.log(full[1])) if off > 0 else (-math.log(dead_band[0]), -math.log(full[0]))
+    )
+    if abs(off) <= edge:
+        return 1.0
+    correction = abs(off) if abs(off) >= end else end * (abs(off) - edge) / (end - edge)
+    return float(np.clip(math.exp(-math.copysign(correction, off)), 0.125, 4.0))
+
+
 def sizes_of(labels: np.ndarray, pixel_area: float = 1.0) -> dict[str, float]:
     """:func:`size_statistics` of an instance image's nuclei (``pixel_area``: see :func:`large_solidity`)."""
     areas = np.bincount(labels.ravel())[1:]
@@ -116,9 +146,10 @@ class Predictor:
 
     ``scale`` resizes the image by a fixed factor before inference (the probability is mapped
     back); ``scale=None`` chooses it per image (:meth:`auto_scale`): a pass at half size measures
-    the median nucleus diameter, and the image is predicted at the scale that brings it to
+    the median nucleus diameter, and the image is predicted at the scale that brings it towards
     ``target_diameter`` pixels (the size the model learnt best) when it is more than
-    ``auto_range`` times too large (or too small).
+    ``auto_range`` times too large (or too small), all the way from ``auto_full`` times on
+    (:func:`factor_for_diameter`).
     """
 
     run: Runner
@@ -132,6 +163,8 @@ class Predictor:
     target_diameter: float = InferenceSettings.target_diameter
     # auto scale leaves diameters of these multiples of target_diameter alone
     auto_range: tuple[float, float] = (0.5, 2.0)
+    # ... and brings them all the way to it beyond these multiples (a ramp between: factor_for_diameter)
+    auto_full: tuple[float, float] = (1 / 3, 6.0)
     probe: float = 0.5  # auto scale measures nuclei on the image at this size (a quarter of the work)
     max_pixels: int = 64_000_000  # a rescaled image never exceeds this many pixels
     outputs: tuple[str, ...] = ("mask", "contour", "distance")  # what each output channel holds, in order
@@ -217,9 +250,9 @@ class Predictor:
         )
 
     def auto_scale(self, image: np.ndarray, value_range: tuple[float, float]) -> float:
-        """The factor that brings the typical nucleus to ``target_diameter`` (clipped to
-        0.125..4), or 1.0 when its diameter lies within ``auto_range`` times the target or nothing
-        was found.
+        """The factor that brings the typical nucleus towards ``target_diameter``
+        (:func:`factor_for_diameter`: 1.0 within ``auto_range`` times the target, a ramp up to
+        ``auto_full`` times, the whole way beyond), or 1.0 when nothing was found.
 
         Measured on the image at ``probe`` size, not at full size: large textured nuclei that a
         full-size pass cuts into small bright fragments (which would ask for enlarging) are whole
@@ -247,10 +280,7 @@ class Predictor:
         # solidity last: it traces the large pieces, so only on the images the other tests pick
         if fragmented and large_solidity(labels, sizes["weighted"], pixel_area) >= self.fragments_solidity:
             diameter = sizes["weighted"]
-        low, high = self.auto_range
-        if low * self.target_diameter <= diameter <= high * self.target_diameter:
-            return 1.0
-        return float(np.clip(self.target_diameter / diameter, 0.125, 4.0))
+        return factor_for_diameter(diameter, self.target_diameter, self.auto_range, self.auto_full)
 
     def probe_labels(
         self, image: np.ndarray, value_range: tuple[float, float], probe: float
