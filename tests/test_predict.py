@@ -232,6 +232,10 @@ def test_inference_settings_come_from_the_model(tmp_path: Path) -> None:
     assert predictor.labels(probs).max() == 1  # contours off: the boxes stay one object
     predictor.contours = True
     assert predictor.labels(probs).max() == 2
+    # the caller's min_confidence replaces the model's; out of 0..1 it is one clear error
+    assert load_predictor(tmp_path, tile=64, min_confidence=0).min_confidence == 0.0
+    with pytest.raises(InputError, match="--min-confidence must be at least 0 and below 1, not 1"):
+        load_predictor(tmp_path, tile=64, min_confidence=1)
 
 
 def test_tta_keeps_the_shape(tiny_model: Path) -> None:

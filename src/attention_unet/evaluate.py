@@ -131,6 +131,7 @@ def evaluate(
     scale: str | None = None,
     diameter: float | None = None,
     zoom: float = 1.0,
+    min_confidence: float | None = None,
 ) -> dict[str, Any]:
     """Score a model; writes score.csv, summary.json and strips/ under ``out``; returns the summary.
     ``zoom`` resizes each image and its labels first (see :func:`zoomed`)."""
@@ -150,6 +151,7 @@ def evaluate(
         tta_views=tta_views,
         scale=scale,
         diameter=diameter,
+        min_confidence=min_confidence,
     )
     out = Path(out)
     strips_dir = out / "strips" if strips else None

@@ -145,16 +145,20 @@ def load_predictor(
     diameter: float | None = None,
     engine: str = "torch",
     attention: bool = False,
+    min_confidence: float | None = None,
 ) -> Predictor:
     """A Predictor for a model file, folder or run folder (None: the shipped model). An .onnx model
     runs on ONNX Runtime; any other on torch (BatchNorm folded) unless ``engine="onnx"`` asks for
     an export first. ``engine="auto"`` (predict's default) runs the shipped model's int8 ONNX
     (:func:`shipped_int8`) on a CPU when there is one for these weights, else torch. Normalisation and the defaults of ``tta``, ``tta_views`` and ``scale`` come from the model's
     own metadata; ``scale`` is a factor or "auto"; ``diameter`` (the nuclei's size in pixels, as
-    Cellpose's) sets the factor that brings them to the size the model learnt, instead."""
+    Cellpose's) sets the factor that brings them to the size the model learnt, instead;
+    ``min_confidence`` replaces the model's weakest instance kept (mean probability; 0 keeps all)."""
     from .model import load_model, pretrained_path
 
     check_device(device)
+    if min_confidence is not None and not 0 <= min_confidence < 1:
+        raise InputError(f"--min-confidence must be at least 0 and below 1, not {min_confidence}")
     if not (isinstance(tile, int) and 32 <= tile <= 8192):
         raise InputError(f"--tile must be a whole number of pixels from 32 to 8192, not {tile}")
     if batch_size is None:
@@ -214,7 +218,7 @@ def load_predictor(
         contour_threshold=settings.contour_threshold,
         h=settings.h,
         min_area=settings.min_area,
-        min_confidence=settings.min_confidence,
+        min_confidence=settings.min_confidence if min_confidence is None else min_confidence,
         fragments_ratio=settings.fragments_ratio,
         fragments_count=settings.fragments_count,
         fragments_solidity=settings.fragments_solidity,

@@ -130,12 +130,14 @@ class Segmenter:
         attention: bool = False,
         measure: bool = False,
         pixel_size: float | None = None,
+        min_confidence: float | None = None,
     ) -> Segmentation:
         """Segment the nuclei of one 2-D image (see :func:`as_image` for ``axes`` and ``channel``).
 
         ``diameter`` (pixels) rescales nuclei to the size the model learnt, instead of the model's
         own scale setting; ``tta`` averages over flipped and turned views, ``tta_views`` of them (2, 4 or 8;
-        default: the model's settings);
+        default: the model's settings); ``min_confidence`` replaces the model's weakest instance
+        kept (mean foreground probability; 0 keeps every one);
         ``attention`` also returns each gate's coefficient map (torch engine only); ``measure`` the
         per-nucleus table (:func:`measure.measurements`, intensities in every channel of the array
         as given, µm too with ``pixel_size``)."""
@@ -150,6 +152,10 @@ class Segmenter:
             changes["tta"] = tta
         if tta_views is not None:
             changes["tta_views"] = tta_views
+        if min_confidence is not None:
+            if not 0 <= min_confidence < 1:
+                raise InputError(f"min_confidence must be at least 0 and below 1, not {min_confidence}")
+            changes["min_confidence"] = min_confidence
         predictor = dataclasses.replace(predictor, **changes) if changes else predictor
         probs, gates = predictor.probabilities(as_image(image, axes=axes, channel=channel))
         labels = predictor.labels(probs, threshold)
