@@ -64,6 +64,15 @@ class SegmentWidget(Container):
             tooltip="typical nucleus diameter; 0: the model's own scale",
         )
         self.threshold = FloatSlider(value=0.5, min=0.05, max=0.95, step=0.05, label="threshold")
+        self.min_confidence = FloatSpinBox(
+            value=-0.05,
+            min=-0.05,
+            max=0.99,
+            step=0.05,
+            label="weakest kept",
+            tooltip="mean probability a nucleus needs to be kept; below 0: the model's own (shipped: 0.85), "
+            "0: keep every one",
+        )
         self.tta = ComboBox(
             choices=list(TTA_CHOICES),
             value="model's setting",
@@ -78,8 +87,8 @@ class SegmentWidget(Container):
         self.status = Label(value="")
         self.table = Table(value=[], columns=list(TABLE_COLUMNS))
         super().__init__(
-            widgets=[self.image, self.model, self.channel, self.diameter, self.threshold, self.tta, self.engine, self.attention,
-                     self.csv, self.run_button, self.progress, self.status, self.table]
+            widgets=[self.image, self.model, self.channel, self.diameter, self.threshold, self.min_confidence, self.tta,
+                     self.engine, self.attention, self.csv, self.run_button, self.progress, self.status, self.table]
         )  # fmt: skip
         self.run_button.changed.connect(self.run)
         self.worker: Any = None
@@ -131,6 +140,7 @@ class SegmentWidget(Container):
             "channel": self.channel.value if axes == "CYX" else None,
             "diameter": self.diameter.value or None,
             "threshold": self.threshold.value,
+            "min_confidence": self.min_confidence.value if self.min_confidence.value >= 0 else None,
             "tta": TTA_CHOICES[self.tta.value][0],
             "tta_views": TTA_CHOICES[self.tta.value][1],
             "attention": self.attention.value,
