@@ -21,7 +21,10 @@ def main() -> None:
     parser.add_argument("--contour-threshold", type=float, default=0.5, help="tools/tune_instances.py")
     parser.add_argument("--min-area", type=int, default=8, help="smallest instance in pixels")
     parser.add_argument(
-        "--min-confidence", type=float, default=0.0, help="weakest instance kept (mean probability; 0: all)"
+        "--min-confidence",
+        type=float,
+        default=InferenceSettings.min_confidence,
+        help="weakest instance kept (mean probability; 0: all)",
     )
     parser.add_argument(
         "--no-contours", dest="contours", action="store_false", help="instances ignore the contour output"

@@ -25,7 +25,7 @@ from .measure import rois as roi_set
 from .measure import write_table as write_measurement_csv
 from .outputs import OutputFolder
 from .reports import predict_index
-from .settings import InferenceSettings
+from .settings import InferenceSettings, check_min_confidence
 from .tiling import Predictor, torch_runner
 
 MAX_SCALE = 8.0  # a larger factor multiplies the work by its square for no nucleus size the model serves
@@ -157,8 +157,8 @@ def load_predictor(
     from .model import load_model, pretrained_path
 
     check_device(device)
-    if min_confidence is not None and not 0 <= min_confidence < 1:
-        raise InputError(f"--min-confidence must be at least 0 and below 1, not {min_confidence}")
+    if min_confidence is not None:
+        check_min_confidence(min_confidence, "--min-confidence")
     if not (isinstance(tile, int) and 32 <= tile <= 8192):
         raise InputError(f"--tile must be a whole number of pixels from 32 to 8192, not {tile}")
     if batch_size is None:

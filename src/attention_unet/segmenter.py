@@ -21,6 +21,7 @@ import numpy as np
 from . import data
 from .errors import InputError
 from .predict import load_predictor, scale_for_diameter
+from .settings import check_min_confidence
 from .tiling import Predictor
 
 
@@ -153,8 +154,7 @@ class Segmenter:
         if tta_views is not None:
             changes["tta_views"] = tta_views
         if min_confidence is not None:
-            if not 0 <= min_confidence < 1:
-                raise InputError(f"min_confidence must be at least 0 and below 1, not {min_confidence}")
+            check_min_confidence(min_confidence, "min_confidence")
             changes["min_confidence"] = min_confidence
         predictor = dataclasses.replace(predictor, **changes) if changes else predictor
         probs, gates = predictor.probabilities(as_image(image, axes=axes, channel=channel))

@@ -24,6 +24,11 @@ def check_tta_views(views: object, what: str) -> None:
         raise InputError(f"{what} must be one of {', '.join(map(str, TTA_VIEWS))}, not {views!r}")
 
 
+def check_min_confidence(value: float, what: str) -> None:
+    if not 0 <= value < 1:
+        raise InputError(f"{what} must be at least 0 and below 1, not {value}")
+
+
 @dataclass(frozen=True)
 class InferenceSettings:
     """Scale, test-time augmentation and the instance step's parameters.
@@ -82,6 +87,7 @@ class InferenceSettings:
             except (TypeError, ValueError):
                 raise InputError(f"the model's inference scale must be 'auto' or a number, not {scale!r}") from None
         check_tta_views(given.get("tta_views", cls.tta_views), "the model's tta_views")
+        check_min_confidence(given.get("min_confidence", cls.min_confidence), "the model's min_confidence")
         return cls(**given)
 
     def to_metadata(self) -> dict[str, Any]:
