@@ -116,6 +116,7 @@ def test_export_onnx_and_predict_with_it(run_dir: Path, tiny_dataset: Path, tmp_
         (["train", "--input", "crop:x"], "--input must be"),
         (["evaluate", "--model", "/nonexistent/model"], "/nonexistent/model: no model.safetensors"),
         (["predict", "x.png", "--out", "o", "--min-confidence", "1.5"], "--min-confidence must be at least 0"),
+        (["evaluate", "--smoothing", "-1"], "--smoothing must be a Gaussian sigma from 0 to 8 pixels"),
     ],
 )
 def test_bad_input_gives_one_line_and_exit_code_2(argv: list[str], message: str, capsys, tmp_path: Path) -> None:

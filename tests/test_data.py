@@ -8,6 +8,7 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 import tifffile
+from scipy import ndimage
 from sklearn.model_selection import train_test_split
 
 from attention_unet import data
@@ -147,7 +148,28 @@ def test_modality_rules() -> None:
     dark = np.zeros((8, 8, 3), np.uint8)
     bright = np.full((8, 8, 3), 200, np.uint8)
     colour = np.dstack([bright[..., 0], dark[..., 0], bright[..., 0]])
-    assert [data.modality(x) for x in (dark, bright, colour)] == ["fluorescence", "brightfield", "stained"]
+    # a colour composite on a dark background (nuclei in blue, say) is fluorescence, not stain
+    composite = np.dstack([dark[..., 0], dark[..., 0], np.eye(8, dtype=np.uint8) * 250])
+    assert [data.modality(x) for x in (dark, bright, colour, composite)] == [
+        "fluorescence",
+        "brightfield",
+        "stained",
+        "fluorescence",
+    ]
+
+
+def test_sharpness_reads_fine_texture_not_brightness() -> None:
+    rng = np.random.default_rng(0)
+    flat = np.full((64, 64, 3), 180, np.uint8)
+    noisy = np.clip(flat + rng.normal(0, 25, flat.shape), 0, 255).astype(np.uint8)
+    smooth = np.clip(flat + ndimage.gaussian_filter(rng.normal(0, 25, flat.shape), (3, 3, 0)) * 8, 0, 255)
+    fixed = data.normalise(noisy, "fixed")
+    assert data.sharpness(flat, "fixed") == 0
+    assert data.sharpness(noisy, "fixed") == pytest.approx(
+        np.median(np.abs(ndimage.laplace(fixed.mean(axis=-1)))), rel=1e-6
+    )
+    assert data.sharpness(smooth.astype(np.uint8), "fixed") < data.sharpness(noisy, "fixed") / 4
+    assert data.central(np.zeros((3000, 10, 3)), 1024).shape == (1024, 10, 3)
 
 
 def test_embedded_sample_is_complete() -> None:

@@ -1,5 +1,6 @@
 """Sliding-window inference, instance separation and the predict command's outputs."""
 
+from dataclasses import replace
 from pathlib import Path
 
 import imageio.v3 as iio
@@ -9,6 +10,7 @@ import tifffile
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from scipy import ndimage
 
 from attention_unet import AttentionUNet, ModelConfig, data, load_model
 from attention_unet.cli import main
@@ -288,6 +290,59 @@ def test_auto_scale_probe_is_one_view_under_tta() -> None:
     assert len(calls) == 1
     predictor.probability(image)
     assert len(calls) == 1 + 1 + 4  # probe (auto scale), then the full pass's views
+
+
+def he_like(sharp: bool, seed: int = 0) -> np.ndarray:
+    """A 64 x 64 pink-and-purple image on a bright background: grainy (every pixel its own) or
+    smooth (the same grain blurred)."""
+    grain = np.random.default_rng(seed).normal(0, 30, (64, 64, 1))
+    grain = grain if sharp else ndimage.gaussian_filter(grain, (3, 3, 0)) * 4
+    return np.clip(np.array([200, 150, 200]) + grain * np.array([1.0, 1.3, 0.8]), 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize(
+    ("image", "given", "smoothed"),
+    [
+        ("sharp stain", None, True),  # the model's rule: sharp stained tissue is smoothed
+        ("smooth stain", None, False),
+        ("sharp grey", None, False),  # fluorescence and brightfield never, however sharp
+        ("sharp stain", 0.0, False),  # smoothing 0 turns the rule off
+        ("sharp grey", 1.5, True),  # a given sigma smooths every image
+    ],
+)
+def test_sharp_stained_tissue_is_smoothed_before_the_network(image: str, given: float | None, smoothed: bool) -> None:
+    """The stand-in network returns its input's first channel, so the probability is the tile the
+    network saw: the normalised image, or exactly its Gaussian smoothing by the model's sigma."""
+    pixels = {
+        "sharp stain": he_like(sharp=True),
+        "smooth stain": he_like(sharp=False),
+        "sharp grey": np.dstack([he_like(sharp=True)[..., 1]] * 3),
+    }[image]
+    predictor = Predictor(brightness_runner, "polarity", tile=64, stain_smoothing=1.5, stain_sharpness=0.025)
+    predictor = replace(predictor, smoothing=given)
+    seen = data.normalise(pixels, "polarity")
+    expected = ndimage.gaussian_filter(seen, (1.5, 1.5, 0)) if smoothed else seen
+    np.testing.assert_allclose(predictor.probability(pixels), expected[..., 0], rtol=0, atol=1e-6)
+
+
+def test_smoothing_shrinks_with_small_nuclei() -> None:
+    """Smoothing is in proportion to the nuclei's size at the network's scale, up to the model's
+    sigma at its learnt size (on H&E at 0.4x, sigma 1 cost TNBC's valid slide 0.015 F1; MODEL.md)."""
+    predictor = Predictor(brightness_runner, "polarity", stain_smoothing=1.2, target_diameter=16.0)
+    image = he_like(sharp=True)
+    sigma = [
+        predictor.smoothing_of(image, data.normalisation_range(image, "polarity"), d) for d in (4, 8, 16, 40, None)
+    ]
+    assert sigma == pytest.approx([0.3, 0.6, 1.2, 1.2, 1.2])
+
+
+def test_smoothing_must_be_a_sensible_sigma(tmp_path: Path) -> None:
+    from attention_unet.predict import load_predictor
+
+    with pytest.raises(InputError, match="stain_smoothing must be a Gaussian sigma"):
+        InferenceSettings.from_metadata({"stain_smoothing": -1})
+    with pytest.raises(InputError, match="--smoothing must be a Gaussian sigma from 0 to 8 pixels, not 20"):
+        load_predictor(None, smoothing=20)
 
 
 def test_tta_views_must_be_a_known_set() -> None:

@@ -16,10 +16,11 @@ from attention_unet.predict import load_predictor
 SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 MARGIN = 0.03
 # mean F1 and DSB score, native protocol, shipped settings (2-view test-time augmentation), measured
-# with nuclei-v6's settings of 2026-11-28 (min_confidence 0.85, ramped auto scale; MODEL.md;
-# `python tools/shipped_floors.py`)
+# with nuclei-v6's settings of 2026-11-28 (min_confidence 0.85, ramped auto scale, sharp stained
+# tissue smoothed; MODEL.md; `python tools/shipped_floors.py`). TNBC's DSB score floor holds only with
+# the smoothing (0.281 without it).
 SAMPLE_FLOORS = {"fluorescence": (0.952, 0.677), "stained": (0.872, 0.315), "brightfield": (0.843, 0.477)}
-SHARED_FLOORS = {"tnbc": (0.741, 0.281), "bbbc039": (0.971, 0.783)}
+SHARED_FLOORS = {"tnbc": (0.752, 0.332), "bbbc039": (0.971, 0.783)}
 
 pytestmark = pytest.mark.skipif(not pretrained_path().is_file(), reason="no shipped model")
 

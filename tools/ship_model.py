@@ -27,6 +27,13 @@ def main() -> None:
         help="weakest instance kept (mean probability; 0: all)",
     )
     parser.add_argument(
+        "--stain-smoothing",
+        type=float,
+        default=InferenceSettings.stain_smoothing,
+        help="Gaussian sigma for sharp stained tissue (0: off)",
+    )
+    parser.add_argument("--stain-sharpness", type=float, default=InferenceSettings.stain_sharpness)
+    parser.add_argument(
         "--no-contours", dest="contours", action="store_false", help="instances ignore the contour output"
     )
     parser.add_argument(
@@ -57,6 +64,8 @@ def main() -> None:
         h=args.h,
         min_area=args.min_area,
         min_confidence=args.min_confidence,
+        stain_smoothing=args.stain_smoothing,
+        stain_sharpness=args.stain_sharpness,
         fragments_ratio=args.fragments_ratio,
         fragments_count=args.fragments_count,
         fragments_solidity=args.fragments_solidity,

@@ -39,7 +39,7 @@ import numpy as np
 from . import data
 from .errors import InputError
 from .images import is_zarr
-from .tiling import Predictor
+from .tiling import Predictor, rescaled
 
 
 @dataclass(frozen=True)
@@ -215,6 +215,7 @@ class Job:
     threshold: float = 0.5
     pixel_size: float | None = None  # µm per pixel, for the table's µm columns
     shapes: bool = False  # trace each owned nucleus's outline too (for --rois / --geojson)
+    smoothing: float = 0.0  # the Gaussian sigma every block's tiles take (decided on the mosaic)
 
     @property
     def grid(self) -> list[tuple[int, int]]:
@@ -244,7 +245,7 @@ def worker_predictor(job: Job) -> Predictor:
     with _PREDICTORS_LOCK:
         if key not in _PREDICTORS:
             _PREDICTORS[key] = job.loader(**job.predictor)
-    return dataclasses.replace(_PREDICTORS[key], scale=job.scale)
+    return dataclasses.replace(_PREDICTORS[key], scale=job.scale, smoothing=job.smoothing)
 
 
 @contextlib.contextmanager
@@ -487,7 +488,12 @@ def prepare(
     # a block whose edge is a multiple of the stride, so each block's first sampled pixel is its first
     step = data.sample_step(*source.shape_yx)
     value_range = data.range_of_sample(strided_sample(source, step * max(1, 1024 // step)), predictor.norm)
-    scale = predictor.scale if predictor.scale is not None else predictor.auto_scale(mosaic, value_range)
+    scale, diameter = predictor.sizing(mosaic, value_range)
+    smoothing = predictor.sigma_for(
+        rescaled(mosaic, scale) if abs(scale - 1.0) >= 1e-3 else mosaic,
+        value_range,
+        diameter * scale if diameter is not None else None,
+    )
     job = Job(
         source,
         str(work),
@@ -499,9 +505,11 @@ def prepare(
         threshold,
         pixel_size,
         shapes,
+        float(smoothing),
     )
     stamp = json.dumps(
         {"source": dataclasses.asdict(source), "recipe": recipe, "scale": job.scale, "range": job.value_range}
+        | {"smoothing": job.smoothing}
         | {k: v for k, v in dataclasses.asdict(settings).items() if k in ("block", "context", "halo", "chunk")}
         | {"threshold": threshold, "pixel_size": pixel_size},
         sort_keys=True,

@@ -153,6 +153,13 @@ def _inference_args(p: argparse.ArgumentParser, microns: bool = False) -> None:
         help="drop instances whose mean foreground probability is below P (0: keep every one); "
         "default: the model's own setting (the shipped model: 0.85, MODEL.md)",
     )
+    p.add_argument(
+        "--smoothing",
+        type=float,
+        metavar="SIGMA",
+        help="smooth every image by a Gaussian of SIGMA pixels before the network (0: none); default: "
+        "the model's own rule (the shipped model smooths sharp stained tissue, MODEL.md)",
+    )
 
 
 def _limit_args(p: argparse.ArgumentParser) -> None:
@@ -332,6 +339,7 @@ def _run(args: argparse.Namespace) -> int:
             diameter=args.diameter,
             zoom=args.zoom,
             min_confidence=args.min_confidence,
+            smoothing=args.smoothing,
         )
     if args.command == "predict":
         return _predict(args)
@@ -379,6 +387,7 @@ def _predict(args: argparse.Namespace) -> int:
         "engine": args.engine,
         "attention": args.attention,
         "min_confidence": args.min_confidence,
+        "smoothing": args.smoothing,
     }
     predictor = load_predictor(**recipe)
     given = {"block": args.block_size, "halo": args.halo, "workers": args.workers, "scheduler": args.dask_scheduler}

@@ -132,6 +132,7 @@ def evaluate(
     diameter: float | None = None,
     zoom: float = 1.0,
     min_confidence: float | None = None,
+    smoothing: float | None = None,
 ) -> dict[str, Any]:
     """Score a model; writes score.csv, summary.json and strips/ under ``out``; returns the summary.
     ``zoom`` resizes each image and its labels first (see :func:`zoomed`)."""
@@ -152,6 +153,7 @@ def evaluate(
         scale=scale,
         diameter=diameter,
         min_confidence=min_confidence,
+        smoothing=smoothing,
     )
     out = Path(out)
     strips_dir = out / "strips" if strips else None

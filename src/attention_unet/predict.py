@@ -25,7 +25,7 @@ from .measure import rois as roi_set
 from .measure import write_table as write_measurement_csv
 from .outputs import OutputFolder
 from .reports import predict_index
-from .settings import InferenceSettings, check_min_confidence
+from .settings import InferenceSettings, check_min_confidence, check_smoothing
 from .tiling import Predictor, torch_runner
 
 MAX_SCALE = 8.0  # a larger factor multiplies the work by its square for no nucleus size the model serves
@@ -146,6 +146,7 @@ def load_predictor(
     engine: str = "torch",
     attention: bool = False,
     min_confidence: float | None = None,
+    smoothing: float | None = None,
 ) -> Predictor:
     """A Predictor for a model file, folder or run folder (None: the shipped model). An .onnx model
     runs on ONNX Runtime; any other on torch (BatchNorm folded) unless ``engine="onnx"`` asks for
@@ -153,12 +154,16 @@ def load_predictor(
     (:func:`shipped_int8`) on a CPU when there is one for these weights, else torch. Normalisation and the defaults of ``tta``, ``tta_views`` and ``scale`` come from the model's
     own metadata; ``scale`` is a factor or "auto"; ``diameter`` (the nuclei's size in pixels, as
     Cellpose's) sets the factor that brings them to the size the model learnt, instead;
-    ``min_confidence`` replaces the model's weakest instance kept (mean probability; 0 keeps all)."""
+    ``min_confidence`` replaces the model's weakest instance kept (mean probability; 0 keeps all);
+    ``smoothing`` smooths every image by this Gaussian sigma (0: none) instead of the model's rule
+    for sharp stained tissue (:meth:`Predictor.smoothing_of`)."""
     from .model import load_model, pretrained_path
 
     check_device(device)
     if min_confidence is not None:
         check_min_confidence(min_confidence, "--min-confidence")
+    if smoothing is not None:
+        check_smoothing(smoothing, "--smoothing")
     if not (isinstance(tile, int) and 32 <= tile <= 8192):
         raise InputError(f"--tile must be a whole number of pixels from 32 to 8192, not {tile}")
     if batch_size is None:
@@ -219,6 +224,9 @@ def load_predictor(
         h=settings.h,
         min_area=settings.min_area,
         min_confidence=settings.min_confidence if min_confidence is None else min_confidence,
+        stain_smoothing=settings.stain_smoothing,
+        stain_sharpness=settings.stain_sharpness,
+        smoothing=smoothing,
         fragments_ratio=settings.fragments_ratio,
         fragments_count=settings.fragments_count,
         fragments_solidity=settings.fragments_solidity,

@@ -21,7 +21,7 @@ import numpy as np
 from . import data
 from .errors import InputError
 from .predict import load_predictor, scale_for_diameter
-from .settings import check_min_confidence
+from .settings import check_min_confidence, check_smoothing
 from .tiling import Predictor
 
 
@@ -132,13 +132,15 @@ class Segmenter:
         measure: bool = False,
         pixel_size: float | None = None,
         min_confidence: float | None = None,
+        smoothing: float | None = None,
     ) -> Segmentation:
         """Segment the nuclei of one 2-D image (see :func:`as_image` for ``axes`` and ``channel``).
 
         ``diameter`` (pixels) rescales nuclei to the size the model learnt, instead of the model's
         own scale setting; ``tta`` averages over flipped and turned views, ``tta_views`` of them (2, 4 or 8;
         default: the model's settings); ``min_confidence`` replaces the model's weakest instance
-        kept (mean foreground probability; 0 keeps every one);
+        kept (mean foreground probability; 0 keeps every one); ``smoothing`` smooths the image by
+        this Gaussian sigma (0: none) instead of the model's rule for sharp stained tissue;
         ``attention`` also returns each gate's coefficient map (torch engine only); ``measure`` the
         per-nucleus table (:func:`measure.measurements`, intensities in every channel of the array
         as given, µm too with ``pixel_size``)."""
@@ -156,6 +158,9 @@ class Segmenter:
         if min_confidence is not None:
             check_min_confidence(min_confidence, "min_confidence")
             changes["min_confidence"] = min_confidence
+        if smoothing is not None:
+            check_smoothing(smoothing, "smoothing")
+            changes["smoothing"] = smoothing
         predictor = dataclasses.replace(predictor, **changes) if changes else predictor
         probs, gates = predictor.probabilities(as_image(image, axes=axes, channel=channel))
         labels = predictor.labels(probs, threshold)

@@ -29,6 +29,14 @@ def check_min_confidence(value: float, what: str) -> None:
         raise InputError(f"{what} must be at least 0 and below 1, not {value}")
 
 
+def check_smoothing(value: float, what: str) -> None:
+    if not 0 <= value <= MAX_SMOOTHING:
+        raise InputError(f"{what} must be a Gaussian sigma from 0 to {MAX_SMOOTHING:g} pixels, not {value}")
+
+
+MAX_SMOOTHING = 8.0  # more blurs a 16-px nucleus away
+
+
 @dataclass(frozen=True)
 class InferenceSettings:
     """Scale, test-time augmentation and the instance step's parameters.
@@ -50,6 +58,11 @@ class InferenceSettings:
     min_area: int = 8  # smaller instances are dropped (pixels)
     # instances whose mean foreground probability is below this are dropped (0: off); MODEL.md
     min_confidence: float = 0.0
+    # stained tissue (colour, bright background) sharper than the stained images the model learnt
+    # from most is smoothed before the network (a Gaussian of this sigma, px; 0: off), where
+    # sharper means a median |Laplacian| of the normalised image above stain_sharpness (MODEL.md)
+    stain_smoothing: float = 0.0
+    stain_sharpness: float = 0.025
     # auto scale's typical nucleus is the probe's median one, unless it found at least
     # fragments_count nuclei, the one the median foreground pixel lies in is fragments_ratio times
     # larger or more (0: off) and the large ones are convex (solidity >= fragments_solidity): then
@@ -71,6 +84,8 @@ class InferenceSettings:
             "h": float,
             "min_area": int,
             "min_confidence": float,
+            "stain_smoothing": float,
+            "stain_sharpness": float,
             "fragments_ratio": float,
             "fragments_count": int,
             "fragments_solidity": float,
@@ -88,6 +103,7 @@ class InferenceSettings:
                 raise InputError(f"the model's inference scale must be 'auto' or a number, not {scale!r}") from None
         check_tta_views(given.get("tta_views", cls.tta_views), "the model's tta_views")
         check_min_confidence(given.get("min_confidence", cls.min_confidence), "the model's min_confidence")
+        check_smoothing(given.get("stain_smoothing", cls.stain_smoothing), "the model's stain_smoothing")
         return cls(**given)
 
     def to_metadata(self) -> dict[str, Any]:

@@ -139,6 +139,12 @@ def torch_runner(model: torch.nn.Module, device: str = "cpu", attention: bool = 
     return run
 
 
+def rescaled(image: np.ndarray, factor: float) -> np.ndarray:
+    """The image resized by ``factor`` (at least 8 pixels a side), as the network sees it."""
+    height, width = image.shape[:2]
+    return data.resize(image, (max(8, round(height * factor)), max(8, round(width * factor))))
+
+
 @dataclass
 class Predictor:
     """Probability maps of whole images by sliding-window inference, with optional flip TTA and
@@ -176,6 +182,9 @@ class Predictor:
     h: float = InferenceSettings.h
     min_area: int = InferenceSettings.min_area  # smaller components are dropped from the instances
     min_confidence: float = InferenceSettings.min_confidence  # weaker instances are dropped
+    stain_smoothing: float = InferenceSettings.stain_smoothing  # see smoothing_of
+    stain_sharpness: float = InferenceSettings.stain_sharpness
+    smoothing: float | None = None  # the Gaussian sigma for every image (None: smoothing_of each)
     fragments_ratio: float = InferenceSettings.fragments_ratio  # see auto_scale
     fragments_count: int = InferenceSettings.fragments_count
     fragments_solidity: float = InferenceSettings.fragments_solidity
@@ -215,18 +224,19 @@ class Predictor:
         window holds every tile that covers a pixel, the pixel's value is the whole image's, bit
         for bit (the same tiles, weights and order of summation)."""
         with allocator.kept():
-            return self._tiled(window, value_range, origins, tile_shape)[0]
+            return self._tiled(window, value_range, origins, tile_shape, sigma=self.smoothing or 0.0)[0]
 
     def _probabilities(
         self, image: np.ndarray, value_range: tuple[float, float]
     ) -> tuple[np.ndarray, list[np.ndarray]]:
-        factor = self.scale if self.scale is not None else self.auto_scale(image, value_range)
+        factor, diameter = self.sizing(image, value_range)
         height, width = image.shape[:2]
         factor = min(factor, math.sqrt(self.max_pixels / (height * width)))
         if abs(factor - 1.0) < 1e-3:
-            return self._tiled(image, value_range)
-        size = (max(8, round(height * factor)), max(8, round(width * factor)))
-        prob, gates = self._tiled(data.resize(image, size), value_range)
+            return self._tiled(image, value_range, sigma=self.sigma_for(image, value_range, diameter))
+        scaled = rescaled(image, factor)
+        diameter = diameter * factor if diameter is not None else None
+        prob, gates = self._tiled(scaled, value_range, sigma=self.sigma_for(scaled, value_range, diameter))
         return np.stack([data.resize(c, (height, width)) for c in prob]), [
             data.resize(g, (height, width)) for g in gates
         ]
@@ -249,6 +259,34 @@ class Predictor:
             distance=output("distance", self.distances),
         )
 
+    def sigma_for(self, image: np.ndarray, value_range: tuple[float, float], diameter: float | None = None) -> float:
+        """``smoothing`` when given, else :meth:`smoothing_of` the image (at the network's scale)."""
+        return self.smoothing if self.smoothing is not None else self.smoothing_of(image, value_range, diameter)
+
+    def smoothing_of(self, image: np.ndarray, value_range: tuple[float, float], diameter: float | None = None) -> float:
+        """The Gaussian sigma (px) the tiles of an image, as the network sees it (rescaled), are
+        smoothed by: for stained tissue (:func:`data.modality`) whose :func:`data.sharpness`
+        exceeds ``stain_sharpness``, ``stain_smoothing`` times the nuclei's ``diameter`` (at the
+        network's scale; unknown: as learnt) over ``target_diameter``, at most 1; else 0. The
+        network learnt H&E mostly from the DSB archive's smooth stained images; sharp 40x H&E
+        crops (TNBC) come out more complete and better split once smoothed, while smoothing costs
+        every other kind of image here, and small nuclei on H&E too (MODEL.md). Measured on the
+        central 1024 x 1024 pixels at most, at the network's scale: enlarging smooths already."""
+        if self.stain_smoothing <= 0:
+            return 0.0
+        sample = data.central(image)
+        if data.modality(sample) != "stained" or data.sharpness(sample, self.norm, value_range) <= self.stain_sharpness:
+            return 0.0
+        return self.stain_smoothing * min(1.0, (diameter or self.target_diameter) / self.target_diameter)
+
+    def sizing(self, image: np.ndarray, value_range: tuple[float, float]) -> tuple[float, float | None]:
+        """(the factor the image is predicted at, the typical nucleus's diameter in the image's
+        pixels when :meth:`auto_scale` measured it, else None)."""
+        if self.scale is not None:
+            return self.scale, None
+        diameter = self.probe_diameter(*self.probe_labels(image, value_range, self.probe))
+        return self.factor_of(diameter), diameter
+
     def auto_scale(self, image: np.ndarray, value_range: tuple[float, float]) -> float:
         """The factor that brings the typical nucleus towards ``target_diameter``
         (:func:`factor_for_diameter`: 1.0 within ``auto_range`` times the target, a ramp up to
@@ -268,9 +306,14 @@ class Predictor:
     def scale_of_probe(self, labels: np.ndarray, pixel_area: float) -> float:
         """:meth:`auto_scale`'s factor from the probe's instances (:meth:`probe_labels`), so that
         settings can be compared on one probe."""
+        return self.factor_of(self.probe_diameter(labels, pixel_area))
+
+    def probe_diameter(self, labels: np.ndarray, pixel_area: float) -> float | None:
+        """The typical nucleus's diameter (image pixels) that :meth:`auto_scale` reads off the
+        probe's instances, or None when there are none."""
         sizes = sizes_of(labels, pixel_area)
         if not sizes["count"]:
-            return 1.0
+            return None
         diameter = sizes["median"]
         fragmented = (
             self.fragments_ratio > 0
@@ -280,6 +323,12 @@ class Predictor:
         # solidity last: it traces the large pieces, so only on the images the other tests pick
         if fragmented and large_solidity(labels, sizes["weighted"], pixel_area) >= self.fragments_solidity:
             diameter = sizes["weighted"]
+        return diameter
+
+    def factor_of(self, diameter: float | None) -> float:
+        """Auto scale's factor for nuclei of this diameter (None, none found: 1)."""
+        if diameter is None:
+            return 1.0
         return factor_for_diameter(diameter, self.target_diameter, self.auto_range, self.auto_full)
 
     def probe_labels(
@@ -289,11 +338,10 @@ class Predictor:
         area in the image's pixels that one of their pixels covers. One view even when tta is on:
         the fragments rule's thresholds were read off single-view probes, and the probe is a sizing
         pass, not the answer."""
-        height, width = image.shape[:2]
-        size = (max(8, round(height * probe)), max(8, round(width * probe)))
-        probs, _ = replace(self, tta=False)._tiled(data.resize(image, size), value_range)
+        small = rescaled(image, probe)
+        probs, _ = replace(self, tta=False)._tiled(small, value_range)
         smallest = max(1, round(self.min_area * probe**2))
-        return instances(probs[0], threshold=0.5, min_area=smallest, h=self.h), (width / size[1]) ** 2
+        return instances(probs[0], threshold=0.5, min_area=smallest, h=self.h), (image.shape[1] / small.shape[1]) ** 2
 
     def _tiled(
         self,
@@ -301,7 +349,11 @@ class Predictor:
         value_range: tuple[float, float],
         origins: list[tuple[int, int]] | None = None,
         tile_shape: tuple[int, int] | None = None,
+        *,
+        sigma: float = 0.0,
     ) -> tuple[np.ndarray, list[np.ndarray]]:
+        from scipy import ndimage
+
         height, width = image.shape[:2]
         if origins is None or tile_shape is None:
             ys, xs, th, tw = self.tile_grid(height, width)
@@ -315,6 +367,8 @@ class Predictor:
         for start in range(0, len(origins), self.batch_size):
             chunk = origins[start : start + self.batch_size]
             batch = np.stack([data.normalise(image[y : y + th, x : x + tw], self.norm, value_range) for y, x in chunk])
+            if sigma > 0:  # each tile on its own (reflected at its edges): a block's tiles are the whole image's
+                batch = ndimage.gaussian_filter(batch, (0, sigma, sigma, 0))
             probs, maps = self._views(batch.transpose(0, 3, 1, 2).copy())
             if total is None:
                 total = np.zeros((probs.shape[1], height, width), np.float32)
