@@ -63,6 +63,25 @@ def test_weakest_kept_is_the_command_lines_min_confidence(make_napari_viewer, qt
     assert viewer.layers["tissue_labels"].data.max() == cli.max() > shipped
 
 
+def test_smoothing_is_the_command_lines(make_napari_viewer, qtbot, tmp_path: Path) -> None:
+    """On a smooth H&E image of the sample (which the shipped rule leaves alone), "smoothing (px)" 2
+    gives `predict --smoothing 2`'s nuclei, not the default's."""
+    stained = SAMPLE_DIR / "images" / "8f27ebc74164eddfe989a98a754dcf5a9c85ef599a1321de24bcf097df1814ca.png"
+    viewer = make_napari_viewer()
+    viewer.add_image(iio.imread(stained), name="tissue")
+    widget = SegmentWidget(viewer)
+    segment(widget, qtbot)
+    default = viewer.layers["tissue_labels"].data.copy()
+    widget.smoothing.value = 2.0
+    segment(widget, qtbot)
+    argv = ["predict", str(stained), "--out", str(tmp_path / "cli"), "--engine", "torch", "--smoothing", "2"]
+    assert main(argv) == 0
+    cli = tifffile.imread(tmp_path / "cli" / f"{stained.stem}_labels.tif")
+    smoothed = viewer.layers["tissue_labels"].data
+    assert np.array_equal(smoothed > 0, cli > 0) and smoothed.max() == cli.max()
+    assert not np.array_equal(smoothed > 0, default > 0)
+
+
 def test_attention_layers_appear_when_asked(make_napari_viewer, qtbot) -> None:
     viewer = make_napari_viewer()
     viewer.add_image(iio.imread(SAMPLE), name="nuclei")

@@ -73,6 +73,15 @@ class SegmentWidget(Container):
             tooltip="mean probability a nucleus needs to be kept; below 0: the model's own (shipped: 0.85), "
             "0: keep every one",
         )
+        self.smoothing = FloatSpinBox(
+            value=-0.5,
+            min=-0.5,
+            max=8.0,
+            step=0.5,
+            label="smoothing (px)",
+            tooltip="Gaussian sigma the image is smoothed by first; below 0: the model's rule (shipped: "
+            "sharp stained tissue, 1 px), 0: none",
+        )
         self.tta = ComboBox(
             choices=list(TTA_CHOICES),
             value="model's setting",
@@ -87,8 +96,9 @@ class SegmentWidget(Container):
         self.status = Label(value="")
         self.table = Table(value=[], columns=list(TABLE_COLUMNS))
         super().__init__(
-            widgets=[self.image, self.model, self.channel, self.diameter, self.threshold, self.min_confidence, self.tta,
-                     self.engine, self.attention, self.csv, self.run_button, self.progress, self.status, self.table]
+            widgets=[self.image, self.model, self.channel, self.diameter, self.threshold, self.min_confidence,
+                     self.smoothing, self.tta, self.engine, self.attention, self.csv, self.run_button, self.progress,
+                     self.status, self.table]
         )  # fmt: skip
         self.run_button.changed.connect(self.run)
         self.worker: Any = None
@@ -141,6 +151,7 @@ class SegmentWidget(Container):
             "diameter": self.diameter.value or None,
             "threshold": self.threshold.value,
             "min_confidence": self.min_confidence.value if self.min_confidence.value >= 0 else None,
+            "smoothing": self.smoothing.value if self.smoothing.value >= 0 else None,
             "tta": TTA_CHOICES[self.tta.value][0],
             "tta_views": TTA_CHOICES[self.tta.value][1],
             "attention": self.attention.value,
