@@ -46,38 +46,42 @@ def test_the_widget_segments_like_the_command_line(make_napari_viewer, qtbot, tm
     assert len((tmp_path / "table.csv").read_text().splitlines()) == labels.max() + 1
 
 
+STAINED = SAMPLE_DIR / "images" / "8f27ebc74164eddfe989a98a754dcf5a9c85ef599a1321de24bcf097df1814ca.png"
+
+
+def widget_and_command_line(
+    make_napari_viewer, qtbot, tmp_path: Path, control: str, value: float, option: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The sample's H&E image segmented by the widget as it opens, then with ``control`` set to
+    ``value``, and by `predict` with ``option`` ``value``: the three label images."""
+    viewer = make_napari_viewer()
+    viewer.add_image(iio.imread(STAINED), name="tissue")
+    widget = SegmentWidget(viewer)
+    segment(widget, qtbot)
+    default = viewer.layers["tissue_labels"].data.copy()
+    getattr(widget, control).value = value
+    segment(widget, qtbot)
+    argv = ["predict", str(STAINED), "--out", str(tmp_path / "cli"), "--engine", "torch", option, str(value)]
+    assert main(argv) == 0
+    cli = tifffile.imread(tmp_path / "cli" / f"{STAINED.stem}_labels.tif")
+    return default, viewer.layers["tissue_labels"].data, cli
+
+
 def test_weakest_kept_is_the_command_lines_min_confidence(make_napari_viewer, qtbot, tmp_path: Path) -> None:
     """On an H&E image of the sample, where the shipped model's 0.85 drops weak nuclei (9 of 22 kept),
     "weakest kept" 0 keeps every one, as `predict --min-confidence 0` does."""
-    stained = SAMPLE_DIR / "images" / "8f27ebc74164eddfe989a98a754dcf5a9c85ef599a1321de24bcf097df1814ca.png"
-    viewer = make_napari_viewer()
-    viewer.add_image(iio.imread(stained), name="tissue")
-    widget = SegmentWidget(viewer)
-    segment(widget, qtbot)
-    shipped = viewer.layers["tissue_labels"].data.max()
-    widget.min_confidence.value = 0.0
-    segment(widget, qtbot)
-    argv = ["predict", str(stained), "--out", str(tmp_path / "cli"), "--engine", "torch", "--min-confidence", "0"]
-    assert main(argv) == 0
-    cli = tifffile.imread(tmp_path / "cli" / f"{stained.stem}_labels.tif")
-    assert viewer.layers["tissue_labels"].data.max() == cli.max() > shipped
+    shipped, widget, cli = widget_and_command_line(
+        make_napari_viewer, qtbot, tmp_path, "min_confidence", 0.0, "--min-confidence"
+    )
+    assert widget.max() == cli.max() > shipped.max()
 
 
 def test_smoothing_is_the_command_lines(make_napari_viewer, qtbot, tmp_path: Path) -> None:
     """On a smooth H&E image of the sample (which the shipped rule leaves alone), "smoothing (px)" 2
     gives `predict --smoothing 2`'s nuclei, not the default's."""
-    stained = SAMPLE_DIR / "images" / "8f27ebc74164eddfe989a98a754dcf5a9c85ef599a1321de24bcf097df1814ca.png"
-    viewer = make_napari_viewer()
-    viewer.add_image(iio.imread(stained), name="tissue")
-    widget = SegmentWidget(viewer)
-    segment(widget, qtbot)
-    default = viewer.layers["tissue_labels"].data.copy()
-    widget.smoothing.value = 2.0
-    segment(widget, qtbot)
-    argv = ["predict", str(stained), "--out", str(tmp_path / "cli"), "--engine", "torch", "--smoothing", "2"]
-    assert main(argv) == 0
-    cli = tifffile.imread(tmp_path / "cli" / f"{stained.stem}_labels.tif")
-    smoothed = viewer.layers["tissue_labels"].data
+    default, smoothed, cli = widget_and_command_line(
+        make_napari_viewer, qtbot, tmp_path, "smoothing", 2.0, "--smoothing"
+    )
     assert np.array_equal(smoothed > 0, cli > 0) and smoothed.max() == cli.max()
     assert not np.array_equal(smoothed > 0, default > 0)
 

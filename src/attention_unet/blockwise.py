@@ -39,7 +39,7 @@ import numpy as np
 from . import data
 from .errors import InputError
 from .images import is_zarr
-from .tiling import Predictor, rescaled
+from .tiling import Predictor
 
 
 @dataclass(frozen=True)
@@ -489,11 +489,7 @@ def prepare(
     step = data.sample_step(*source.shape_yx)
     value_range = data.range_of_sample(strided_sample(source, step * max(1, 1024 // step)), predictor.norm)
     scale, diameter = predictor.sizing(mosaic, value_range)
-    smoothing = predictor.sigma_for(
-        rescaled(mosaic, scale) if abs(scale - 1.0) >= 1e-3 else mosaic,
-        value_range,
-        diameter * scale if diameter is not None else None,
-    )
+    _, smoothing = predictor.network_view(mosaic, value_range, scale, diameter)
     job = Job(
         source,
         str(work),

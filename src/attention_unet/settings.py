@@ -29,12 +29,12 @@ def check_min_confidence(value: float, what: str) -> None:
         raise InputError(f"{what} must be at least 0 and below 1, not {value}")
 
 
+MAX_SMOOTHING = 8.0  # more blurs a 16-px nucleus away
+
+
 def check_smoothing(value: float, what: str) -> None:
     if not 0 <= value <= MAX_SMOOTHING:
         raise InputError(f"{what} must be a Gaussian sigma from 0 to {MAX_SMOOTHING:g} pixels, not {value}")
-
-
-MAX_SMOOTHING = 8.0  # more blurs a 16-px nucleus away
 
 
 @dataclass(frozen=True)

@@ -140,7 +140,10 @@ def torch_runner(model: torch.nn.Module, device: str = "cpu", attention: bool = 
 
 
 def rescaled(image: np.ndarray, factor: float) -> np.ndarray:
-    """The image resized by ``factor`` (at least 8 pixels a side), as the network sees it."""
+    """The image resized by ``factor`` (at least 8 pixels a side), as the network sees it; the image
+    itself within 0.1% of factor 1."""
+    if abs(factor - 1.0) < 1e-3:
+        return image
     height, width = image.shape[:2]
     return data.resize(image, (max(8, round(height * factor)), max(8, round(width * factor))))
 
@@ -232,11 +235,10 @@ class Predictor:
         factor, diameter = self.sizing(image, value_range)
         height, width = image.shape[:2]
         factor = min(factor, math.sqrt(self.max_pixels / (height * width)))
-        if abs(factor - 1.0) < 1e-3:
-            return self._tiled(image, value_range, sigma=self.sigma_for(image, value_range, diameter))
-        scaled = rescaled(image, factor)
-        diameter = diameter * factor if diameter is not None else None
-        prob, gates = self._tiled(scaled, value_range, sigma=self.sigma_for(scaled, value_range, diameter))
+        scaled, sigma = self.network_view(image, value_range, factor, diameter)
+        if scaled is image:
+            return self._tiled(image, value_range, sigma=sigma)
+        prob, gates = self._tiled(scaled, value_range, sigma=sigma)
         return np.stack([data.resize(c, (height, width)) for c in prob]), [
             data.resize(g, (height, width)) for g in gates
         ]
@@ -259,9 +261,15 @@ class Predictor:
             distance=output("distance", self.distances),
         )
 
-    def sigma_for(self, image: np.ndarray, value_range: tuple[float, float], diameter: float | None = None) -> float:
-        """``smoothing`` when given, else :meth:`smoothing_of` the image (at the network's scale)."""
-        return self.smoothing if self.smoothing is not None else self.smoothing_of(image, value_range, diameter)
+    def network_view(
+        self, image: np.ndarray, value_range: tuple[float, float], factor: float, diameter: float | None
+    ) -> tuple[np.ndarray, float]:
+        """(the image at ``factor``, the sigma its tiles are smoothed by: ``smoothing`` when given,
+        else :meth:`smoothing_of` it, its nuclei ``diameter`` image pixels across before the resize)."""
+        scaled = rescaled(image, factor)
+        if self.smoothing is not None:
+            return scaled, self.smoothing
+        return scaled, self.smoothing_of(scaled, value_range, diameter * factor if diameter is not None else None)
 
     def smoothing_of(self, image: np.ndarray, value_range: tuple[float, float], diameter: float | None = None) -> float:
         """The Gaussian sigma (px) the tiles of an image, as the network sees it (rescaled), are
