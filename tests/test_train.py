@@ -22,6 +22,7 @@ from attention_unet.train import (
     pseudo_stain,
     scaled_crop,
     segmentation_loss,
+    stain_grain,
     stain_jitter,
 )
 
@@ -316,6 +317,48 @@ def test_pseudo_stain_renders_bright_nuclei_as_dark_purple_on_paler_tissue() -> 
     back = data.normalise(rendered, "polarity").mean(axis=2)
     assert back[labels > 0].mean() > back[labels == 0].mean() + 0.3
     assert np.array_equal(rendered, pseudo_stain(grey, np.random.default_rng(0)))
+
+
+def test_stain_grain_blurs_or_roughens_a_smooth_stained_crop_into_the_range_of_grainy_scans() -> None:
+    """Half the draws blur (texture falls), half add stain grain (texture reaches TNBC's 40x scans,
+    data.sharpness 0.032-0.111); the crop stays a stained image of the same shape, and a seed
+    gives the same crop."""
+    from scipy.ndimage import gaussian_filter
+    from skimage.color import hed2rgb
+
+    image, _ = synthetic(5, (128, 128))
+    grey = gaussian_filter(data.normalise(np.repeat(image[..., None], 3, axis=2), "polarity").mean(axis=2), 2)
+    hed = np.stack([0.01 + 0.06 * grey, np.full_like(grey, 0.015), np.full_like(grey, 0.01)], axis=-1)
+    smooth = np.clip(hed2rgb(hed), 0, 1).astype(np.float32)
+    before = data.sharpness(smooth, "polarity")
+    assert before < 0.02  # as smooth as the DSB archive's stained images
+    kinds = []
+    for seed in range(12):
+        out = stain_grain(smooth, np.random.default_rng(seed))
+        assert out.shape == smooth.shape and out.dtype == np.float32 and 0 <= out.min() and out.max() <= 1
+        assert data.modality((out * 255).astype(np.uint8)) == "stained"
+        assert np.array_equal(out, stain_grain(smooth, np.random.default_rng(seed)))
+        after = data.sharpness(out, "polarity")
+        kinds.append("blurred" if after < before else "grainy")
+        assert after < before or after > 0.03
+    assert 3 <= kinds.count("blurred") <= 9  # both kinds, about half each
+
+
+def test_stain_grain_touches_stained_crops_only() -> None:
+    """A stained record's crops change with --stain-grain 1; a fluorescence record's stay as they were."""
+    image, labels = synthetic(6, (64, 64))
+    grey = np.repeat(image[..., None], 3, axis=2)
+    stained = (255 - grey * np.array([0.6, 0.9, 0.4])).astype(np.uint8)  # dark purple nuclei on a bright ground
+    records = [data.Record("fluo", grey, labels), data.Record("stain", stained, labels)]
+    assert [data.modality(r.image) for r in records] == ["fluorescence", "stained"]
+
+    def samples(grain: float) -> list[torch.Tensor]:
+        config = TrainConfig(input="crop:48", augment="robust", norm="polarity", stain_grain=grain, samples_per_epoch=2)
+        torch.manual_seed(0)
+        return [TrainDataset(records, config)[i][0] for i in range(2)]
+
+    plain, grainy = samples(0.0), samples(1.0)
+    assert torch.equal(plain[0], grainy[0]) and not torch.equal(plain[1], grainy[1])
 
 
 def test_finetune_trains_on_every_image_validates_on_strips_and_keeps_the_parent_settings(tmp_path: Path) -> None:

@@ -68,6 +68,12 @@ def _train_parser(sub: Any) -> None:
         "--pseudo-stain", type=float, metavar="P", help="render this share of fluorescence crops as H&E (default 0)"
     )
     p.add_argument(
+        "--stain-grain",
+        type=float,
+        metavar="P",
+        help="blur or sharpen this share of stained crops, as scanners of other sharpness would (default 0)",
+    )
+    p.add_argument(
         "--contour", action="store_const", const=True, help="also predict nucleus contours (separates touching nuclei)"
     )
     p.add_argument(

@@ -76,6 +76,7 @@ class TrainConfig:
     scale: tuple[float, float] = (0.25, 2.0)  # crop-mode scale range (log-uniform), covers resize256 views
     augment: str = "none"  # none (report), geometric (flips, 90-degree turns), full (+ colour, grey, invert), robust (+ H&E stain, noise)
     pseudo_stain: float = 0.0  # share of fluorescence crops rendered as H&E (haematoxylin nuclei on eosin tissue)
+    stain_grain: float = 0.0  # share of stained crops (real or rendered) blurred or sharpened: scan sharpness varies
     balance: bool = False  # oversample rare (dataset, modality) groups: each gets a share ~ the square root of its size
     samples_per_epoch: int = 0  # crop mode: crops per epoch; 0 = one per training image
     norm: str = "fixed"  # report: /255; or "percentile", or "polarity" (percentile, nuclei made bright)
@@ -150,6 +151,7 @@ class TrainConfig:
             ("max-minutes", self.max_minutes, 0, 1e7),
             ("samples-per-epoch", self.samples_per_epoch, 0, 10_000_000),
             ("pseudo-stain", self.pseudo_stain, 0.0, 1.0),
+            ("stain-grain", self.stain_grain, 0.0, 1.0),
             ("early-stopping", self.early_stopping, 1, 100_000),
             ("workers", self.workers, 0, 256),
             ("num-nodes", self.num_nodes, 1, 100_000),
@@ -372,6 +374,24 @@ def pseudo_stain(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.clip(hed2rgb(hed), 0.0, 1.0).astype(np.float32)
 
 
+def stain_grain(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A stained crop (RGB 0..1) as a scanner of another sharpness would give it: half the time
+    blurred (Gaussian sigma 0.5-1.5 px), half the time grainy: each stain's amount (rgb2hed) times
+    1 + a * n, n unit noise correlated over 0.5-1 px, a 0.05-0.25. The DSB archive's stained images
+    are smooth (median |Laplacian|, data.sharpness, 0.005-0.022), TNBC's 40x H&E crops grainy
+    (0.032-0.111); the grain takes DSB-2018's stained crops to about 0.03-0.15 (checked on five),
+    and unsharp masking would not (0.013 -> 0.018 at most: they have no fine texture to amplify)."""
+    import cv2
+    from skimage.color import hed2rgb, rgb2hed
+
+    if rng.random() < 0.5:
+        return cv2.GaussianBlur(image, (0, 0), rng.uniform(0.5, 1.5)).astype(np.float32)
+    noise = cv2.GaussianBlur(rng.standard_normal(image.shape).astype(np.float32), (0, 0), rng.uniform(0.5, 1.0))
+    noise /= np.maximum(noise.std(axis=(0, 1), keepdims=True), 1e-6)
+    hed = rgb2hed(np.clip(image, 1e-6, 1.0)) * (1 + rng.uniform(0.05, 0.25) * noise)
+    return np.clip(hed2rgb(hed), 0.0, 1.0).astype(np.float32)
+
+
 def scaled_crop(
     image: np.ndarray, labels: np.ndarray, size: int, scale: tuple[float, float], rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -417,6 +437,7 @@ class TrainDataset(Dataset):
         self.stain = [cfg.augment == "robust" and m == "stained" for m in modalities]
         # the chance that a crop of each image is rendered as H&E (fluorescence only)
         self.pseudo_stain = [cfg.pseudo_stain if m == "fluorescence" else 0.0 for m in modalities]
+        self.grain = cfg.stain_grain
         self.images, self.labels, self.ranges = [], [], []
         for r, stain in zip(records, self.stain):
             _, hi = data.normalisation_range(r.image, "fixed")
@@ -432,6 +453,10 @@ class TrainDataset(Dataset):
     def __len__(self) -> int:
         return self.length
 
+    def _grain(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        # no draw when off: runs without --stain-grain stay as before
+        return stain_grain(image, rng) if self.grain and rng.random() < self.grain else image
+
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         self.calls += 1
         rng = np.random.default_rng([torch.initial_seed() % 2**63, index, self.calls])
@@ -440,9 +465,10 @@ class TrainDataset(Dataset):
         if self.crop is not None:
             image, labels = scaled_crop(image, labels, self.crop, self.scale, rng)
         if self.ranges[i] is not None:
-            image = data.normalise(stain_jitter(image, rng) if rng.random() < 0.7 else image, self.norm, self.ranges[i])
+            image = self._grain(stain_jitter(image, rng) if rng.random() < 0.7 else image, rng)
+            image = data.normalise(image, self.norm, self.ranges[i])
         elif self.pseudo_stain[i] and rng.random() < self.pseudo_stain[i]:  # no draw when off: runs stay as before
-            image = data.normalise(pseudo_stain(image, rng), self.norm)
+            image = data.normalise(self._grain(pseudo_stain(image, rng), rng), self.norm)
         if self.transform is not None:
             self.transform.set_random_seed(int(rng.integers(2**31)))
             out = self.transform(image=image, mask=labels)
