@@ -45,6 +45,21 @@ def test_same_seed_gives_the_same_run(tiny_dataset: Path, tmp_path: Path) -> Non
     assert not all(torch.equal(a[k], weights(tmp_path / "c")[k]) for k in a)
 
 
+def test_last_checkpoint_is_the_last_epoch_even_when_it_is_not_the_best(tiny_dataset: Path, tmp_path: Path) -> None:
+    """--resume last continues from the last epoch, not from the best one (Lightning's save_last
+    alone writes last.ckpt only when a best checkpoint is saved)."""
+    run = tmp_path / "run"
+    args = ["train", "--data", str(tiny_dataset), *TINY[:-1], "3", "--monitor", "val_f1", "--lr", "1e-12"]
+    assert main([*args, "--out", str(run)]) == 0
+    best = json.loads((run / "model" / "config.json").read_text())["best"]["checkpoint"]
+    last = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert best != "best-epoch=002.ckpt"  # the last epoch is not the best: the case that matters
+    assert last["epoch"] == 2 and last["global_step"] == 3  # the tiny set's train part: one step an epoch
+    assert main(["train", "--out", str(run), "--resume", "--epochs", "4"]) == 0
+    epochs = [line.split(",")[0] for line in (run / "metrics.csv").read_text().splitlines()[1:]]
+    assert "3" in epochs and epochs.count("3") == epochs.count("2")  # one more epoch, not a repeat of 1-2
+
+
 def test_crop_mode_gives_fixed_size_samples_with_binary_masks(tiny_dataset: Path) -> None:
     records = data.load_records(tiny_dataset)
     dataset = TrainDataset(

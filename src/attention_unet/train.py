@@ -815,11 +815,13 @@ def fit(cfg: TrainConfig) -> Path:
     )  # strips differ in size
 
     mode = "min" if cfg.monitor == "val_loss" else "max"
-    checkpoint = ModelCheckpoint(
-        run_dir / "checkpoints", filename="best-{epoch:03d}", monitor=cfg.monitor, mode=mode, save_last=True
-    )
+    checkpoint = ModelCheckpoint(run_dir / "checkpoints", filename="best-{epoch:03d}", monitor=cfg.monitor, mode=mode)
+    # last.ckpt after every epoch: Lightning 2.6's save_last writes it only when a best one is saved,
+    # so --resume last would repeat every epoch since the best (measured: a 3-epoch CPU run kept epoch 0)
+    latest = ModelCheckpoint(run_dir / "checkpoints", filename="last", enable_version_counter=False)
     callbacks = [
-        checkpoint,
+        checkpoint,  # first: trainer.checkpoint_callback, the best one, is what ExportBest exports
+        latest,
         EarlyStopping(cfg.monitor, patience=cfg.early_stopping, mode=mode),
         LearningRateMonitor("epoch"),
         TQDMProgressBar(),
