@@ -11,6 +11,13 @@
 #   tools/gpu_robust.sh stain  carrying .devdata/stage1_train .whl
 #     cont / cont-lso   v5 / wide-lso continued with v5's recipe (labels resized centred), lr 2e-4
 #     phe / phe-lso     the same with --pseudo-stain 0.25 (fluorescence crops rendered as H&E)
+# The third set (prepared in the morning session of 2026-11-28, after a 3-epoch CPU try, MODEL.md
+# "Stain grain in training"): v6 and the leave-TNBC-out soup continued with --stain-grain, 16 epochs
+#   cp -r runs/gpu2/soup-lso/model .devdata/soup-lso   (the leave-out soup's weights, 8 MB)
+#   tools/gpu_robust.sh stash  carrying .devdata/bbbc039 .devdata/tnbc .devdata/split.json .devdata/soup-lso
+#   tools/gpu_robust.sh grain  carrying .devdata/stage1_train .whl
+#     grain / grain-lso       --stain-grain 0.5 (a share of stained crops blurred or made grainy)
+#     grain25 / grain25-lso   --stain-grain 0.25
 # .devdata comes from `python tools/devdata.py --split runs/nuclei-v4/split.json --eight-bit bbbc039`
 # (train and valid parts only; v4's split). Four runs at once, each with 3 loader workers:
 #   v4r          v4's recipe (crops of 128, scale 0.25-3) on all three datasets
@@ -24,17 +31,18 @@ case "$1" in
   stash)
     mkdir -p $KEEP && cp -r .devdata/bbbc039 .devdata/tnbc .devdata/split.json $KEEP/
     [ -d .devdata/wide-lso ] && cp -r .devdata/wide-lso $KEEP/
+    [ -d .devdata/soup-lso ] && cp -r .devdata/soup-lso $KEEP/
     [ -d .whl ] || { nvidia-smi -L; exit 0; }
     wheels
     nvidia-smi -L
     PYTHONPATH=$KEEP/site:src python3 -c "import albumentations, torch, lightning, attention_unet.train as t; print('ok', torch.__version__, lightning.__version__, albumentations.__version__, torch.cuda.is_available())"
     ;;
-  train|stain)
+  train|stain|grain)
     [ -d $KEEP/tnbc ] || { echo "no $KEEP: the machine was not the stash call's"; exit 3; }
     cp -r $KEEP/bbbc039 $KEEP/tnbc $KEEP/split.json .devdata/
-    if [ "$1" = stain ]; then
+    if [ "$1" != train ]; then
       wheels
-      cp -r $KEEP/wide-lso .devdata/
+      cp -r $KEEP/wide-lso $KEEP/soup-lso .devdata/ 2>/dev/null || true
     fi
     export PYTHONPATH=$KEEP/site:src ATTENTION_UNET_CACHE=/tmp/cache OUT=${OUT:-/tmp/out} PYTHONUNBUFFERED=1
     D=".devdata/stage1_train .devdata/bbbc039"
@@ -53,6 +61,13 @@ case "$1" in
       RUNS="v4r v4r-lso wide wide-lso"
       run v4r --data $D .devdata/tnbc $V4R & run v4r-lso --data $D $V4R &
       run wide --data $D .devdata/tnbc $WIDE & run wide-lso --data $D $WIDE &
+    elif [ "$1" = grain ]; then
+      RUNS="grain grain-lso grain25 grain25-lso"
+      V6=src/attention_unet/weights/model.safetensors LSO=.devdata/soup-lso/model.safetensors
+      run grain --data $D .devdata/tnbc $CONT $V6 --stain-grain 0.5 &
+      run grain-lso --data $D $CONT $LSO --stain-grain 0.5 &
+      run grain25 --data $D .devdata/tnbc $CONT $V6 --stain-grain 0.25 &
+      run grain25-lso --data $D $CONT $LSO --stain-grain 0.25 &
     else
       RUNS="cont cont-lso phe phe-lso"
       V5=src/attention_unet/weights/model.safetensors LSO=.devdata/wide-lso/model.safetensors
