@@ -17,7 +17,7 @@
 #   tools/gpu_robust.sh stash  carrying .devdata/bbbc039 .devdata/tnbc .devdata/split.json .devdata/soup-lso
 #   tools/gpu_robust.sh grain  carrying .devdata/stage1_train .whl
 #     grain / grain-lso       --stain-grain 0.5 (a share of stained crops blurred or made grainy)
-#     grain25 / grain25-lso   --stain-grain 0.25
+#     ctrl / ctrl-lso         the same starts and recipe without it: what continuing alone does
 # .devdata comes from `python tools/devdata.py --split runs/nuclei-v4/split.json --eight-bit bbbc039`
 # (train and valid parts only; v4's split). Four runs at once, each with 3 loader workers:
 #   v4r          v4's recipe (crops of 128, scale 0.25-3) on all three datasets
@@ -62,12 +62,12 @@ case "$1" in
       run v4r --data $D .devdata/tnbc $V4R & run v4r-lso --data $D $V4R &
       run wide --data $D .devdata/tnbc $WIDE & run wide-lso --data $D $WIDE &
     elif [ "$1" = grain ]; then
-      RUNS="grain grain-lso grain25 grain25-lso"
+      RUNS="grain grain-lso ctrl ctrl-lso"
       V6=src/attention_unet/weights/model.safetensors LSO=.devdata/soup-lso/model.safetensors
       run grain --data $D .devdata/tnbc $CONT $V6 --stain-grain 0.5 &
       run grain-lso --data $D $CONT $LSO --stain-grain 0.5 &
-      run grain25 --data $D .devdata/tnbc $CONT $V6 --stain-grain 0.25 &
-      run grain25-lso --data $D $CONT $LSO --stain-grain 0.25 &
+      run ctrl --data $D .devdata/tnbc $CONT $V6 &
+      run ctrl-lso --data $D $CONT $LSO &
     else
       RUNS="cont cont-lso phe phe-lso"
       V5=src/attention_unet/weights/model.safetensors LSO=.devdata/wide-lso/model.safetensors
