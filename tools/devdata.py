@@ -1,7 +1,11 @@
 """Pack the train and valid parts of several datasets for a lent GPU machine (`device` tool), where
 ../shared does not travel and the working tree may hold 64 MiB.
 
-    python tools/devdata.py --split runs/nuclei-v4/split.json --out .devdata
+    python tools/devdata.py --data ../shared/data/dsb2018/stage1_train.zip ../shared/data/bbbc039 \
+        ../shared/data/tnbc --eight-bit bbbc039 --out .devdata
+
+The parts are each dataset's default split (``data.default_split``, which is the split v4 trained and
+every shipped model was selected on), or those of ``--split`` (a several-dataset split.json, a run's).
 
 Each dataset of the split file becomes ``OUT/<name>/images/<id>.png`` + ``masks/<id>.png`` (the
 flat layout; 16-bit label PNGs; grey PNGs where the three channels are equal), holding only the ids
@@ -24,8 +28,14 @@ import numpy as np
 from attention_unet import data
 
 
-def pack(split_file: Path, out: Path, eight_bit: tuple[str, ...] = ()) -> dict[str, dict[str, list[str]]]:
-    splits = json.loads(split_file.read_text())
+def default_splits(sources: list[str]) -> dict[str, dict[str, list[str]]]:
+    """Each dataset's default split, keyed as a run's split.json keys them."""
+    return {source: data.default_split([r.id for r in data.load_records(source)]) for source in sources}
+
+
+def pack(
+    splits: dict[str, dict[str, list[str]]], out: Path, eight_bit: tuple[str, ...] = ()
+) -> dict[str, dict[str, list[str]]]:
     packed: dict[str, dict[str, list[str]]] = {}
     for source, parts in splits.items():
         name = Path(source).name.split(".")[0]
@@ -60,11 +70,15 @@ def pack(split_file: Path, out: Path, eight_bit: tuple[str, ...] = ()) -> dict[s
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--split", type=Path, required=True, help="a several-dataset split.json (a run's)")
+    parser.add_argument("--data", nargs="*", default=[], help="datasets to pack with their default splits")
+    parser.add_argument("--split", type=Path, help="a several-dataset split.json (a run's) instead")
     parser.add_argument("--out", type=Path, default=Path(".devdata"))
     parser.add_argument("--eight-bit", nargs="*", default=[], help="datasets (folder names) to store at 8 bits")
     args = parser.parse_args()
-    pack(args.split, args.out, tuple(args.eight_bit))
+    if bool(args.data) == bool(args.split):
+        parser.error("give --data or --split")
+    splits = json.loads(args.split.read_text()) if args.split else default_splits(args.data)
+    pack(splits, args.out, tuple(args.eight_bit))
 
 
 if __name__ == "__main__":

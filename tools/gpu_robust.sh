@@ -12,14 +12,17 @@
 #     cont / cont-lso   v5 / wide-lso continued with v5's recipe (labels resized centred), lr 2e-4
 #     phe / phe-lso     the same with --pseudo-stain 0.25 (fluorescence crops rendered as H&E)
 # The third set (prepared in the morning session of 2026-11-28, after a 3-epoch CPU try, MODEL.md
-# "Stain grain in training"): v6 and the leave-TNBC-out soup continued with --stain-grain, 16 epochs
-#   cp -r runs/gpu2/soup-lso/model .devdata/soup-lso   (the leave-out soup's weights, 8 MB)
-#   tools/gpu_robust.sh stash  carrying .devdata/bbbc039 .devdata/tnbc .devdata/split.json .devdata/soup-lso
+# "Stain grain in training"; self-contained since the session of 2026-11-28 midday, whose checkout
+# no longer held the leave-out soup: run folders do not outlive a session):
+#   tools/gpu_robust.sh stash  carrying .devdata/bbbc039 .devdata/tnbc .devdata/split.json .devdata/v2
 #   tools/gpu_robust.sh grain  carrying .devdata/stage1_train .whl
-#     grain / grain-lso       --stain-grain 0.5 (a share of stained crops blurred or made grainy)
-#     ctrl / ctrl-lso         the same starts and recipe without it: what continuing alone does
-# .devdata comes from `python tools/devdata.py --split runs/nuclei-v4/split.json --eight-bit bbbc039`
-# (train and valid parts only; v4's split). Four runs at once, each with 3 loader workers:
+#     grain / ctrl            v6 (shipped) continued with v5's recipe, with and without --stain-grain 0.5
+#     grain-lso / ctrl-lso    v5's leave-TNBC-out recipe from v2 (wide-lso), with and without it
+# .devdata comes from `python tools/devdata.py --data ../shared/data/dsb2018/stage1_train.zip
+# ../shared/data/bbbc039 ../shared/data/tnbc --eight-bit bbbc039` (train and valid parts of the default
+# split, which is v4's) and v2's weights from git: `mkdir -p .devdata/v2 && git show
+# b1864d3:src/attention_unet/weights/model.safetensors > .devdata/v2/model.safetensors`.
+# The first set: four runs at once, each with 3 loader workers:
 #   v4r          v4's recipe (crops of 128, scale 0.25-3) on all three datasets
 #   v4r-lso      the same without TNBC: scored on all of TNBC afterwards, a stain it never saw
 #   wide         crops of 256 (context for large nuclei), scale 0.25-6 (18-px nuclei at 4.5-108 px)
@@ -31,7 +34,7 @@ case "$1" in
   stash)
     mkdir -p $KEEP && cp -r .devdata/bbbc039 .devdata/tnbc .devdata/split.json $KEEP/
     [ -d .devdata/wide-lso ] && cp -r .devdata/wide-lso $KEEP/
-    [ -d .devdata/soup-lso ] && cp -r .devdata/soup-lso $KEEP/
+    [ -d .devdata/v2 ] && cp -r .devdata/v2 $KEEP/
     [ -d .whl ] || { nvidia-smi -L; exit 0; }
     wheels
     nvidia-smi -L
@@ -42,7 +45,7 @@ case "$1" in
     cp -r $KEEP/bbbc039 $KEEP/tnbc $KEEP/split.json .devdata/
     if [ "$1" != train ]; then
       wheels
-      cp -r $KEEP/wide-lso $KEEP/soup-lso .devdata/ 2>/dev/null || true
+      cp -r $KEEP/wide-lso $KEEP/v2 .devdata/ 2>/dev/null || true
     fi
     export PYTHONPATH=$KEEP/site:src ATTENTION_UNET_CACHE=/tmp/cache OUT=${OUT:-/tmp/out} PYTHONUNBUFFERED=1
     D=".devdata/stage1_train .devdata/bbbc039"
@@ -63,11 +66,11 @@ case "$1" in
       run wide --data $D .devdata/tnbc $WIDE & run wide-lso --data $D $WIDE &
     elif [ "$1" = grain ]; then
       RUNS="grain grain-lso ctrl ctrl-lso"
-      V6=src/attention_unet/weights/model.safetensors LSO=.devdata/soup-lso/model.safetensors
+      V6=src/attention_unet/weights/model.safetensors
       run grain --data $D .devdata/tnbc $CONT $V6 --stain-grain 0.5 &
-      run grain-lso --data $D $CONT $LSO --stain-grain 0.5 &
+      run grain-lso --data $D $WIDE --stain-grain 0.5 &
       run ctrl --data $D .devdata/tnbc $CONT $V6 &
-      run ctrl-lso --data $D $CONT $LSO &
+      run ctrl-lso --data $D $WIDE &
     else
       RUNS="cont cont-lso phe phe-lso"
       V5=src/attention_unet/weights/model.safetensors LSO=.devdata/wide-lso/model.safetensors
