@@ -14,6 +14,7 @@ from safetensors.torch import load_file
 
 from attention_unet import data
 from attention_unet.cli import main
+from attention_unet.errors import InputError
 from attention_unet.instances import contours, distances, targets
 from attention_unet.model import load_model, read_model_info, save_model
 from attention_unet.train import (
@@ -374,6 +375,40 @@ def test_stain_grain_touches_stained_crops_only() -> None:
 
     plain, grainy = samples(0.0), samples(1.0)
     assert torch.equal(plain[0], grainy[0]) and not torch.equal(plain[1], grainy[1])
+
+
+def test_stain_jitter_strength_widens_the_stain_amounts_of_stained_crops_only() -> None:
+    """--stain-jitter sets how far each stain's amount moves: the haematoxylin of a jittered crop
+    spreads wider at 0.3 than at the default 0.1, and a fluorescence record's crops never change."""
+    from skimage.color import rgb2hed
+
+    image, labels = synthetic(7, (64, 64))
+    grey = np.repeat(image[..., None], 3, axis=2)
+    stained = (255 - grey * np.array([0.6, 0.9, 0.4])).astype(np.uint8)
+    records = [data.Record("fluo", grey, labels), data.Record("stain", stained, labels)]
+
+    def samples(jitter: float | None) -> list[torch.Tensor]:
+        extra = {} if jitter is None else {"stain_jitter": jitter}
+        config = TrainConfig(input="crop:48", augment="robust", norm="polarity", samples_per_epoch=2, **extra)
+        dataset = TrainDataset(records, config)
+        dataset.transform = None  # the stain jitter alone, without the geometric and colour steps
+        torch.manual_seed(0)
+        return [dataset[i][0] for i in range(2)]
+
+    default, light, strong = samples(None), samples(0.1), samples(0.3)
+    assert all(torch.equal(a, b) for a, b in zip(default, light))  # 0.1 is what runs had before
+    assert torch.equal(light[0], strong[0]) and not torch.equal(light[1], strong[1])
+
+    base = stained.astype(np.float32) / 255
+    amount = {
+        sigma: [
+            float(rgb2hed(stain_jitter(base, np.random.default_rng(seed), sigma))[..., 0].mean()) for seed in range(20)
+        ]
+        for sigma in (0.1, 0.3)
+    }
+    assert np.std(amount[0.3]) > 2 * np.std(amount[0.1])
+    with pytest.raises(InputError, match="stain-jitter"):
+        TrainConfig(stain_jitter=0.9).validate()
 
 
 def test_finetune_trains_on_every_image_validates_on_strips_and_keeps_the_parent_settings(tmp_path: Path) -> None:

@@ -74,6 +74,13 @@ def _train_parser(sub: Any) -> None:
         help="blur or sharpen this share of stained crops, as scanners of other sharpness would (default 0)",
     )
     p.add_argument(
+        "--stain-jitter",
+        type=float,
+        metavar="SIGMA",
+        help="H&E stain jitter of --augment robust: each stain scaled by 1 +- SIGMA, shifted by +- SIGMA of its range"
+        " (default 0.1)",
+    )
+    p.add_argument(
         "--contour", action="store_const", const=True, help="also predict nucleus contours (separates touching nuclei)"
     )
     p.add_argument(

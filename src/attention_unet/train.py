@@ -77,6 +77,7 @@ class TrainConfig:
     augment: str = "none"  # none (report), geometric (flips, 90-degree turns), full (+ colour, grey, invert), robust (+ H&E stain, noise)
     pseudo_stain: float = 0.0  # share of fluorescence crops rendered as H&E (haematoxylin nuclei on eosin tissue)
     stain_grain: float = 0.0  # share of stained crops (real or rendered) blurred or sharpened: scan sharpness varies
+    stain_jitter: float = 0.1  # H&E stain jitter strength (augment robust): Tellez et al. 2018's light 0.05, strong 0.2
     balance: bool = False  # oversample rare (dataset, modality) groups: each gets a share ~ the square root of its size
     samples_per_epoch: int = 0  # crop mode: crops per epoch; 0 = one per training image
     norm: str = "fixed"  # report: /255; or "percentile", or "polarity" (percentile, nuclei made bright)
@@ -152,6 +153,7 @@ class TrainConfig:
             ("samples-per-epoch", self.samples_per_epoch, 0, 10_000_000),
             ("pseudo-stain", self.pseudo_stain, 0.0, 1.0),
             ("stain-grain", self.stain_grain, 0.0, 1.0),
+            ("stain-jitter", self.stain_jitter, 0.0, 0.5),
             ("early-stopping", self.early_stopping, 1, 100_000),
             ("workers", self.workers, 0, 256),
             ("num-nodes", self.num_nodes, 1, 100_000),
@@ -437,7 +439,7 @@ class TrainDataset(Dataset):
         self.stain = [cfg.augment == "robust" and m == "stained" for m in modalities]
         # the chance that a crop of each image is rendered as H&E (fluorescence only)
         self.pseudo_stain = [cfg.pseudo_stain if m == "fluorescence" else 0.0 for m in modalities]
-        self.grain = cfg.stain_grain
+        self.grain, self.jitter = cfg.stain_grain, cfg.stain_jitter
         self.images, self.labels, self.ranges = [], [], []
         for r, stain in zip(records, self.stain):
             _, hi = data.normalisation_range(r.image, "fixed")
@@ -465,7 +467,7 @@ class TrainDataset(Dataset):
         if self.crop is not None:
             image, labels = scaled_crop(image, labels, self.crop, self.scale, rng)
         if self.ranges[i] is not None:
-            image = self._grain(stain_jitter(image, rng) if rng.random() < 0.7 else image, rng)
+            image = self._grain(stain_jitter(image, rng, self.jitter) if rng.random() < 0.7 else image, rng)
             image = data.normalise(image, self.norm, self.ranges[i])
         elif self.pseudo_stain[i] and rng.random() < self.pseudo_stain[i]:  # no draw when off: runs stay as before
             image = data.normalise(self._grain(pseudo_stain(image, rng), rng), self.norm)
