@@ -20,7 +20,8 @@
 #     grain-lso / ctrl-lso    v5's leave-TNBC-out recipe from v2 (wide-lso), with and without it
 #   tools/gpu_robust.sh jitter carrying the same: as grain with --stain-jitter 0.2 (Tellez et al.'s
 #                              strong HED jitter) instead of --stain-grain (MODEL.md "Stain amounts at
-#                              test time": v6 loses 0.026 DSB score on H&E 15% paler than TNBC's)
+#                              test time": v6 loses 0.026 DSB score on H&E 15% paler than TNBC's;
+#                              a 3-epoch CPU A/B from v2 found no gain on unseen H&E, so after grain)
 # .devdata comes from `python tools/devdata.py --data ../shared/data/dsb2018/stage1_train.zip
 # ../shared/data/bbbc039 ../shared/data/tnbc --eight-bit bbbc039` (train and valid parts of the default
 # split, which is v4's) and v2's weights from git: `mkdir -p .devdata/v2 && git show
