@@ -45,6 +45,8 @@ def reference_p99(sources: tuple[str, ...]) -> np.ndarray:
 
 
 def variant(image: np.ndarray, name: str, reference: np.ndarray | None) -> np.ndarray:
+    if name == "rgb":
+        return image[..., :3]
     if name in ("h", "hs"):
         amount = rgb2hed(image[..., :3])[..., 0]  # skimage's own (float64) conversion
         amount = ndimage.gaussian_filter(amount, 1.0) if name == "hs" else amount
@@ -59,9 +61,9 @@ def variant(image: np.ndarray, name: str, reference: np.ndarray | None) -> np.nd
         stains = 1 if name == "hn" else 2
         p99 = np.percentile(hed.reshape(-1, 3)[:, :stains], 99, axis=0)
         hed[..., :stains] *= reference[:stains] / np.maximum(p99, 1e-6)
-    elif name != "rgb":
+    else:
         raise SystemExit(f"unknown variant {name}")
-    return np.round(np.clip(hed2rgb(hed), 0, 1) * 255).astype(np.uint8) if name != "rgb" else image[..., :3]
+    return np.round(np.clip(hed2rgb(hed), 0, 1) * 255).astype(np.uint8)
 
 
 def main() -> None:
