@@ -13,6 +13,8 @@ import zarr
 from attention_unet import blockwise, data
 from attention_unet.cli import main
 
+from .conftest import disks
+
 SAMPLE = Path(data.SAMPLE_DIR) / "images"
 
 
@@ -110,6 +112,34 @@ def test_blockwise_smooths_sharp_stained_tissue_as_the_whole_image_does(tmp_path
     assert whole.max() > 100
     assert (best_iou(whole, blocks) >= 0.9).mean() >= 0.99
     assert (best_iou(whole, plain) >= 0.9).mean() < 0.9
+
+
+@pytest.mark.parametrize("width", [48, 200])
+def test_blockwise_takes_auto_scales_second_pass_as_the_whole_image_does(tmp_path: Path, width: int) -> None:
+    """The half-size pass of auto scale (``Predictor.choose_factor``) is decided once, on the
+    mosaic (here the whole 128-px image): the job's factor is the whole-image choice."""
+    from attention_unet.predict import load_predictor
+    from attention_unet.tiling import Predictor
+
+    from .test_predict import sure_below
+
+    centres = [(y, x) for y in (24, 64, 104) for x in (24, 64, 104)]
+    tifffile.imwrite(tmp_path / "disks.tif", (disks((128, 128), centres, 20) > 0).astype(np.uint8) * 200)
+    predictor = Predictor(sure_below(width), "percentile", tile=128, scale=None, min_area=1, shrink_above=1.5)
+    source = blockwise.open_lazy(tmp_path / "disks.tif")
+    job = blockwise.prepare(
+        source,
+        work=tmp_path / "work",
+        predictor=predictor,
+        loader=load_predictor,
+        recipe={},
+        settings=blockwise.BlockSettings(),
+    )
+    image = np.dstack([source.open()[:]] * 3)
+    value_range = data.normalisation_range(image, "percentile")
+    factor, diameter = predictor.sizing(image, value_range)
+    assert job.scale == pytest.approx(predictor.choose_factor(image, value_range, factor, diameter)[0])
+    assert job.scale == pytest.approx(factor / 2 if width == 48 else factor)
 
 
 def test_blockwise_outlines_are_those_of_the_stitched_labels(tmp_path: Path) -> None:

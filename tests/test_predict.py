@@ -21,6 +21,7 @@ from attention_unet.model import pretrained_path, save_model
 from attention_unet.settings import TTA_VIEWS, InferenceSettings
 from attention_unet.tiling import (
     Predictor,
+    Runner,
     factor_for_diameter,
     gaussian_weights,
     size_statistics,
@@ -431,6 +432,69 @@ def test_many_fragments_beside_large_nuclei_count_as_fragments(
     )
     factor = predictor.auto_scale(image, data.normalisation_range(image, "percentile"))
     assert factor == pytest.approx(expected, rel=0.1)
+
+
+def sure_below(width: int, weak: float = 0.9) -> Runner:
+    """A stand-in network that reads brightness (:func:`brightness_runner`) and is sure of it only
+    on tiles at most ``width`` pixels wide: wider ones come out ``weak`` times as bright, as large
+    textured nuclei come out as weak fragments at full size."""
+
+    def run(batch: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+        probs, maps = brightness_runner(batch)
+        return probs * (1.0 if batch.shape[-1] <= width else weak), maps
+
+    return run
+
+
+@pytest.mark.parametrize(
+    ("width", "above", "margin", "shrunk"),
+    [
+        (48, 1.5, 0.01, True),
+        (200, 1.5, 0.01, False),
+        (48, 0.0, 0.01, False),
+        (48, 1.5, 0.2, False),
+        (48, 2.0, 0.01, False),
+    ],
+)
+def test_auto_scale_keeps_the_half_size_pass_where_its_nuclei_are_surer(
+    width: int, above: float, margin: float, shrunk: bool
+) -> None:
+    """Disks 40 px across in a 128-px image: auto scale's ramp brings them to ~28 px (0.69x), 1.75
+    times the learnt 16, so with ``shrink_above`` 1.5 the image is also predicted at half that
+    factor (44 px wide), and that prediction is the answer when its instances are surer by more
+    than the margin: with a network sure only of tiles up to 48 px, not with one sure up to 200
+    px, nor with the second pass off, a margin above the gain (1.0 against 0.9) or a threshold
+    above 1.75."""
+    centres = [(y, x) for y in (24, 64, 104) for x in (24, 64, 104)]
+    image = np.dstack([(disks((128, 128), centres, 20) > 0).astype(np.uint8) * 200] * 3)
+    value_range = data.normalisation_range(image, "percentile")
+    predictor = Predictor(
+        sure_below(width), "percentile", tile=128, scale=None, min_area=1, shrink_above=above, shrink_margin=margin
+    )
+    factor, diameter = predictor.sizing(image, value_range)
+    assert factor == pytest.approx(factor_for_diameter(40, 16), rel=0.1) and 1.5 < diameter * factor / 16 < 2.0
+    chosen, (probs, _) = predictor.choose_factor(image, value_range, factor, diameter)
+    assert chosen == pytest.approx(factor / 2 if shrunk else factor)
+    assert probs.shape == (1, 128, 128)
+    inside = disks((128, 128), centres, 12) > 0  # away from the resampled rims
+    sure = shrunk or width >= 128 * factor  # the pass kept is one the network was sure of
+    assert probs[0][inside].mean() == pytest.approx(1.0 if sure else 0.9, abs=0.02)
+    assert predictor.probability(image) == pytest.approx(probs[0])  # what predict and evaluate get
+
+
+def test_a_fixed_scale_is_never_second_guessed() -> None:
+    """--scale or --diameter: the user's factor is the one predicted at, one pass."""
+    calls: list[tuple[int, ...]] = []
+
+    def runner(b: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+        calls.append(b.shape)
+        return sure_below(48)(b)
+
+    image = np.dstack([(disks((128, 128), [(64, 64)], 20) > 0).astype(np.uint8) * 200] * 3)
+    predictor = Predictor(runner, "percentile", tile=128, scale=0.7, min_area=1, shrink_above=1.5)
+    assert not predictor.tries_smaller(0.7, 40.0)
+    predictor.probability(image)
+    assert len(calls) == 1
 
 
 def test_diameter_sets_the_scale_from_the_model_target(tmp_path: Path) -> None:

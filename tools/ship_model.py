@@ -45,6 +45,13 @@ def main() -> None:
     )
     parser.add_argument("--fragments-count", type=int, default=InferenceSettings.fragments_count)
     parser.add_argument("--fragments-solidity", type=float, default=InferenceSettings.fragments_solidity)
+    parser.add_argument(
+        "--shrink-above",
+        type=float,
+        default=InferenceSettings.shrink_above,
+        help="auto scale also tries half its factor from nuclei this many times the target (0: off), tools/size_check.py",
+    )
+    parser.add_argument("--shrink-margin", type=float, default=InferenceSettings.shrink_margin)
     parser.add_argument("--out", help="write here instead of into the package (a candidate to tune or compare)")
     parser.add_argument(
         "--int8-calibrate", nargs="+", metavar="INPUT", help="also write model.int8.onnx calibrated on these images"
@@ -69,6 +76,8 @@ def main() -> None:
         fragments_ratio=args.fragments_ratio,
         fragments_count=args.fragments_count,
         fragments_solidity=args.fragments_solidity,
+        shrink_above=args.shrink_above,
+        shrink_margin=args.shrink_margin,
     )
     info["inference"] = settings.to_metadata()
     saved = save_model(model, args.out or pretrained_path().parent, info)

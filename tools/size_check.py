@@ -1,7 +1,8 @@
 """Score auto scale's fragments rule (InferenceSettings.fragments_ratio / fragments_count /
 fragments_solidity) against the median piece (the rule off), or with ``--ramp LOW HIGH`` its ramp
 (full correction from those multiples of the learnt size on, ``Predictor.auto_full``) against the
-old jump at the dead band's edges, on a split part ('all': every image),
+old jump at the dead band's edges, or with ``--shrink-above A --shrink-margin M`` auto scale's
+second, smaller pass (``Predictor.choose_factor``) against none, on a split part ('all': every image),
 where it matters: images on which the two choose different factors are predicted at both and
 scored (F1, DSB score); on the others the two predictions are the same image, so they add nothing
 to the difference. Prints, per dataset and zoom, how many images changed and the change of the
@@ -11,6 +12,9 @@ mean scores over all the part's images. The shipped model on its default engine 
     python tools/size_check.py DATA... --split-file runs/nuclei-v4/split.json --part valid \
         --fragments-ratio 2 --fragments-count 30 --fragments-solidity 0.85 --zooms 1 3 0.4
     python tools/size_check.py DATA... --split-file runs/nuclei-v4/split.json --ramp 0.3333 6 --zooms 1 3 0.25
+    python tools/size_check.py DATA... --shrink-above 1.5 --shrink-margin 0.01 --zooms 1 2
+
+Without ``--split-file`` each dataset's default split (``data.default_split``).
 """
 
 from __future__ import annotations
@@ -29,17 +33,24 @@ from attention_unet.predict import load_predictor
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("data", nargs="+")
-    parser.add_argument("--split-file", required=True)
+    parser.add_argument("--split-file", help="default: each dataset's default split")
     parser.add_argument("--part", default="valid")
     parser.add_argument("--fragments-ratio", type=float)
     parser.add_argument("--fragments-count", type=int)
     parser.add_argument("--fragments-solidity", type=float)
     parser.add_argument("--ramp", type=float, nargs=2, metavar=("LOW", "HIGH"), help="the ramp against the jump")
+    parser.add_argument("--shrink-above", type=float, help="the second pass against none (needs --shrink-margin)")
+    parser.add_argument("--shrink-margin", type=float)
     parser.add_argument("--zooms", type=float, nargs="+", default=[1.0])
     parser.add_argument("--model", help="another model (torch engine; default: the shipped one, int8)")
     args = parser.parse_args()
     predictor = load_predictor(args.model, engine="torch" if args.model else "auto", scale="auto")
-    if args.ramp:  # the model's own fragments rule; the jump is a ramp that ends where it starts
+    if args.shrink_above is not None:
+        if args.shrink_margin is None:
+            parser.error("--shrink-above needs --shrink-margin")
+        shipped = dataclasses.replace(predictor, shrink_above=0.0)
+        fitted = dataclasses.replace(predictor, shrink_above=args.shrink_above, shrink_margin=args.shrink_margin)
+    elif args.ramp:  # the model's own fragments rule; the jump is a ramp that ends where it starts
         shipped = dataclasses.replace(predictor, auto_full=predictor.auto_range)
         fitted = dataclasses.replace(predictor, auto_full=tuple(args.ramp))
     elif None in (args.fragments_ratio, args.fragments_count, args.fragments_solidity):
@@ -53,7 +64,11 @@ def main() -> None:
             fragments_solidity=args.fragments_solidity,
         )
     for path in args.data:
-        records = data.select(data.load_records(path), data.load_split(args.split_file, path), args.part)
+        records = data.load_records(path)
+        split = (
+            data.load_split(args.split_file, path) if args.split_file else data.default_split([r.id for r in records])
+        )
+        records = data.select(records, split, args.part)
         for zoom in args.zooms:
             changed, deltas = [], np.zeros(2)
             for record in records:
@@ -61,14 +76,16 @@ def main() -> None:
                 value_range = data.normalisation_range(im, shipped.norm)
                 probe = shipped.probe_labels(im, value_range, shipped.probe)  # one probe for both
                 factors = [p.scale_of_probe(*probe) for p in (shipped, fitted)]
+                diameters = [p.probe_diameter(*probe) for p in (shipped, fitted)]
+                if fitted.tries_smaller(factors[1], diameters[1]):
+                    factors[1] = fitted.choose_factor(im, value_range, factors[1], diameters[1])[0]
                 if abs(factors[0] - factors[1]) < 1e-3:
                     continue
                 scores = []
-                for factor in factors:
-                    predictor = dataclasses.replace(shipped, scale=factor)
-                    probs = predictor.probabilities(im, value_range=value_range)[0]
+                for factor, diameter in zip(factors, diameters):
+                    probs = shipped.predicted_at(im, value_range, factor, diameter)[0]
                     pixel = metrics.pixel_scores(probs[0] > 0.5, lab > 0)
-                    objects = metrics.object_scores(lab, predictor.labels(probs))
+                    objects = metrics.object_scores(lab, shipped.labels(probs))
                     scores.append((pixel["f1"], objects["dsb_score"]))
                 deltas += np.subtract(scores[1], scores[0])
                 changed.append(

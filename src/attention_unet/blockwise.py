@@ -489,6 +489,8 @@ def prepare(
     step = data.sample_step(*source.shape_yx)
     value_range = data.range_of_sample(strided_sample(source, step * max(1, 1024 // step)), predictor.norm)
     scale, diameter = predictor.sizing(mosaic, value_range)
+    if predictor.tries_smaller(scale, diameter):  # decided on the mosaic too, as auto scale is
+        scale = predictor.choose_factor(mosaic, value_range, scale, diameter)[0]
     _, smoothing = predictor.network_view(mosaic, value_range, scale, diameter)
     job = Job(
         source,

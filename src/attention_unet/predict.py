@@ -230,6 +230,8 @@ def load_predictor(
         fragments_ratio=settings.fragments_ratio,
         fragments_count=settings.fragments_count,
         fragments_solidity=settings.fragments_solidity,
+        shrink_above=settings.shrink_above,
+        shrink_margin=settings.shrink_margin,
     )
 
 

@@ -70,6 +70,11 @@ class InferenceSettings:
     fragments_ratio: float = 0.0
     fragments_count: int = 30
     fragments_solidity: float = 0.85
+    # auto scale also predicts at half its factor when the typical nucleus is still shrink_above
+    # times target_diameter or more at the network's scale (0: off), and keeps that prediction when
+    # its instances' mean probability is higher by more than shrink_margin (Predictor.choose_factor)
+    shrink_above: float = 0.0
+    shrink_margin: float = 0.01
 
     @classmethod
     def from_metadata(cls, values: dict[str, Any]) -> InferenceSettings:
@@ -89,6 +94,8 @@ class InferenceSettings:
             "fragments_ratio": float,
             "fragments_count": int,
             "fragments_solidity": float,
+            "shrink_above": float,
+            "shrink_margin": float,
         }
         known = {f.name for f in fields(cls)}
         try:

@@ -191,6 +191,9 @@ class Predictor:
     fragments_ratio: float = InferenceSettings.fragments_ratio  # see auto_scale
     fragments_count: int = InferenceSettings.fragments_count
     fragments_solidity: float = InferenceSettings.fragments_solidity
+    shrink_above: float = InferenceSettings.shrink_above  # see choose_factor
+    shrink_margin: float = InferenceSettings.shrink_margin
+    shrink: float = 0.5  # choose_factor's second pass, relative to auto scale's factor
 
     def __post_init__(self) -> None:
         check_tta_views(self.tta_views, "tta_views")  # every way in: load_predictor, Segmenter, replace()
@@ -235,6 +238,53 @@ class Predictor:
         factor, diameter = self.sizing(image, value_range)
         height, width = image.shape[:2]
         factor = min(factor, math.sqrt(self.max_pixels / (height * width)))
+        return self.choose_factor(image, value_range, factor, diameter)[1]
+
+    def choose_factor(
+        self, image: np.ndarray, value_range: tuple[float, float], factor: float, diameter: float | None
+    ) -> tuple[float, tuple[np.ndarray, list[np.ndarray]]]:
+        """(the factor the image is predicted at, its :meth:`probabilities` there), from auto
+        scale's ``factor`` and ``diameter`` (:meth:`sizing`). Where :meth:`tries_smaller`, the image
+        is also predicted at ``shrink`` times the factor, and that prediction is kept when its
+        instances are more confident (:meth:`confidence`) by more than ``shrink_margin``: large
+        textured nuclei that the ramp leaves at 24-32 px come out as weak fragments, and whole
+        and confident at half that size; nuclei the network reads well lose confidence there."""
+        result = self.predicted_at(image, value_range, factor, diameter)
+        if not self.tries_smaller(factor, diameter):
+            return factor, result
+        smaller = factor * self.shrink
+        other = self.predicted_at(image, value_range, smaller, diameter)
+        if self.confidence(other[0]) > self.confidence(result[0]) + self.shrink_margin:
+            return smaller, other
+        return factor, result
+
+    def tries_smaller(self, factor: float, diameter: float | None) -> bool:
+        """Whether :meth:`choose_factor` also predicts at a smaller factor: under auto scale, when
+        its typical nucleus is still ``shrink_above`` times ``target_diameter`` or more at
+        ``factor`` (0: never)."""
+        return (
+            self.scale is None
+            and self.shrink_above > 0
+            and diameter is not None
+            and diameter * factor >= self.shrink_above * self.target_diameter
+        )
+
+    def confidence(self, probs: np.ndarray) -> float:
+        """The mean over the instances of :meth:`labels` (none dropped for weakness) of each one's
+        mean foreground probability; 0 when there are none."""
+        from scipy import ndimage
+
+        labels = replace(self, min_confidence=0.0).labels(probs)
+        count = int(labels.max())
+        if not count:
+            return 0.0
+        return float(np.mean(ndimage.mean(probs[0], labels, np.arange(1, count + 1))))
+
+    def predicted_at(
+        self, image: np.ndarray, value_range: tuple[float, float], factor: float, diameter: float | None
+    ) -> tuple[np.ndarray, list[np.ndarray]]:
+        """:meth:`probabilities` of the image predicted at ``factor``, at the image's size."""
+        height, width = image.shape[:2]
         scaled, sigma = self.network_view(image, value_range, factor, diameter)
         if scaled is image:
             return self._tiled(image, value_range, sigma=sigma)
