@@ -1,6 +1,6 @@
 """The accuracy that tests/test_shipped_model.py pins: mean F1 and DSB score (native protocol, the
-model's own settings) per modality of the embedded sample, on TNBC's valid slide and on the first 6
-of BBBC039's valid images (the default split).
+model's own settings) per modality of the embedded sample, on TNBC's valid slide, on the first 6
+of BBBC039's valid images (the default split) and on DSB-2018's valid image of large textured nuclei.
 
     python tools/shipped_floors.py [MODEL] [--engine torch]
 """
@@ -17,6 +17,7 @@ from attention_unet.evaluate import score_records
 from attention_unet.predict import load_predictor
 
 SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+LARGE_TEXTURED = "29ea4f6eb454"  # the start of the id that tests/test_shipped_model.py's LARGE_TEXTURED names
 
 
 def main() -> None:
@@ -32,6 +33,8 @@ def main() -> None:
         records = data.load_records(SHARED / name)
         valid = data.select(records, data.default_split([r.id for r in records]), "valid")[:6]
         groups[name] = score_records(predictor, valid, "native", None)
+    large = [r for r in data.load_records(SHARED / "dsb2018" / "stage1_train.zip") if r.id.startswith(LARGE_TEXTURED)]
+    groups["large textured (DSB-2018)"] = score_records(predictor, large, "native", None)
     for name, rows in groups.items():
         f1, dsb = np.mean([r["f1"] for r in rows]), np.mean([r["dsb_score"] for r in rows])
         print(f"{name}: F1 {f1:.3f}, DSB score {dsb:.3f} ({len(rows)} images)")
