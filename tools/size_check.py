@@ -45,6 +45,8 @@ def main() -> None:
     parser.add_argument("--model", help="another model (torch engine; default: the shipped one, int8)")
     args = parser.parse_args()
     predictor = load_predictor(args.model, engine="torch" if args.model else "auto", scale="auto")
+    if args.shrink_above is None:  # the other rules are compared without the second look, on both arms
+        predictor = dataclasses.replace(predictor, shrink_above=0.0)
     if args.shrink_above is not None:
         if args.shrink_margin is None:
             parser.error("--shrink-above needs --shrink-margin")
