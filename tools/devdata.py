@@ -74,10 +74,19 @@ def main() -> None:
     parser.add_argument("--split", type=Path, help="a several-dataset split.json (a run's) instead")
     parser.add_argument("--out", type=Path, default=Path(".devdata"))
     parser.add_argument("--eight-bit", nargs="*", default=[], help="datasets (folder names) to store at 8 bits")
+    parser.add_argument(
+        "--write-split",
+        type=Path,
+        help="only write the default splits of --data, keyed as a run's split.json, to this file "
+        "(e.g. for tools/int8_calibration.py); pack nothing",
+    )
     args = parser.parse_args()
     if bool(args.data) == bool(args.split):
         parser.error("give --data or --split")
     splits = json.loads(args.split.read_text()) if args.split else default_splits(args.data)
+    if args.write_split:
+        args.write_split.write_text(json.dumps(splits, indent=1) + "\n")
+        return
     pack(splits, args.out, tuple(args.eight_bit))
 
 
