@@ -6,6 +6,8 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 
+from attention_unet.tiling import Runner
+
 ARCHIVE = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "dsb2018" / "stage1_train.zip"
 
 
@@ -77,3 +79,20 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("model")
     save_model(AttentionUNet(ModelConfig(width=4, depth=2)).eval(), folder, {"train": {"norm": "percentile"}})
     return folder
+
+
+def brightness_runner(batch: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+    """A stand-in network whose foreground probability is the normalised image's first channel."""
+    return batch[:, :1].astype(np.float32), []
+
+
+def sure_below(width: int, weak: float = 0.9) -> Runner:
+    """A stand-in network that reads brightness (:func:`brightness_runner`) and is sure of it only
+    on tiles at most ``width`` pixels wide: wider ones come out ``weak`` times as bright, as large
+    textured nuclei come out as weak fragments at full size."""
+
+    def run(batch: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+        probs, maps = brightness_runner(batch)
+        return probs * (1.0 if batch.shape[-1] <= width else weak), maps
+
+    return run

@@ -13,7 +13,7 @@ import zarr
 from attention_unet import blockwise, data
 from attention_unet.cli import main
 
-from .conftest import disks
+from .conftest import disks, sure_below
 
 SAMPLE = Path(data.SAMPLE_DIR) / "images"
 
@@ -120,8 +120,6 @@ def test_blockwise_takes_auto_scales_second_pass_as_the_whole_image_does(tmp_pat
     mosaic (here the whole 128-px image): the job's factor is the whole-image choice."""
     from attention_unet.predict import load_predictor
     from attention_unet.tiling import Predictor
-
-    from .test_predict import sure_below
 
     centres = [(y, x) for y in (24, 64, 104) for x in (24, 64, 104)]
     tifffile.imwrite(tmp_path / "disks.tif", (disks((128, 128), centres, 20) > 0).astype(np.uint8) * 200)

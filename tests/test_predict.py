@@ -21,7 +21,6 @@ from attention_unet.model import pretrained_path, save_model
 from attention_unet.settings import TTA_VIEWS, InferenceSettings
 from attention_unet.tiling import (
     Predictor,
-    Runner,
     factor_for_diameter,
     gaussian_weights,
     size_statistics,
@@ -29,7 +28,7 @@ from attention_unet.tiling import (
     torch_runner,
 )
 
-from .conftest import disks, synthetic, two_touching_boxes
+from .conftest import brightness_runner, disks, sure_below, synthetic, two_touching_boxes
 
 SHIPPED_SAMPLE_F1 = 0.920  # `attention-unet evaluate --split all` on the sample, resize256, when nuclei-v6 was shipped
 
@@ -355,11 +354,6 @@ def test_tta_views_must_be_a_known_set() -> None:
         load_predictor(None, tta_views=5)
 
 
-def brightness_runner(batch: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
-    """A stand-in network whose foreground probability is the normalised image's first channel."""
-    return batch[:, :1].astype(np.float32), []
-
-
 @pytest.mark.parametrize(("radius", "expected"), [(8, 1.0), (32, factor_for_diameter(64, 16)), (3, 16 / 6)])
 def test_auto_scale_brings_nuclei_to_the_learnt_size(radius: int, expected: float) -> None:
     centres = [
@@ -432,18 +426,6 @@ def test_many_fragments_beside_large_nuclei_count_as_fragments(
     )
     factor = predictor.auto_scale(image, data.normalisation_range(image, "percentile"))
     assert factor == pytest.approx(expected, rel=0.1)
-
-
-def sure_below(width: int, weak: float = 0.9) -> Runner:
-    """A stand-in network that reads brightness (:func:`brightness_runner`) and is sure of it only
-    on tiles at most ``width`` pixels wide: wider ones come out ``weak`` times as bright, as large
-    textured nuclei come out as weak fragments at full size."""
-
-    def run(batch: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
-        probs, maps = brightness_runner(batch)
-        return probs * (1.0 if batch.shape[-1] <= width else weak), maps
-
-    return run
 
 
 @pytest.mark.parametrize(
