@@ -96,3 +96,14 @@ def sure_below(width: int, weak: float = 0.9) -> Runner:
         return probs * (1.0 if batch.shape[-1] <= width else weak), maps
 
     return run
+
+
+def fragments_and_large_nuclei(specks: int, clumps: bool = False) -> np.ndarray:
+    """Two 64-px nuclei beside ``specks`` 10-px specks (the probe's view of textured nuclei); with
+    ``clumps`` each large nucleus is a cross of five 20-px discs instead (merged small nuclei)."""
+    labels = disks((256, 320), [(70, 70), (180, 90)], 32)
+    if clumps:
+        arms = [(0, 0), (-19, 0), (19, 0), (0, -19), (0, 19)]
+        labels = disks((256, 320), [(y + dy, x + dx) for y, x in [(70, 70), (180, 90)] for dy, dx in arms], 10)
+    centres = [(y, x) for y in range(12, 250, 20) for x in (180, 210, 240, 270, 300)][:specks]
+    return np.dstack([((labels + disks((256, 320), centres, 5)) > 0).astype(np.uint8) * 200] * 3)

@@ -13,7 +13,7 @@ import zarr
 from attention_unet import blockwise, data
 from attention_unet.cli import main
 
-from .conftest import disks, sure_below
+from .conftest import disks, fragments_and_large_nuclei, sure_below
 
 SAMPLE = Path(data.SAMPLE_DIR) / "images"
 
@@ -135,8 +135,8 @@ def test_blockwise_takes_auto_scales_second_pass_as_the_whole_image_does(tmp_pat
     )
     image = np.dstack([source.open()[:]] * 3)
     value_range = data.normalisation_range(image, "percentile")
-    factor, diameter = predictor.sizing(image, value_range)
-    assert job.scale == pytest.approx(predictor.choose_factor(image, value_range, factor, diameter)[0])
+    factor, diameter, large = predictor.sizing(image, value_range)
+    assert job.scale == pytest.approx(predictor.choose_factor(image, value_range, factor, diameter, large)[0])
     assert job.scale == pytest.approx(factor / 2 if width == 48 else factor)
 
 
@@ -263,3 +263,40 @@ def test_a_stack_or_a_bare_zarr_group_is_one_line(
     for name, message in (("bare.zarr", "multiscales"), ("stack.zarr", "stack")):
         code = main(["predict", str(tmp_path / name), "--model", str(tiny_model), "--out", str(tmp_path / "o")])
         assert code == 2 and message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("weak", [0.7, 1.0])
+def test_blockwise_takes_the_large_pieces_size_as_the_whole_image_does(tmp_path: Path, weak: float) -> None:
+    """Where the fragments rule is undecided, the choice between the median's and the large
+    pieces' size (``Predictor.choose_factor``) is made once, on the mosaic (the whole image here),
+    with the diameter it stands for: the job's factor is the whole-image choice."""
+    from attention_unet.predict import load_predictor
+    from attention_unet.tiling import Predictor, factor_for_diameter
+
+    tifffile.imwrite(tmp_path / "nuclei.tif", fragments_and_large_nuclei(3)[..., 0])
+    predictor = Predictor(
+        sure_below(200, weak),
+        "percentile",
+        tile=512,
+        scale=None,
+        min_area=1,
+        h=50,
+        fragments_ratio=2.0,
+        fragments_solidity=0.8,
+        fragments_by_confidence=True,
+    )
+    source = blockwise.open_lazy(tmp_path / "nuclei.tif")
+    job = blockwise.prepare(
+        source,
+        work=tmp_path / "work",
+        predictor=predictor,
+        loader=load_predictor,
+        recipe={},
+        settings=blockwise.BlockSettings(),
+    )
+    image = np.dstack([source.open()[:]] * 3)
+    value_range = data.normalisation_range(image, "percentile")
+    factor, diameter, large = predictor.sizing(image, value_range)
+    assert large is not None
+    assert job.scale == pytest.approx(predictor.choose_factor(image, value_range, factor, diameter, large)[0])
+    assert job.scale == pytest.approx(factor_for_diameter(large, 16) if weak < 1 else 1.0)

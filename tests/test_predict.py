@@ -28,7 +28,7 @@ from attention_unet.tiling import (
     torch_runner,
 )
 
-from .conftest import brightness_runner, disks, sure_below, synthetic, two_touching_boxes
+from .conftest import brightness_runner, disks, fragments_and_large_nuclei, sure_below, synthetic, two_touching_boxes
 
 SHIPPED_SAMPLE_F1 = 0.920  # `attention-unet evaluate --split all` on the sample, resize256, when nuclei-v6 was shipped
 
@@ -390,17 +390,6 @@ def test_size_statistics_see_the_nucleus_that_most_pixels_lie_in() -> None:
     assert size_statistics(np.array([]))["count"] == 0
 
 
-def fragments_and_large_nuclei(specks: int, clumps: bool = False) -> np.ndarray:
-    """Two 64-px nuclei beside ``specks`` 10-px specks (the probe's view of textured nuclei); with
-    ``clumps`` each large nucleus is a cross of five 20-px discs instead (merged small nuclei)."""
-    labels = disks((256, 320), [(70, 70), (180, 90)], 32)
-    if clumps:
-        arms = [(0, 0), (-19, 0), (19, 0), (0, -19), (0, 19)]
-        labels = disks((256, 320), [(y + dy, x + dx) for y, x in [(70, 70), (180, 90)] for dy, dx in arms], 10)
-    centres = [(y, x) for y in range(12, 250, 20) for x in (180, 210, 240, 270, 300)][:specks]
-    return np.dstack([((labels + disks((256, 320), centres, 5)) > 0).astype(np.uint8) * 200] * 3)
-
-
 @pytest.mark.parametrize(
     ("specks", "ratio", "clumps", "solidity", "expected"),
     [(40, 2.0, False, 0.8, factor_for_diameter(64, 16)), (40, 0.0, False, 0.8, 1.0), (10, 2.0, False, 0.8, 1.0)]
@@ -429,6 +418,68 @@ def test_many_fragments_beside_large_nuclei_count_as_fragments(
 
 
 @pytest.mark.parametrize(
+    ("specks", "zoom", "by_confidence", "offered"),
+    [(3, 1, True, True), (3, 1, False, False), (40, 1, True, False), (0, 1, True, False), (3, 4, True, False)],
+)
+def test_an_undecided_fragments_rule_offers_the_large_pieces_size(
+    specks: int, zoom: int, by_confidence: bool, offered: bool
+) -> None:
+    """Three specks beside two 64-px nuclei: too few pieces for the fragments rule to call the
+    specks fragments, so the median (a speck) stands, and with ``fragments_by_confidence`` the
+    large pieces' size is offered to :meth:`Predictor.choose_factor` beside it. With 40 specks the
+    rule decides (the large size, nothing offered); without specks the median is the large size;
+    four times larger, the median (40 px) asks to shrink already, and nothing is offered."""
+    image = fragments_and_large_nuclei(specks).repeat(zoom, 0).repeat(zoom, 1)
+    predictor = Predictor(
+        brightness_runner,
+        "percentile",
+        tile=128,
+        scale=None,
+        min_area=1,
+        h=50,
+        fragments_ratio=2.0,
+        fragments_solidity=0.8,
+        fragments_by_confidence=by_confidence,
+    )
+    factor, diameter, large = predictor.sizing(image, data.normalisation_range(image, "percentile"))
+    assert diameter is not None
+    assert diameter == pytest.approx((10 if specks == 3 else 64) * zoom, rel=0.1)
+    assert factor == pytest.approx(factor_for_diameter(diameter, 16))
+    assert (large is not None) == offered
+    if offered:
+        assert large == pytest.approx(64, rel=0.1)
+
+
+@pytest.mark.parametrize(("weak", "shrunk"), [(0.7, True), (1.0, False)])
+def test_auto_scale_keeps_the_large_pieces_size_where_its_nuclei_are_surer(weak: float, shrunk: bool) -> None:
+    """Three specks beside two 64-px nuclei, the fragments rule undecided: the image is also
+    predicted for 64-px nuclei (0.33x), and that prediction is kept when its instances are surer:
+    with a network that is weak on the whole image (as on textured nuclei cut into fragments), not
+    with one sure of it (the specks are small nuclei of their own: shrunk, their rims blur and they
+    lose confidence; the shrink margin of the half-size look plays no part)."""
+    image = fragments_and_large_nuclei(3)
+    value_range = data.normalisation_range(image, "percentile")
+    predictor = Predictor(
+        sure_below(200, weak),
+        "percentile",
+        tile=512,
+        scale=None,
+        min_area=1,
+        h=50,
+        fragments_ratio=2.0,
+        fragments_solidity=0.8,
+        fragments_by_confidence=True,
+        shrink_margin=0.5,
+    )
+    factor, diameter, large = predictor.sizing(image, value_range)
+    assert factor == 1.0 and large is not None
+    chosen, kept, (probs, _) = predictor.choose_factor(image, value_range, factor, diameter, large)
+    assert chosen == pytest.approx(factor_for_diameter(large, 16) if shrunk else 1.0)
+    assert kept == (large if shrunk else diameter)
+    assert predictor.probability(image) == pytest.approx(probs[0])  # what predict and evaluate get
+
+
+@pytest.mark.parametrize(
     ("width", "above", "margin", "shrunk"),
     [
         (48, 1.5, 0.01, True),
@@ -453,9 +504,9 @@ def test_auto_scale_keeps_the_half_size_pass_where_its_nuclei_are_surer(
     predictor = Predictor(
         sure_below(width), "percentile", tile=128, scale=None, min_area=1, shrink_above=above, shrink_margin=margin
     )
-    factor, diameter = predictor.sizing(image, value_range)
+    factor, diameter, large = predictor.sizing(image, value_range)
     assert factor == pytest.approx(factor_for_diameter(40, 16), rel=0.1) and 1.5 < diameter * factor / 16 < 2.0
-    chosen, (probs, _) = predictor.choose_factor(image, value_range, factor, diameter)
+    chosen, _, (probs, _) = predictor.choose_factor(image, value_range, factor, diameter, large)
     assert chosen == pytest.approx(factor / 2 if shrunk else factor)
     assert probs.shape == (1, 128, 128)
     inside = disks((128, 128), centres, 12) > 0  # away from the resampled rims

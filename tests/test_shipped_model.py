@@ -67,8 +67,8 @@ def test_large_textured_nuclei_are_predicted_at_half_auto_scales_factor(predicto
         pytest.skip(f"{archive} not present")
     (record,) = [r for r in data.load_records(archive) if r.id == LARGE_TEXTURED]
     value_range = data.normalisation_range(record.image, predictor.norm)
-    factor, diameter = predictor.sizing(record.image, value_range)
-    assert predictor.choose_factor(record.image, value_range, factor, diameter)[0] == pytest.approx(factor / 2)
+    factor, diameter, large = predictor.sizing(record.image, value_range)
+    assert predictor.choose_factor(record.image, value_range, factor, diameter, large)[0] == pytest.approx(factor / 2)
     got = mean_scores(score_records(predictor, [record], "native", None))
     f1, dsb = LARGE_TEXTURED_FLOOR
     assert got[0] >= f1 - MARGIN and got[1] >= dsb - MARGIN, got

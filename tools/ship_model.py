@@ -52,6 +52,11 @@ def main() -> None:
         help="auto scale also tries half its factor from nuclei this many times the target (0: off), tools/size_check.py",
     )
     parser.add_argument("--shrink-margin", type=float, default=InferenceSettings.shrink_margin)
+    parser.add_argument(
+        "--fragments-by-confidence",
+        action="store_true",
+        help="where the fragments rule is undecided, auto scale keeps the surer size, tools/size_check.py",
+    )
     parser.add_argument("--out", help="write here instead of into the package (a candidate to tune or compare)")
     parser.add_argument(
         "--int8-calibrate", nargs="+", metavar="INPUT", help="also write model.int8.onnx calibrated on these images"
@@ -78,6 +83,7 @@ def main() -> None:
         fragments_solidity=args.fragments_solidity,
         shrink_above=args.shrink_above,
         shrink_margin=args.shrink_margin,
+        fragments_by_confidence=args.fragments_by_confidence,
     )
     info["inference"] = settings.to_metadata()
     saved = save_model(model, args.out or pretrained_path().parent, info)

@@ -2,7 +2,9 @@
 fragments_solidity) against the median piece (the rule off), or with ``--ramp LOW HIGH`` its ramp
 (full correction from those multiples of the learnt size on, ``Predictor.auto_full``) against the
 old jump at the dead band's edges, or with ``--shrink-above A --shrink-margin M`` auto scale's
-second, smaller pass (``Predictor.choose_factor``) against none, on a split part ('all': every image),
+second, smaller pass (``Predictor.choose_factor``) against none, or with ``--by-confidence`` the
+large pieces' size tried where the fragments rule is undecided (``fragments_by_confidence``, the
+model's second look on both arms) against not, on a split part ('all': every image),
 where it matters: images on which the two choose different factors are predicted at both and
 scored (F1, DSB score); on the others the two predictions are the same image, so they add nothing
 to the difference. Prints, per dataset and zoom, how many images changed and the change of the
@@ -13,6 +15,7 @@ mean scores over all the part's images. The shipped model on its default engine 
         --fragments-ratio 2 --fragments-count 30 --fragments-solidity 0.85 --zooms 1 3 0.4
     python tools/size_check.py DATA... --split-file runs/nuclei-v4/split.json --ramp 0.3333 6 --zooms 1 3 0.25
     python tools/size_check.py DATA... --shrink-above 1.5 --shrink-margin 0.01 --zooms 1 2
+    python tools/size_check.py DATA... --by-confidence --zooms 1 2 3
 
 Without ``--split-file`` each dataset's default split (``data.default_split``).
 """
@@ -28,6 +31,20 @@ from size_probe import zoomed_record  # this folder's: the same zooms, capped th
 
 from attention_unet import data, metrics
 from attention_unet.predict import load_predictor
+from attention_unet.tiling import Predictor
+
+
+def chosen_factor(
+    predictor: Predictor, image: np.ndarray, value_range: tuple[float, float], probe: tuple[np.ndarray, float]
+) -> tuple[float, float | None]:
+    """(the factor, the diameter it stands for) that auto scale predicts the image at, from the
+    probe's instances (``Predictor.probe_labels``): with the second passes of ``choose_factor``
+    where its settings ask for them."""
+    diameter, large = predictor.probe_diameters(*probe)
+    factor = predictor.factor_of(diameter)
+    if predictor.tries_smaller(factor, diameter) or large is not None:
+        factor, diameter, _ = predictor.choose_factor(image, value_range, factor, diameter, large)
+    return factor, diameter
 
 
 def main() -> None:
@@ -41,13 +58,18 @@ def main() -> None:
     parser.add_argument("--ramp", type=float, nargs=2, metavar=("LOW", "HIGH"), help="the ramp against the jump")
     parser.add_argument("--shrink-above", type=float, help="the second pass against none (needs --shrink-margin)")
     parser.add_argument("--shrink-margin", type=float)
+    parser.add_argument("--by-confidence", action="store_true", help="fragments_by_confidence against not")
     parser.add_argument("--zooms", type=float, nargs="+", default=[1.0])
     parser.add_argument("--model", help="another model (torch engine; default: the shipped one, int8)")
     args = parser.parse_args()
     predictor = load_predictor(args.model, engine="torch" if args.model else "auto", scale="auto")
-    if args.shrink_above is None:  # the other rules are compared without the second look, on both arms
+    # each rule is compared without the ones that came after it, on both arms
+    predictor = dataclasses.replace(predictor, fragments_by_confidence=False)
+    if args.shrink_above is None and not args.by_confidence:
         predictor = dataclasses.replace(predictor, shrink_above=0.0)
-    if args.shrink_above is not None:
+    if args.by_confidence:
+        shipped, fitted = predictor, dataclasses.replace(predictor, fragments_by_confidence=True)
+    elif args.shrink_above is not None:
         if args.shrink_margin is None:
             parser.error("--shrink-above needs --shrink-margin")
         shipped = dataclasses.replace(predictor, shrink_above=0.0)
@@ -77,10 +99,7 @@ def main() -> None:
                 im, lab, _ = zoomed_record(record, zoom)
                 value_range = data.normalisation_range(im, shipped.norm)
                 probe = shipped.probe_labels(im, value_range, shipped.probe)  # one probe for both
-                factors = [p.scale_of_probe(*probe) for p in (shipped, fitted)]
-                diameters = [p.probe_diameter(*probe) for p in (shipped, fitted)]
-                if fitted.tries_smaller(factors[1], diameters[1]):
-                    factors[1] = fitted.choose_factor(im, value_range, factors[1], diameters[1])[0]
+                factors, diameters = zip(*(chosen_factor(p, im, value_range, probe) for p in (shipped, fitted)))
                 if abs(factors[0] - factors[1]) < 1e-3:
                     continue
                 scores = []

@@ -232,6 +232,7 @@ def load_predictor(
         fragments_solidity=settings.fragments_solidity,
         shrink_above=settings.shrink_above,
         shrink_margin=settings.shrink_margin,
+        fragments_by_confidence=settings.fragments_by_confidence,
     )
 
 

@@ -75,6 +75,11 @@ class InferenceSettings:
     # its instances' mean probability is higher by more than shrink_margin (Predictor.choose_factor)
     shrink_above: float = 0.0
     shrink_margin: float = 0.01
+    # where the fragments rule is undecided (the ratio test passes, the count or solidity test
+    # does not: few large nuclei, or dense tissue) and the median piece asks for no shrinking,
+    # auto scale also predicts at the factor the large pieces ask for and keeps the prediction
+    # whose instances are surer (Predictor.choose_factor)
+    fragments_by_confidence: bool = False
 
     @classmethod
     def from_metadata(cls, values: dict[str, Any]) -> InferenceSettings:
@@ -96,6 +101,7 @@ class InferenceSettings:
             "fragments_solidity": float,
             "shrink_above": float,
             "shrink_margin": float,
+            "fragments_by_confidence": bool,
         }
         known = {f.name for f in fields(cls)}
         try:

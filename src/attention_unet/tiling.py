@@ -194,6 +194,7 @@ class Predictor:
     shrink_above: float = InferenceSettings.shrink_above  # see choose_factor
     shrink_margin: float = InferenceSettings.shrink_margin
     shrink: float = 0.5  # choose_factor's second pass, relative to auto scale's factor
+    fragments_by_confidence: bool = InferenceSettings.fragments_by_confidence  # see choose_factor
 
     def __post_init__(self) -> None:
         check_tta_views(self.tta_views, "tta_views")  # every way in: load_predictor, Segmenter, replace()
@@ -235,28 +236,53 @@ class Predictor:
     def _probabilities(
         self, image: np.ndarray, value_range: tuple[float, float]
     ) -> tuple[np.ndarray, list[np.ndarray]]:
-        factor, diameter = self.sizing(image, value_range)
+        factor, diameter, large = self.sizing(image, value_range)
         height, width = image.shape[:2]
-        factor = min(factor, math.sqrt(self.max_pixels / (height * width)))
-        return self.choose_factor(image, value_range, factor, diameter)[1]
+        cap = math.sqrt(self.max_pixels / (height * width))
+        return self.choose_factor(image, value_range, min(factor, cap), diameter, large)[2]
 
     def choose_factor(
+        self,
+        image: np.ndarray,
+        value_range: tuple[float, float],
+        factor: float,
+        diameter: float | None,
+        large: float | None = None,
+    ) -> tuple[float, float | None, tuple[np.ndarray, list[np.ndarray]]]:
+        """(the factor the image is predicted at, the nucleus diameter it stands for, its
+        :meth:`probabilities` there), from auto scale's ``factor``, ``diameter`` and ``large``
+        (:meth:`sizing`). Where :meth:`tries_smaller`, the image is also predicted at ``shrink``
+        times the factor, and that prediction is kept when its instances are more confident
+        (:meth:`confidence`) by more than ``shrink_margin``: large textured nuclei that the ramp
+        leaves at 24-32 px come out as weak fragments, and whole and confident at half that size;
+        nuclei the network reads well lose confidence there. Where the probe's large pieces gave
+        ``large`` (the fragments rule undecided: :meth:`probe_diameters`), the image is also
+        predicted for nuclei of that size (with its own half-size look), and the surer of the two
+        is kept: few large textured nuclei, whose fragments the median read as nuclei of their
+        own and so left them unshrunk or even enlarged them, are surer shrunk; small nuclei beside
+        large ones lose confidence shrunk (MODEL.md)."""
+        chosen = self._surer_of_sizes(image, value_range, factor, diameter)
+        if large is None or abs(self.factor_of(large) - factor) < 1e-3:
+            return chosen[:3]
+        other = self._surer_of_sizes(image, value_range, self.factor_of(large), large)
+        sure = [c[3] if c[3] is not None else self.confidence(c[2][0]) for c in (chosen, other)]
+        return other[:3] if sure[1] > sure[0] else chosen[:3]
+
+    def _surer_of_sizes(
         self, image: np.ndarray, value_range: tuple[float, float], factor: float, diameter: float | None
-    ) -> tuple[float, tuple[np.ndarray, list[np.ndarray]]]:
-        """(the factor the image is predicted at, its :meth:`probabilities` there), from auto
-        scale's ``factor`` and ``diameter`` (:meth:`sizing`). Where :meth:`tries_smaller`, the image
-        is also predicted at ``shrink`` times the factor, and that prediction is kept when its
-        instances are more confident (:meth:`confidence`) by more than ``shrink_margin``: large
-        textured nuclei that the ramp leaves at 24-32 px come out as weak fragments, and whole
-        and confident at half that size; nuclei the network reads well lose confidence there."""
+    ) -> tuple[float, float | None, tuple[np.ndarray, list[np.ndarray]], float | None]:
+        """(factor, diameter, probabilities, their :meth:`confidence` when it was needed, else
+        None) of the image predicted at ``factor`` or, where :meth:`tries_smaller`, at ``shrink``
+        times it when that is surer by more than ``shrink_margin``."""
         result = self.predicted_at(image, value_range, factor, diameter)
         if not self.tries_smaller(factor, diameter):
-            return factor, result
+            return factor, diameter, result, None
         smaller = factor * self.shrink
         other = self.predicted_at(image, value_range, smaller, diameter)
-        if self.confidence(other[0]) > self.confidence(result[0]) + self.shrink_margin:
-            return smaller, other
-        return factor, result
+        sure, other_sure = self.confidence(result[0]), self.confidence(other[0])
+        if other_sure > sure + self.shrink_margin:
+            return smaller, diameter, other, other_sure
+        return factor, diameter, result, sure
 
     def tries_smaller(self, factor: float, diameter: float | None) -> bool:
         """Whether :meth:`choose_factor` also predicts at a smaller factor: under auto scale, when
@@ -337,13 +363,14 @@ class Predictor:
             return 0.0
         return self.stain_smoothing * min(1.0, (diameter or self.target_diameter) / self.target_diameter)
 
-    def sizing(self, image: np.ndarray, value_range: tuple[float, float]) -> tuple[float, float | None]:
+    def sizing(self, image: np.ndarray, value_range: tuple[float, float]) -> tuple[float, float | None, float | None]:
         """(the factor the image is predicted at, the typical nucleus's diameter in the image's
-        pixels when :meth:`auto_scale` measured it, else None)."""
+        pixels when :meth:`auto_scale` measured it, else None, and the large pieces' diameter
+        that :meth:`choose_factor` also tries, else None: :meth:`probe_diameters`)."""
         if self.scale is not None:
-            return self.scale, None
-        diameter = self.probe_diameter(*self.probe_labels(image, value_range, self.probe))
-        return self.factor_of(diameter), diameter
+            return self.scale, None, None
+        diameter, large = self.probe_diameters(*self.probe_labels(image, value_range, self.probe))
+        return self.factor_of(diameter), diameter, large
 
     def auto_scale(self, image: np.ndarray, value_range: tuple[float, float]) -> float:
         """The factor that brings the typical nucleus towards ``target_diameter``
@@ -369,19 +396,27 @@ class Predictor:
     def probe_diameter(self, labels: np.ndarray, pixel_area: float) -> float | None:
         """The typical nucleus's diameter (image pixels) that :meth:`auto_scale` reads off the
         probe's instances, or None when there are none."""
+        return self.probe_diameters(labels, pixel_area)[0]
+
+    def probe_diameters(self, labels: np.ndarray, pixel_area: float) -> tuple[float | None, float | None]:
+        """(:meth:`probe_diameter`, and the diameter of the piece the median foreground pixel lies
+        in where the fragments rule is undecided, else None): its ratio test passes but its count
+        or solidity test does not, the median piece asks for no shrinking (the image is left as it
+        is or enlarged) and ``fragments_by_confidence`` is on. Where the median asks to shrink
+        already, shrinking further for the large pieces lost on train and valid (MODEL.md)."""
         sizes = sizes_of(labels, pixel_area)
         if not sizes["count"]:
-            return None
-        diameter = sizes["median"]
-        fragmented = (
-            self.fragments_ratio > 0
-            and sizes["count"] >= self.fragments_count
-            and sizes["weighted"] >= self.fragments_ratio * diameter
-        )
+            return None, None
+        median, weighted = sizes["median"], sizes["weighted"]
+        if self.fragments_ratio <= 0 or weighted < self.fragments_ratio * median:
+            return median, None
         # solidity last: it traces the large pieces, so only on the images the other tests pick
-        if fragmented and large_solidity(labels, sizes["weighted"], pixel_area) >= self.fragments_solidity:
-            diameter = sizes["weighted"]
-        return diameter
+        if (
+            sizes["count"] >= self.fragments_count
+            and large_solidity(labels, weighted, pixel_area) >= self.fragments_solidity
+        ):
+            return weighted, None
+        return median, weighted if self.fragments_by_confidence and self.factor_of(median) >= 1 else None
 
     def factor_of(self, diameter: float | None) -> float:
         """Auto scale's factor for nuclei of this diameter (None, none found: 1)."""
