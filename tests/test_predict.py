@@ -419,7 +419,7 @@ def test_many_fragments_beside_large_nuclei_count_as_fragments(
 
 @pytest.mark.parametrize(
     ("specks", "zoom", "by_confidence", "offered"),
-    [(3, 1, True, True), (3, 1, False, False), (40, 1, True, False), (0, 1, True, False), (3, 4, True, False)],
+    [(3, 1, True, True), (3, 1, False, False), (40, 1, True, False), (0, 1, True, False), (3, 4, True, True)],
 )
 def test_an_undecided_fragments_rule_offers_the_large_pieces_size(
     specks: int, zoom: int, by_confidence: bool, offered: bool
@@ -427,8 +427,9 @@ def test_an_undecided_fragments_rule_offers_the_large_pieces_size(
     """Three specks beside two 64-px nuclei: too few pieces for the fragments rule to call the
     specks fragments, so the median (a speck) stands, and with ``fragments_by_confidence`` the
     large pieces' size is offered to :meth:`Predictor.choose_factor` beside it. With 40 specks the
-    rule decides (the large size, nothing offered); without specks the median is the large size;
-    four times larger, the median (40 px) asks to shrink already, and nothing is offered."""
+    rule decides (the large size, nothing offered); without specks the median is the large size.
+    Four times larger too (the median, 40 px, then shrinks the image already: see
+    :func:`test_auto_scale_keeps_the_large_pieces_size_where_its_nuclei_are_surer`)."""
     image = fragments_and_large_nuclei(specks).repeat(zoom, 0).repeat(zoom, 1)
     predictor = Predictor(
         brightness_runner,
@@ -447,7 +448,7 @@ def test_an_undecided_fragments_rule_offers_the_large_pieces_size(
     assert factor == pytest.approx(factor_for_diameter(diameter, 16))
     assert (large is not None) == offered
     if offered:
-        assert large == pytest.approx(64, rel=0.1)
+        assert large == pytest.approx(64 * zoom, rel=0.1)
 
 
 @pytest.mark.parametrize(("weak", "shrunk"), [(0.7, True), (1.0, False)])
@@ -477,6 +478,32 @@ def test_auto_scale_keeps_the_large_pieces_size_where_its_nuclei_are_surer(weak:
     assert chosen == pytest.approx(factor_for_diameter(large, 16) if shrunk else 1.0)
     assert kept == (large if shrunk else diameter)
     assert predictor.probability(image) == pytest.approx(probs[0])  # what predict and evaluate get
+
+
+def test_an_image_shrunk_already_is_not_shrunk_further_for_the_large_pieces() -> None:
+    """The same image four times larger: the median piece (40 px) shrinks it already, so it is
+    not predicted again for the large pieces (256 px), although the network is surer there (on
+    train and valid, shrinking further lost; MODEL.md)."""
+    image = fragments_and_large_nuclei(3).repeat(4, 0).repeat(4, 1)
+    value_range = data.normalisation_range(image, "percentile")
+    predictor = Predictor(  # sure of the quarter-size probe (320 px wide), weak on 512-px tiles
+        sure_below(400, 0.5),
+        "percentile",
+        tile=512,
+        scale=None,
+        probe=0.25,
+        min_area=1,
+        h=50,
+        fragments_ratio=2.0,
+        fragments_solidity=0.8,
+        fragments_by_confidence=True,
+    )
+    factor, diameter, large = predictor.sizing(image, value_range)
+    assert factor < 1 and large is not None
+    chosen, kept, (probs, _) = predictor.choose_factor(image, value_range, factor, diameter, large)
+    assert (chosen, kept) == (factor, diameter)
+    surer = predictor.predicted_at(image, value_range, factor_for_diameter(large, 16), large)[0]
+    assert predictor.confidence(surer) > predictor.confidence(probs) + 0.1
 
 
 @pytest.mark.parametrize(

@@ -76,9 +76,9 @@ class InferenceSettings:
     shrink_above: float = 0.0
     shrink_margin: float = 0.01
     # where the fragments rule is undecided (the ratio test passes, the count or solidity test
-    # does not: few large nuclei, or dense tissue) and the median piece asks for no shrinking,
-    # auto scale also predicts at the factor the large pieces ask for and keeps the prediction
-    # whose instances are surer (Predictor.choose_factor)
+    # does not: few large nuclei, or dense tissue) and the image would not be shrunk, auto scale
+    # also predicts at the factor the large pieces ask for and keeps the prediction whose
+    # instances are surer (Predictor.choose_factor)
     fragments_by_confidence: bool = False
 
     @classmethod

@@ -257,12 +257,14 @@ class Predictor:
         leaves at 24-32 px come out as weak fragments, and whole and confident at half that size;
         nuclei the network reads well lose confidence there. Where the probe's large pieces gave
         ``large`` (the fragments rule undecided: :meth:`probe_diameters`), the image is also
-        predicted for nuclei of that size (with its own half-size look), and the surer of the two
-        is kept: few large textured nuclei, whose fragments the median read as nuclei of their
-        own and so left them unshrunk or even enlarged them, are surer shrunk; small nuclei beside
-        large ones lose confidence shrunk (MODEL.md)."""
+        predicted for nuclei of that size (with its own half-size look) when the image would
+        otherwise not be shrunk, and the surer of the two is kept: few large textured nuclei,
+        whose fragments the median read as nuclei of their own and so left them unshrunk or even
+        enlarged them, are surer shrunk; small nuclei beside large ones lose confidence shrunk.
+        Where the image is shrunk already, shrinking it further for the large pieces lost on train
+        and valid (MODEL.md)."""
         chosen = self._surer_of_sizes(image, value_range, factor, diameter)
-        if large is None or abs(self.factor_of(large) - factor) < 1e-3:
+        if large is None or chosen[0] < 1 or abs(self.factor_of(large) - factor) < 1e-3:
             return chosen[:3]
         other = self._surer_of_sizes(image, value_range, self.factor_of(large), large)
         sure = [c[3] if c[3] is not None else self.confidence(c[2][0]) for c in (chosen, other)]
@@ -401,9 +403,7 @@ class Predictor:
     def probe_diameters(self, labels: np.ndarray, pixel_area: float) -> tuple[float | None, float | None]:
         """(:meth:`probe_diameter`, and the diameter of the piece the median foreground pixel lies
         in where the fragments rule is undecided, else None): its ratio test passes but its count
-        or solidity test does not, the median piece asks for no shrinking (the image is left as it
-        is or enlarged) and ``fragments_by_confidence`` is on. Where the median asks to shrink
-        already, shrinking further for the large pieces lost on train and valid (MODEL.md)."""
+        or solidity test does not, and ``fragments_by_confidence`` is on."""
         sizes = sizes_of(labels, pixel_area)
         if not sizes["count"]:
             return None, None
@@ -416,7 +416,7 @@ class Predictor:
             and large_solidity(labels, weighted, pixel_area) >= self.fragments_solidity
         ):
             return weighted, None
-        return median, weighted if self.fragments_by_confidence and self.factor_of(median) >= 1 else None
+        return median, weighted if self.fragments_by_confidence else None
 
     def factor_of(self, diameter: float | None) -> float:
         """Auto scale's factor for nuclei of this diameter (None, none found: 1)."""
