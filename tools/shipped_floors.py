@@ -1,6 +1,7 @@
 """The accuracy that tests/test_shipped_model.py pins: mean F1 and DSB score (native protocol, the
 model's own settings) per modality of the embedded sample, on TNBC's valid slide, on the first 6
-of BBBC039's valid images (the default split) and on DSB-2018's valid image of large textured nuclei.
+of BBBC039's valid images (the default split), on DSB-2018's valid image of large textured nuclei
+and on its valid image of few large nuclei.
 
     python tools/shipped_floors.py [MODEL] [--engine torch]
 """
@@ -17,7 +18,9 @@ from attention_unet.evaluate import score_records
 from attention_unet.predict import load_predictor
 
 SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
-LARGE_TEXTURED = "29ea4f6eb454"  # the start of the id that tests/test_shipped_model.py's LARGE_TEXTURED names
+# the starts of the ids that tests/test_shipped_model.py's LARGE_TEXTURED and FEW_LARGE name
+LARGE_TEXTURED = "29ea4f6eb454"
+FEW_LARGE = "1e488c42eb1a"
 
 
 def main() -> None:
@@ -33,8 +36,11 @@ def main() -> None:
         records = data.load_records(SHARED / name)
         valid = data.select(records, data.default_split([r.id for r in records]), "valid")[:6]
         groups[name] = score_records(predictor, valid, "native", None)
-    large = [r for r in data.load_records(SHARED / "dsb2018" / "stage1_train.zip") if r.id.startswith(LARGE_TEXTURED)]
-    groups["large textured (DSB-2018)"] = score_records(predictor, large, "native", None)
+    archive = data.load_records(SHARED / "dsb2018" / "stage1_train.zip")
+    for name, start in (("large textured", LARGE_TEXTURED), ("few large", FEW_LARGE)):
+        groups[f"{name} (DSB-2018)"] = score_records(
+            predictor, [r for r in archive if r.id.startswith(start)], "native", None
+        )
     for name, rows in groups.items():
         f1, dsb = np.mean([r["f1"] for r in rows]), np.mean([r["dsb_score"] for r in rows])
         print(f"{name}: F1 {f1:.3f}, DSB score {dsb:.3f} ({len(rows)} images)")
