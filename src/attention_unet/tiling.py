@@ -388,12 +388,7 @@ class Predictor:
         small pieces beside large convex nuclei that hold most of the foreground are fragments of
         those (textured tissue), not nuclei of their own; large pieces that are not convex are
         clumps of small nuclei that the half-size pass merged."""
-        return self.scale_of_probe(*self.probe_labels(image, value_range, self.probe))
-
-    def scale_of_probe(self, labels: np.ndarray, pixel_area: float) -> float:
-        """:meth:`auto_scale`'s factor from the probe's instances (:meth:`probe_labels`), so that
-        settings can be compared on one probe."""
-        return self.factor_of(self.probe_diameter(labels, pixel_area))
+        return self.factor_of(self.probe_diameter(*self.probe_labels(image, value_range, self.probe)))
 
     def probe_diameter(self, labels: np.ndarray, pixel_area: float) -> float | None:
         """The typical nucleus's diameter (image pixels) that :meth:`auto_scale` reads off the
