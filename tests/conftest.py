@@ -1,12 +1,13 @@
 """Shared fixtures: a tiny generated dataset in the flat layout, and the --runslow switch."""
 
 from pathlib import Path
+from typing import Any
 
 import imageio.v3 as iio
 import numpy as np
 import pytest
 
-from attention_unet.tiling import Runner
+from attention_unet.tiling import Predictor, Runner
 
 ARCHIVE = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "dsb2018" / "stage1_train.zip"
 
@@ -107,3 +108,11 @@ def fragments_and_large_nuclei(specks: int, clumps: bool = False) -> np.ndarray:
         labels = disks((256, 320), [(y + dy, x + dx) for y, x in [(70, 70), (180, 90)] for dy, dx in arms], 10)
     centres = [(y, x) for y in range(12, 250, 20) for x in (180, 210, 240, 270, 300)][:specks]
     return np.dstack([((labels + disks((256, 320), centres, 5)) > 0).astype(np.uint8) * 200] * 3)
+
+
+def fragments_predictor(runner: Runner, **settings: Any) -> Predictor:
+    """A Predictor for :func:`fragments_and_large_nuclei`: auto scale with the fragments rule on
+    (ratio 2, solidity 0.8), no watershed cuts (h 50, so a clump stays one non-convex piece) and
+    nothing dropped for size; ``settings`` replace or add to these."""
+    defaults = {"tile": 128, "scale": None, "min_area": 1, "h": 50, "fragments_ratio": 2.0, "fragments_solidity": 0.8}
+    return Predictor(runner, "percentile", **(defaults | settings))

@@ -13,7 +13,7 @@ import zarr
 from attention_unet import blockwise, data
 from attention_unet.cli import main
 
-from .conftest import disks, fragments_and_large_nuclei, sure_below
+from .conftest import disks, fragments_and_large_nuclei, fragments_predictor, sure_below
 
 SAMPLE = Path(data.SAMPLE_DIR) / "images"
 
@@ -114,20 +114,16 @@ def test_blockwise_smooths_sharp_stained_tissue_as_the_whole_image_does(tmp_path
     assert (best_iou(whole, plain) >= 0.9).mean() < 0.9
 
 
-@pytest.mark.parametrize("width", [48, 200])
-def test_blockwise_takes_auto_scales_second_pass_as_the_whole_image_does(tmp_path: Path, width: int) -> None:
-    """The half-size pass of auto scale (``Predictor.choose_factor``) is decided once, on the
-    mosaic (here the whole 128-px image): the job's factor is the whole-image choice."""
+def scale_on_mosaic_and_whole(path: Path, predictor) -> tuple[float, tuple[float, float | None, float | None]]:
+    """(the factor that ``blockwise.prepare`` gives the job for the one-channel image at ``path``,
+    the whole image's ``Predictor.sizing``), after checking that the job's factor is the one
+    ``Predictor.choose_factor`` picks on the whole image."""
     from attention_unet.predict import load_predictor
-    from attention_unet.tiling import Predictor
 
-    centres = [(y, x) for y in (24, 64, 104) for x in (24, 64, 104)]
-    tifffile.imwrite(tmp_path / "disks.tif", (disks((128, 128), centres, 20) > 0).astype(np.uint8) * 200)
-    predictor = Predictor(sure_below(width), "percentile", tile=128, scale=None, min_area=1, shrink_above=1.5)
-    source = blockwise.open_lazy(tmp_path / "disks.tif")
+    source = blockwise.open_lazy(path)
     job = blockwise.prepare(
         source,
-        work=tmp_path / "work",
+        work=path.parent / "work",
         predictor=predictor,
         loader=load_predictor,
         recipe={},
@@ -135,9 +131,22 @@ def test_blockwise_takes_auto_scales_second_pass_as_the_whole_image_does(tmp_pat
     )
     image = np.dstack([source.open()[:]] * 3)
     value_range = data.normalisation_range(image, "percentile")
-    factor, diameter, large = predictor.sizing(image, value_range)
-    assert job.scale == pytest.approx(predictor.choose_factor(image, value_range, factor, diameter, large)[0])
-    assert job.scale == pytest.approx(factor / 2 if width == 48 else factor)
+    sizing = predictor.sizing(image, value_range)
+    assert job.scale == pytest.approx(predictor.choose_factor(image, value_range, *sizing)[0])
+    return job.scale, sizing
+
+
+@pytest.mark.parametrize("width", [48, 200])
+def test_blockwise_takes_auto_scales_second_pass_as_the_whole_image_does(tmp_path: Path, width: int) -> None:
+    """The half-size pass of auto scale (``Predictor.choose_factor``) is decided once, on the
+    mosaic (here the whole 128-px image): the job's factor is the whole-image choice."""
+    from attention_unet.tiling import Predictor
+
+    centres = [(y, x) for y in (24, 64, 104) for x in (24, 64, 104)]
+    tifffile.imwrite(tmp_path / "disks.tif", (disks((128, 128), centres, 20) > 0).astype(np.uint8) * 200)
+    predictor = Predictor(sure_below(width), "percentile", tile=128, scale=None, min_area=1, shrink_above=1.5)
+    scale, (factor, _, _) = scale_on_mosaic_and_whole(tmp_path / "disks.tif", predictor)
+    assert scale == pytest.approx(factor / 2 if width == 48 else factor)
 
 
 def test_blockwise_outlines_are_those_of_the_stitched_labels(tmp_path: Path) -> None:
@@ -270,33 +279,10 @@ def test_blockwise_takes_the_large_pieces_size_as_the_whole_image_does(tmp_path:
     """Where the fragments rule is undecided, the choice between the median's and the large
     pieces' size (``Predictor.choose_factor``) is made once, on the mosaic (the whole image here),
     with the diameter it stands for: the job's factor is the whole-image choice."""
-    from attention_unet.predict import load_predictor
-    from attention_unet.tiling import Predictor, factor_for_diameter
+    from attention_unet.tiling import factor_for_diameter
 
     tifffile.imwrite(tmp_path / "nuclei.tif", fragments_and_large_nuclei(3)[..., 0])
-    predictor = Predictor(
-        sure_below(200, weak),
-        "percentile",
-        tile=512,
-        scale=None,
-        min_area=1,
-        h=50,
-        fragments_ratio=2.0,
-        fragments_solidity=0.8,
-        fragments_by_confidence=True,
-    )
-    source = blockwise.open_lazy(tmp_path / "nuclei.tif")
-    job = blockwise.prepare(
-        source,
-        work=tmp_path / "work",
-        predictor=predictor,
-        loader=load_predictor,
-        recipe={},
-        settings=blockwise.BlockSettings(),
-    )
-    image = np.dstack([source.open()[:]] * 3)
-    value_range = data.normalisation_range(image, "percentile")
-    factor, diameter, large = predictor.sizing(image, value_range)
+    predictor = fragments_predictor(sure_below(200, weak), tile=512, fragments_by_confidence=True)
+    scale, (_, _, large) = scale_on_mosaic_and_whole(tmp_path / "nuclei.tif", predictor)
     assert large is not None
-    assert job.scale == pytest.approx(predictor.choose_factor(image, value_range, factor, diameter, large)[0])
-    assert job.scale == pytest.approx(factor_for_diameter(large, 16) if weak < 1 else 1.0)
+    assert scale == pytest.approx(factor_for_diameter(large, 16) if weak < 1 else 1.0)

@@ -28,7 +28,15 @@ from attention_unet.tiling import (
     torch_runner,
 )
 
-from .conftest import brightness_runner, disks, fragments_and_large_nuclei, sure_below, synthetic, two_touching_boxes
+from .conftest import (
+    brightness_runner,
+    disks,
+    fragments_and_large_nuclei,
+    fragments_predictor,
+    sure_below,
+    synthetic,
+    two_touching_boxes,
+)
 
 SHIPPED_SAMPLE_F1 = 0.920  # `attention-unet evaluate --split all` on the sample, resize256, when nuclei-v6 was shipped
 
@@ -403,16 +411,7 @@ def test_many_fragments_beside_large_nuclei_count_as_fragments(
     are clumps (not convex), the median (a speck, inside the range left alone) keeps scale 1; clumps
     pass for nuclei only with the solidity test off."""
     image = fragments_and_large_nuclei(specks, clumps)
-    predictor = Predictor(  # h 50: no watershed cuts, so a clump stays one non-convex piece
-        brightness_runner,
-        "percentile",
-        tile=128,
-        scale=None,
-        min_area=1,
-        h=50,
-        fragments_ratio=ratio,
-        fragments_solidity=solidity,
-    )
+    predictor = fragments_predictor(brightness_runner, fragments_ratio=ratio, fragments_solidity=solidity)
     factor = predictor.auto_scale(image, data.normalisation_range(image, "percentile"))
     assert factor == pytest.approx(expected, rel=0.1)
 
@@ -431,17 +430,7 @@ def test_an_undecided_fragments_rule_offers_the_large_pieces_size(
     Four times larger too (the median, 40 px, then shrinks the image already: see
     :func:`test_auto_scale_keeps_the_large_pieces_size_where_its_nuclei_are_surer`)."""
     image = fragments_and_large_nuclei(specks).repeat(zoom, 0).repeat(zoom, 1)
-    predictor = Predictor(
-        brightness_runner,
-        "percentile",
-        tile=128,
-        scale=None,
-        min_area=1,
-        h=50,
-        fragments_ratio=2.0,
-        fragments_solidity=0.8,
-        fragments_by_confidence=by_confidence,
-    )
+    predictor = fragments_predictor(brightness_runner, fragments_by_confidence=by_confidence)
     factor, diameter, large = predictor.sizing(image, data.normalisation_range(image, "percentile"))
     assert diameter is not None
     assert diameter == pytest.approx((10 if specks == 3 else 64) * zoom, rel=0.1)
@@ -460,18 +449,7 @@ def test_auto_scale_keeps_the_large_pieces_size_where_its_nuclei_are_surer(weak:
     lose confidence; the shrink margin of the half-size look plays no part)."""
     image = fragments_and_large_nuclei(3)
     value_range = data.normalisation_range(image, "percentile")
-    predictor = Predictor(
-        sure_below(200, weak),
-        "percentile",
-        tile=512,
-        scale=None,
-        min_area=1,
-        h=50,
-        fragments_ratio=2.0,
-        fragments_solidity=0.8,
-        fragments_by_confidence=True,
-        shrink_margin=0.5,
-    )
+    predictor = fragments_predictor(sure_below(200, weak), tile=512, fragments_by_confidence=True, shrink_margin=0.5)
     factor, diameter, large = predictor.sizing(image, value_range)
     assert factor == 1.0 and large is not None
     chosen, kept, (probs, _) = predictor.choose_factor(image, value_range, factor, diameter, large)
@@ -486,17 +464,8 @@ def test_an_image_shrunk_already_is_not_shrunk_further_for_the_large_pieces() ->
     train and valid, shrinking further lost; MODEL.md)."""
     image = fragments_and_large_nuclei(3).repeat(4, 0).repeat(4, 1)
     value_range = data.normalisation_range(image, "percentile")
-    predictor = Predictor(  # sure of the quarter-size probe (320 px wide), weak on 512-px tiles
-        sure_below(400, 0.5),
-        "percentile",
-        tile=512,
-        scale=None,
-        probe=0.25,
-        min_area=1,
-        h=50,
-        fragments_ratio=2.0,
-        fragments_solidity=0.8,
-        fragments_by_confidence=True,
+    predictor = fragments_predictor(  # sure of the quarter-size probe (320 px wide), weak on 512-px tiles
+        sure_below(400, 0.5), tile=512, probe=0.25, fragments_by_confidence=True
     )
     factor, diameter, large = predictor.sizing(image, value_range)
     assert factor < 1 and large is not None

@@ -41,10 +41,7 @@ def chosen_factor(
     probe's instances (``Predictor.probe_labels``): with the second passes of ``choose_factor``
     where its settings ask for them."""
     diameter, large = predictor.probe_diameters(*probe)
-    factor = predictor.factor_of(diameter)
-    if predictor.tries_smaller(factor, diameter) or large is not None:
-        factor, diameter, _ = predictor.choose_factor(image, value_range, factor, diameter, large)
-    return factor, diameter
+    return predictor.chosen_size(image, value_range, predictor.factor_of(diameter), diameter, large)
 
 
 def main() -> None:

@@ -488,9 +488,8 @@ def prepare(
     # a block whose edge is a multiple of the stride, so each block's first sampled pixel is its first
     step = data.sample_step(*source.shape_yx)
     value_range = data.range_of_sample(strided_sample(source, step * max(1, 1024 // step)), predictor.norm)
-    scale, diameter, large = predictor.sizing(mosaic, value_range)
-    if predictor.tries_smaller(scale, diameter) or large is not None:  # decided on the mosaic, as auto scale is
-        scale, diameter, _ = predictor.choose_factor(mosaic, value_range, scale, diameter, large)
+    # decided on the mosaic, as auto scale is
+    scale, diameter = predictor.chosen_size(mosaic, value_range, *predictor.sizing(mosaic, value_range))
     _, smoothing = predictor.network_view(mosaic, value_range, scale, diameter)
     job = Job(
         source,

@@ -270,6 +270,20 @@ class Predictor:
         sure = [c[3] if c[3] is not None else self.confidence(c[2][0]) for c in (chosen, other)]
         return other[:3] if sure[1] > sure[0] else chosen[:3]
 
+    def chosen_size(
+        self,
+        image: np.ndarray,
+        value_range: tuple[float, float],
+        factor: float,
+        diameter: float | None,
+        large: float | None = None,
+    ) -> tuple[float, float | None]:
+        """:meth:`choose_factor`'s factor and diameter, without predicting where it has nothing to
+        choose (most images): the factor decided on a sample (block-wise prediction's mosaic)."""
+        if self.tries_smaller(factor, diameter) or large is not None:
+            factor, diameter, _ = self.choose_factor(image, value_range, factor, diameter, large)
+        return factor, diameter
+
     def _surer_of_sizes(
         self, image: np.ndarray, value_range: tuple[float, float], factor: float, diameter: float | None
     ) -> tuple[float, float | None, tuple[np.ndarray, list[np.ndarray]], float | None]:
