@@ -46,6 +46,21 @@ def test_train_writes_a_complete_run_folder(run_dir: Path) -> None:
     assert info["model"]["width"] == 4 and info["train"]["loss"] == "bce+dice"
 
 
+def test_evaluate_scores_every_image_of_a_folder_too_small_to_split(
+    tiny_model: Path, tiny_dataset: Path, tmp_path: Path, capsys
+) -> None:
+    few = tmp_path / "few"
+    for kind in ("images", "masks"):
+        (few / kind).mkdir(parents=True)
+        for name in ("img00.png", "img01.png", "img02.png"):
+            (few / kind / name).write_bytes((tiny_dataset / kind / name).read_bytes())
+    args = ["evaluate", "--model", str(tiny_model), "--data", str(few), "--no-strips", "--json"]
+    assert main([*args, "--split", "all", "--out", str(tmp_path / "all")]) == 0
+    assert json.loads(capsys.readouterr().out)["n_images"] == 3
+    assert main([*args, "--split", "test", "--out", str(tmp_path / "test")]) == 2  # a part needs a split
+    assert "need at least 5 images" in capsys.readouterr().err
+
+
 def test_evaluate_prints_the_table_and_writes_scores(run_dir: Path, tiny_dataset: Path, tmp_path: Path, capsys) -> None:
     assert (
         main(["evaluate", "--model", str(run_dir), "--data", str(tiny_dataset), "--out", str(tmp_path), "--json"]) == 0

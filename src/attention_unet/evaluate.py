@@ -140,7 +140,12 @@ def evaluate(
         raise InputError(f"--zoom must be a positive factor, not {zoom}")
     data_path = data_path or data.default_data()
     records = data.load_records(data_path)
-    chosen = data.select(records, choose_split(model, data_path, records, split_file), split)
+    # 'all' needs no split, so a user's own handful of annotated images (fewer than a split's 5) scores
+    chosen = (
+        list(records)
+        if split == "all"
+        else data.select(records, choose_split(model, data_path, records, split_file), split)
+    )
     if not chosen:
         raise InputError(f"{data_path}: the '{split}' part is empty")
     predictor = load_predictor(
