@@ -32,7 +32,7 @@ def test_batchnorm_folding_keeps_the_function(trained_like: AttentionUNet) -> No
         torch.testing.assert_close(folded(x), trained_like(x), atol=1e-4, rtol=1e-4)
 
 
-@pytest.mark.parametrize("size", [(64, 64), (45, 61), (130, 97), (9, 13)])
+@pytest.mark.parametrize("size", [(64, 64), (45, 61), (130, 97), (9, 13), (4, 13), (13, 3), (3, 3)])
 def test_onnx_probabilities_match_torch(trained_like: AttentionUNet, tmp_path: Path, size: tuple[int, int]) -> None:
     path = export_onnx(trained_like, tmp_path / "m.onnx")
     x = torch.rand(2, 3, *size)

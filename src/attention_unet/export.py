@@ -149,9 +149,17 @@ def onnx_runner(path: str | Path) -> Callable[[np.ndarray], tuple[np.ndarray, li
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    multiple = 2 ** int(onnx_info(path)["model"]["depth"])
 
     def run(batch: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
-        logits = session.run(None, {"image": batch.astype(np.float32, copy=False)})[0]
+        # the traced graph reflect-pads to a multiple of 2**depth, which fails where the padding
+        # reaches the side (an image 8 px high at depth 4); there the eager model replicates the
+        # edge instead (AttentionUNet._run), so the same padding is done here, before the graph
+        height, width = batch.shape[-2:]
+        pad_h, pad_w = (-height) % multiple, (-width) % multiple
+        if pad_h >= height or pad_w >= width:
+            batch = np.pad(batch, ((0, 0), (0, 0), (0, pad_h), (0, pad_w)), mode="edge")
+        logits = session.run(None, {"image": batch.astype(np.float32, copy=False)})[0][..., :height, :width]
         return 1.0 / (1.0 + np.exp(-logits)), []
 
     return run
