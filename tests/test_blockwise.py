@@ -172,6 +172,16 @@ def test_blockwise_outlines_are_those_of_the_stitched_labels(tmp_path: Path) -> 
         assert feature["properties"]["measurements"]["area"] == (labels == label).sum()
 
 
+@pytest.mark.parametrize("shape", [(600, 700), (5, 5)])
+def test_an_image_without_nuclei_gives_empty_labels_block_wise(tmp_path: Path, shape: tuple[int, int]) -> None:
+    tifffile.imwrite(tmp_path / "blank.tif", np.full(shape, 20, np.uint8))
+    args = ["predict", str(tmp_path / "blank.tif"), "--scale", "1", "--no-tta", "--out", str(tmp_path / "out")]
+    assert main([*args, "--blockwise", "always", "--block-size", "256"]) == 0
+    labels = read_zarr_labels(tmp_path / "out" / "blank_labels.zarr")
+    assert labels.shape == shape and not labels.any()
+    assert len((tmp_path / "out" / "blank_nuclei.csv").read_text().splitlines()) == 1  # the header alone
+
+
 def test_a_dask_cluster_gives_the_labels_of_the_local_run(tmp_path: Path) -> None:
     pytest.importorskip("distributed")
     from distributed import LocalCluster

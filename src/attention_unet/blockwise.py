@@ -383,7 +383,8 @@ def relabel_block(job: Job, y: int, x: int, kept: np.ndarray) -> None:
     y0, y1, x0, x1 = job.core(y, x)
     ids = np.asarray(zarr.open_array(Path(job.work) / "ids.zarr", mode="r")[y0:y1, x0:x1])
     rank = np.searchsorted(kept, ids)
-    found = (rank < len(kept)) & (kept[np.minimum(rank, len(kept) - 1)] == ids) & (ids > 0)
+    # a 0 after the last kept identity: ranks past the end (and an image without nuclei) find none
+    found = (np.append(kept, 0).astype(kept.dtype)[rank] == ids) & (ids > 0)
     out = zarr.open_array(Path(job.work) / "labels.zarr" / "0", mode="r+")
     out[y0:y1, x0:x1] = np.where(found, rank + 1, 0).astype(out.dtype)
     _done(job.marker("labels", y, x))
