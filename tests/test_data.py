@@ -144,6 +144,24 @@ def test_resized_labels_stay_on_the_resized_image(factor: float) -> None:
     np.testing.assert_allclose(centre_of[1], centre_of[0], atol=0.1)
 
 
+@pytest.mark.parametrize("dtype", ["uint8", "int8", "uint16", "int16", "uint32", "int32", "uint64", "int64", "float16"])
+def test_every_integer_and_float_type_resizes_and_keeps_its_type(dtype: str) -> None:
+    """OpenCV resizes only some pixel types; an int64 array (numpy's default integer) or a uint32
+    TIFF failed with OpenCV's assertion instead of being segmented."""
+    image = np.arange(12 * 16).reshape(12, 16).astype(dtype) % 100
+    for nearest in (False, True):
+        out = data.resize(image, (6, 8), nearest=nearest)
+        assert out.shape == (6, 8) and out.dtype == image.dtype
+    np.testing.assert_array_equal(data.resize(image, (24, 32), nearest=True)[::2, ::2], image)
+    big = np.array([[2**40 + 1, 7], [7, 2**40 + 1]], np.int64)  # labels beyond float32's integers
+    assert set(np.unique(data.resize(big, (4, 4), nearest=True))) == {7, 2**40 + 1}
+
+
+def test_an_empty_array_is_named_not_an_index_error() -> None:
+    with pytest.raises(InputError, match=r"x.tif: the image is empty \(shape \(0, 10\)\)"):
+        data.to_rgb(np.zeros((0, 10), np.uint8), "x.tif")
+
+
 def test_modality_rules() -> None:
     dark = np.zeros((8, 8, 3), np.uint8)
     bright = np.full((8, 8, 3), 200, np.uint8)

@@ -83,6 +83,8 @@ def to_rgb(image: np.ndarray, name: str = "image") -> np.ndarray:
     >>> to_rgb(np.array([[np.nan, 1.0], [np.inf, 3.0]]))[..., 0].tolist()
     [[1.0, 1.0], [3.0, 3.0]]
     """
+    if image.size == 0:
+        raise InputError(f"{name}: the image is empty (shape {image.shape})")
     if image.dtype == bool:
         image = image.astype(np.uint8) * 255
     elif np.iscomplexobj(image) or not (
@@ -452,9 +454,11 @@ def resize(array: np.ndarray, size: tuple[int, int], nearest: bool = False) -> n
     if array.shape[:2] == tuple(size):
         return array
     interp = cv2.INTER_NEAREST_EXACT if nearest else cv2.INTER_LINEAR
-    src = array.astype(np.float32) if array.dtype == np.int32 else array
-    out = cv2.resize(src, (size[1], size[0]), interpolation=interp)
-    return out.astype(array.dtype) if array.dtype == np.int32 else out
+    # OpenCV resizes these types only; the others (int64 from numpy arithmetic, uint32 and int8
+    # TIFFs, float16, int32 labels) go through float64, exact for every integer below 2**53
+    native = array.dtype in (np.uint8, np.uint16, np.int16, np.float32, np.float64)
+    out = cv2.resize(array if native else array.astype(np.float64), (size[1], size[0]), interpolation=interp)
+    return out if native else out.astype(array.dtype)
 
 
 def protocol_view(record: Record, protocol: str) -> tuple[np.ndarray, np.ndarray]:
