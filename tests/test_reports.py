@@ -3,9 +3,11 @@ Chromium, no network): loaded without console errors, their sections in the DOM,
 
 from __future__ import annotations
 
+import html
 import shutil
 import subprocess
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 import imageio.v3 as iio
 import numpy as np
@@ -84,12 +86,32 @@ def test_each_report_renders_in_a_real_browser(
     assert picture.shape[0] > 100 and picture[..., :3].std() > 10  # not a blank page
 
 
+def links(page: Path) -> list[str]:
+    """Every src= and href= of a page as the browser resolves it: HTML-unescaped, then a relative
+    URL's path (what a '#' or '?' starts is not part of it), percent-decoded; anchors and data as they are."""
+    raw = [
+        html.unescape(part[1 : part.index(part[0], 1)])
+        for link in ("src=", "href=")
+        for part in page.read_text().split(link)[1:]
+    ]
+    return [r if r.startswith(("#", "data:")) else unquote(urlsplit(r).path) for r in raw]
+
+
 def test_reports_need_no_network(reports: dict[str, Path]) -> None:
     """Everything is inline or a relative file: no http(s) URL is fetched."""
     for page in reports.values():
         text = page.read_text()
         assert "http://" not in text.replace("http://www.w3.org", "") and "https://" not in text
-        for link in ("src=", "href="):
-            for part in text.split(link)[1:]:
-                target = part[1 : part.index(part[0], 1)]
-                assert target.startswith(("#", "data:")) or (page.parent / target).exists() or "svg" in target, target
+        for target in links(page):
+            assert target.startswith(("#", "data:")) or (page.parent / target).exists() or "svg" in target, target
+
+
+def test_links_reach_files_whose_names_hold_url_characters(tiny_model: Path, tmp_path: Path) -> None:
+    """'#' starts a URL's fragment and '%' an escape: a file 'well #1 50%.png' gave a broken thumbnail."""
+    (tmp_path / "in").mkdir()
+    for name in ("well #1 50%.png", "a&b?.png"):
+        iio.imwrite(tmp_path / "in" / name, np.full((40, 40), 60, np.uint8))
+    assert main(["predict", str(tmp_path / "in"), "--model", str(tiny_model), "--out", str(tmp_path / "out")]) == 0
+    overlays = [t for t in links(tmp_path / "out" / "index.html") if t.endswith("_overlay.png")]
+    assert sorted(set(overlays)) == ["a&b?_overlay.png", "well #1 50%_overlay.png"]
+    assert all((tmp_path / "out" / t).is_file() for t in overlays)

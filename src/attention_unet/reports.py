@@ -16,6 +16,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 1.5em; color: #222; max-width: 1400px; }
@@ -57,6 +58,16 @@ def page(title: str, body: str) -> str:
     )
 
 
+def url(path: str) -> str:
+    """A relative file path as an HTML attribute: percent-encoded (a '#' or '%' in a file name
+    would otherwise cut or garble the link), then HTML-escaped.
+
+    >>> url("well #1 50%.png")
+    'well%20%231%2050%25.png'
+    """
+    return html.escape(quote(path))
+
+
 def table(
     columns: Sequence[str], rows: Sequence[Sequence[Any]], sortable: bool = True, row_ids: Sequence[str] | None = None
 ) -> str:
@@ -69,7 +80,7 @@ def table(
         for value in row:
             if isinstance(value, tuple):
                 text, href = value
-                cells.append(f'<td><a href="{html.escape(href)}">{html.escape(str(text))}</a></td>')
+                cells.append(f'<td><a href="{url(href)}">{html.escape(str(text))}</a></td>')
             elif isinstance(value, float):
                 cells.append(f'<td data-value="{value!r}">{value:.3f}</td>')
             else:
@@ -145,7 +156,7 @@ def evaluate_report(
     parts.append(f"<h2>The {len(ranked)} worst images (by DSB score)</h2>")
     for r in ranked:
         caption = f"{r['id']}: F1 {r['f1']:.3f}, DSB score {r['dsb_score']:.3f}, {r['modality']}"
-        image = f'<img src="strips/{html.escape(r["id"])}.png" alt="{html.escape(r["id"])}">' if strips else ""
+        image = f'<img src="{url("strips/" + r["id"] + ".png")}" alt="{html.escape(r["id"])}">' if strips else ""
         parts.append(f'<div class="strip"><p>{html.escape(caption)} (image | truth | prediction)</p>{image}</div>')
     columns = ["id", "modality", "height", "width", "f1", "jaccard", "recall", "precision", "dsb_score"]
     parts.append("<h2>Every image (click a column to sort)</h2>")
@@ -171,7 +182,7 @@ def predict_index(out: Path, rows: list[dict[str, Any]]) -> str:
         overlay = f"{stem}_overlay.png"
         plane = f" plane {row['plane']}" if row.get("plane", "") != "" else ""
         picture = (
-            f'<a href="{html.escape(overlay)}"><img src="{html.escape(overlay)}" alt="{html.escape(stem)}" loading="lazy"></a>'
+            f'<a href="{url(overlay)}"><img src="{url(overlay)}" alt="{html.escape(stem)}" loading="lazy"></a>'
             if (out / overlay).is_file()
             else '<div class="stack">stack: see the labels TIFF</div>'
         )
