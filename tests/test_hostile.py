@@ -174,6 +174,11 @@ def test_6_the_users_own_files_are_never_replaced_nor_taken_for_inputs(
     for _ in range(2):  # the second run sees its own outputs and leaves them out
         assert main(["predict", str(folder), "--out", str(folder), "--model", str(tiny_model)]) == 0
     assert not list(folder.glob("*_mask_mask*")) and (folder / "a_mask.png").is_file()
+    # a run into another folder leaves them out too (they are listed where they were written)
+    capsys.readouterr()
+    assert main(["predict", str(folder), "--out", str(tmp_path / "elsewhere"), "--model", str(tiny_model)]) == 0
+    assert sorted(p.name for p in (tmp_path / "elsewhere").glob("*_labels.tif")) == ["a_labels.tif"]
+    assert "left out 3 file(s) that earlier attention-unet runs wrote" in capsys.readouterr().err
 
 
 def test_7_inputs_sharing_a_stem_get_distinct_outputs(tmp_path: Path, tiny_model: Path) -> None:

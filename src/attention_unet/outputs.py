@@ -17,6 +17,21 @@ from .errors import InputError
 MANIFEST = ".attention-unet-outputs"
 
 
+def written_by_a_run(path: Path, manifests: dict[Path, set[str]] | None = None) -> bool:
+    """Whether an output folder at or above ``path``'s folder lists it as a file an earlier run
+    wrote there: an image folder that once took ``--out`` itself holds labels, masks and overlays
+    that are not inputs, whichever ``--out`` this run has. ``manifests`` caches each folder's list."""
+    manifests = {} if manifests is None else manifests
+    real = path.resolve()
+    for folder in real.parents:
+        if folder not in manifests:
+            listed = folder / MANIFEST
+            manifests[folder] = set(listed.read_text().splitlines()) if listed.is_file() else set()
+        if manifests[folder] and real.relative_to(folder).as_posix() in manifests[folder]:
+            return True
+    return False
+
+
 class OutputFolder:
     """The folder a command writes into (created on first use)."""
 

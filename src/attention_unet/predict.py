@@ -23,7 +23,7 @@ from .images import check_pixel_size, find_inputs, heat_map, is_zarr, open_image
 from .measure import MeasureSettings, geojson_features, keep, measurements, outlines, write_geojson
 from .measure import rois as roi_set
 from .measure import write_table as write_measurement_csv
-from .outputs import OutputFolder
+from .outputs import OutputFolder, written_by_a_run
 from .reports import predict_index
 from .settings import InferenceSettings, check_min_confidence, check_smoothing
 from .tiling import Predictor, torch_runner
@@ -291,7 +291,10 @@ def _predict_files(
     if diameter is not None and diameter[1] == "px":
         scale_for_diameter(predictor.target_diameter, diameter[0])  # a bad size in pixels is one line before any file
     folder = OutputFolder(out)
-    files = [(path, rel) for path, rel in find_inputs(inputs) if not folder.is_ours(path)]
+    found, manifests = list(find_inputs(inputs)), {}
+    files = [(p, rel) for p, rel in found if not (folder.is_ours(p) or written_by_a_run(p, manifests))]
+    if len(files) < len(found):
+        print(f"left out {len(found) - len(files)} file(s) that earlier attention-unet runs wrote", file=sys.stderr)
     if not files:
         raise InputError(f"no images found in {' '.join(inputs)}")
     folder.lock()
