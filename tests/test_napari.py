@@ -46,6 +46,19 @@ def test_the_widget_segments_like_the_command_line(make_napari_viewer, qtbot, tm
     assert len((tmp_path / "table.csv").read_text().splitlines()) == labels.max() + 1
 
 
+def test_results_lie_on_the_images_grid(make_napari_viewer, qtbot) -> None:
+    """An image opened with its pixel size (a layer scale) or moved: the labels and maps on top of it."""
+    viewer = make_napari_viewer()
+    viewer.add_image(iio.imread(SAMPLE), name="nuclei", scale=(0.65, 0.65), translate=(10.0, -4.0))
+    widget = SegmentWidget(viewer)
+    widget.attention.value = True
+    for _ in range(2):  # added, then replaced
+        segment(widget, qtbot)
+        for name in ("nuclei_labels", "nuclei_probability", "nuclei_attention1"):
+            assert tuple(viewer.layers[name].scale) == (0.65, 0.65), name
+            assert tuple(viewer.layers[name].translate) == (10.0, -4.0), name
+
+
 STAINED = SAMPLE_DIR / "images" / "8f27ebc74164eddfe989a98a754dcf5a9c85ef599a1321de24bcf097df1814ca.png"
 
 

@@ -193,12 +193,20 @@ class SegmentWidget(Container):
         if isinstance(result, str):
             self.report(f"could not segment {layer.name}: {result}")
             return
-        self.put(f"{layer.name}_labels", result.labels, "labels")
+        # on the image's own grid: a layer opened with its pixel size (scale) or moved (translate)
+        place = {"scale": tuple(layer.scale[-2:]), "translate": tuple(layer.translate[-2:])}
+        self.put(f"{layer.name}_labels", result.labels, "labels", **place)
         if self.attention.value:
-            self.put(f"{layer.name}_probability", result.probability, "image", colormap="magma")
+            self.put(f"{layer.name}_probability", result.probability, "image", colormap="magma", **place)
             for k, gate in enumerate(result.attention, start=1):
                 self.put(
-                    f"{layer.name}_attention{k}", gate, "image", colormap="inferno", opacity=0.6, blending="additive"
+                    f"{layer.name}_attention{k}",
+                    gate,
+                    "image",
+                    colormap="inferno",
+                    opacity=0.6,
+                    blending="additive",
+                    **place,
                 )
         table = result.measurements or {}
         n = len(table.get("label", []))
@@ -208,13 +216,14 @@ class SegmentWidget(Container):
             write_csv(Path(path), table)
         self.report(f"{n} nuclei in {layer.name}" + (f"; table saved to {path}" if path else ""), error=False)
 
-    def put(self, name: str, data: np.ndarray, kind: str, **style: Any) -> None:
+    def put(self, name: str, data: np.ndarray, kind: str, scale: tuple, translate: tuple, **style: Any) -> None:
         if name in self.viewer.layers:
-            self.viewer.layers[name].data = data
+            layer = self.viewer.layers[name]
+            layer.data, layer.scale, layer.translate = data, scale, translate
         elif kind == "labels":
-            self.viewer.add_labels(data, name=name)
+            self.viewer.add_labels(data, name=name, scale=scale, translate=translate)
         else:
-            self.viewer.add_image(data, name=name, **style)
+            self.viewer.add_image(data, name=name, scale=scale, translate=translate, **style)
 
 
 def _plain(value: Any) -> Any:
