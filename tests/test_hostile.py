@@ -392,6 +392,28 @@ def test_17_outputs_and_inputs_that_cannot_work(tmp_path: Path, tiny_model: Path
     assert main(["predict", str(tmp_path / "a.png"), "--out", str(tmp_path / "file"), "--model", str(tiny_model)]) == 2
     assert "is a file, not a folder" in capsys.readouterr().err
     assert main(["export", "--model", str(tiny_model), "--torchscript", str(tmp_path / "missing" / "m.pt")]) == 0
+    # export replaces its own files, never the user's (checked before anything is written)
+    export = ["export", "--model", str(tiny_model), "--onnx", str(tmp_path / "m.onnx")]
+    assert main([*export, "--torchscript", str(tmp_path / "missing" / "m.pt")]) == 0
+    (tmp_path / "mine.pt").write_text("the user's notes")
+    (tmp_path / "mine.onnx").write_text("the user's notes")
+    for argv in (
+        [
+            "export",
+            "--model",
+            str(tiny_model),
+            "--onnx",
+            str(tmp_path / "new.onnx"),
+            "--torchscript",
+            str(tmp_path / "mine.pt"),
+        ],
+        ["export", "--model", str(tiny_model), "--onnx", str(tmp_path / "mine.onnx")],
+    ):
+        capsys.readouterr()
+        assert main(argv) == 2
+        assert "is no model attention-unet exported; not replacing it" in capsys.readouterr().err
+    assert (tmp_path / "mine.pt").read_text() == (tmp_path / "mine.onnx").read_text() == "the user's notes"
+    assert not (tmp_path / "new.onnx").exists()
     (tmp_path / "empty.png").write_bytes(b"")
     (tmp_path / "text.png").write_text("hello")
     for bad in ("empty.png", "text.png"):

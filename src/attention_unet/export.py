@@ -165,6 +165,28 @@ def onnx_runner(path: str | Path) -> Callable[[np.ndarray], tuple[np.ndarray, li
     return run
 
 
+TORCHSCRIPT_INFO = "attention_unet.json"  # the model's metadata, an extra file of the TorchScript archive
+
+
+def exported_here(path: Path, kind: str) -> bool:
+    """Whether ``path`` is a model that attention-unet exported (so export may replace it): an
+    ONNX file with its metadata, or a TorchScript archive with its extra file (read from the zip's
+    listing, nothing loaded)."""
+    import zipfile
+
+    if kind == "onnx":
+        try:
+            onnx_info(path)
+        except InputError:
+            return False
+        return True
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any(name.endswith(f"/extra/{TORCHSCRIPT_INFO}") for name in archive.namelist())
+    except (zipfile.BadZipFile, OSError):
+        return False
+
+
 def export(
     model: str | None = None,
     *,
@@ -178,11 +200,18 @@ def export(
     if not (onnx or torchscript):
         raise InputError("give --onnx PATH and/or --torchscript PATH")
     network = load_model(model or pretrained_path())
-    for target in (onnx, torchscript):
-        if target:
-            if Path(target).is_dir():
-                raise InputError(f"{target}: is a folder; give the file to write")
-            Path(target).parent.mkdir(parents=True, exist_ok=True)
+    targets = [(Path(onnx), "onnx")] if onnx else []
+    targets += [(Path(onnx).with_suffix(".int8.onnx"), "onnx")] if onnx and int8 else []
+    targets += [(Path(torchscript), "torchscript")] if torchscript else []
+    for target, kind in targets:  # all checked before any is written
+        if target.is_dir():
+            raise InputError(f"{target}: is a folder; give the file to write")
+        if target.exists() and not exported_here(target, kind):
+            raise InputError(
+                f"{target}: exists and is no model attention-unet exported; not replacing it (choose another path)"
+            )
+    for target, _ in targets:
+        target.parent.mkdir(parents=True, exist_ok=True)
     if onnx:
         path = export_onnx(network, onnx)
         print(f"wrote {path}", file=sys.stderr)
@@ -197,6 +226,6 @@ def export(
             print(f"wrote {q} (calibrated on {len(tiles)} image(s))", file=sys.stderr)
     if torchscript:
         scripted = torch.jit.trace(fold_batchnorm(network), torch.randn(1, network.config.in_channels, 64, 64))
-        scripted.save(torchscript)
+        scripted.save(torchscript, _extra_files={TORCHSCRIPT_INFO: json.dumps(network.info)})
         print(f"wrote {torchscript}", file=sys.stderr)
     return 0
