@@ -181,6 +181,26 @@ def test_6_the_users_own_files_are_never_replaced_nor_taken_for_inputs(
     assert "left out 3 file(s) that earlier attention-unet runs wrote" in capsys.readouterr().err
 
 
+def test_6_evaluate_and_train_leave_the_users_files_and_earlier_runs(
+    tmp_path: Path, tiny_model: Path, tiny_dataset: Path, capsys
+) -> None:
+    out = tmp_path / "scores"
+    out.mkdir()
+    (out / "summary.json").write_text("the user's own summary")
+    evaluate = ["evaluate", "--model", str(tiny_model), "--data", str(tiny_dataset), "--split", "all", "--no-strips"]
+    assert main([*evaluate, "--out", str(out)]) == 2
+    assert "summary.json: exists and was not written by attention-unet" in capsys.readouterr().err
+    assert (out / "summary.json").read_text() == "the user's own summary" and not (out / "score.csv").exists()
+    for _ in range(2):  # its own files it replaces
+        assert main([*evaluate, "--out", str(tmp_path / "again")]) == 0
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text("the user's own config")
+    assert main(["train", "--data", str(tiny_dataset), "--out", str(run), "--epochs", "1"]) == 2
+    assert "holds files already; continue its run with --resume last" in capsys.readouterr().err
+    assert (run / "config.yaml").read_text() == "the user's own config"
+
+
 def test_7_inputs_sharing_a_stem_get_distinct_outputs(tmp_path: Path, tiny_model: Path) -> None:
     for folder, suffix in (("d1", ".png"), ("d1", ".tif"), ("d2", ".png")):
         (tmp_path / folder).mkdir(exist_ok=True)

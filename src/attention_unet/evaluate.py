@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ import numpy as np
 from . import data, metrics
 from .errors import InputError
 from .images import to_uint8
+from .outputs import OutputFolder
 from .predict import load_predictor
 from .tiling import Predictor
 
@@ -63,9 +65,14 @@ def zoomed(image: np.ndarray, labels: np.ndarray, zoom: float) -> tuple[np.ndarr
 
 
 def score_records(
-    predictor: Predictor, records: list[data.Record], protocol: str, strips_dir: Path | None, zoom: float = 1.0
+    predictor: Predictor,
+    records: list[data.Record],
+    protocol: str,
+    save_strip: Callable[[str, np.ndarray], None] | None,
+    zoom: float = 1.0,
 ) -> list[dict[str, Any]]:
-    """Per-image rows: id, modality, size, pixel metrics and object metrics."""
+    """Per-image rows: id, modality, size, pixel metrics and object metrics; ``save_strip(id,
+    picture)`` takes each image | truth | prediction strip when given."""
     from tqdm import tqdm
 
     rows = []
@@ -82,10 +89,8 @@ def score_records(
         row.update(metrics.pixel_scores(pred, labels > 0))
         row.update(metrics.object_scores(labels, predictor.labels(probs)))
         rows.append(row)
-        if strips_dir is not None:
-            import imageio.v3 as iio
-
-            iio.imwrite(strips_dir / f"{r.id}.png", strip(image, labels, pred))
+        if save_strip is not None:
+            save_strip(r.id, strip(image, labels, pred))
     return rows
 
 
@@ -160,20 +165,36 @@ def evaluate(
         min_confidence=min_confidence,
         smoothing=smoothing,
     )
-    out = Path(out)
-    strips_dir = out / "strips" if strips else None
-    (strips_dir or out).mkdir(parents=True, exist_ok=True)
-    rows = score_records(predictor, chosen, protocol, strips_dir, zoom)
-    with open(out / "score.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    summary = summarise(rows, protocol)
-    summary.update({"data": str(data_path), "split": split, "zoom": zoom})
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    import imageio.v3 as iio
+
     from .reports import evaluate_report
 
-    evaluate_report(out, summary, rows, strips)
+    # the user's own files in --out are never replaced (outputs.OutputFolder); our earlier ones are
+    folder = OutputFolder(out)
+    for name in ("score.csv", "summary.json", "report.html"):  # before the predictions, not after
+        folder.check(folder.root / name)
+    folder.lock()
+    try:
+
+        def save_strip(name: str, picture: np.ndarray) -> None:
+            folder.write(folder.root / "strips" / f"{name}.png", lambda t: iio.imwrite(t, picture, extension=".png"))
+
+        rows = score_records(predictor, chosen, protocol, save_strip if strips else None, zoom)
+
+        def write_rows(path: Path) -> None:
+            with open(path, "w", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+                writer.writeheader()
+                writer.writerows(rows)
+
+        folder.write(folder.root / "score.csv", write_rows)
+        summary = summarise(rows, protocol)
+        summary.update({"data": str(data_path), "split": split, "zoom": zoom})
+        folder.write(folder.root / "summary.json", lambda t: t.write_text(json.dumps(summary, indent=2) + "\n"))
+        report = evaluate_report(summary, rows, strips)
+        folder.write(folder.root / "report.html", lambda t: t.write_text(report, encoding="utf-8"))
+    finally:
+        folder.release()
     return summary
 
 

@@ -84,15 +84,20 @@ class OutputFolder:
         except ValueError:
             return False
 
+    def check(self, path: Path, doing: str = "replacing") -> str:
+        """``path`` relative to the folder; one line if something is there that this tool did not write."""
+        relative = path.relative_to(self.root).as_posix()
+        if path.exists() and relative not in self.ours:
+            raise InputError(
+                f"{path}: exists and was not written by attention-unet; not {doing} it (choose another --out)"
+            )
+        return relative
+
     @contextmanager
     def writing(self, path: Path) -> Iterator[Path]:
         """A temporary path to write ``path``'s content to; renamed to ``path`` when the block ends
         without error, removed otherwise. A file there that this tool did not write is an error."""
-        relative = path.relative_to(self.root).as_posix()
-        if path.exists() and relative not in self.ours:
-            raise InputError(
-                f"{path}: exists and was not written by attention-unet; not replacing it (choose another --out)"
-            )
+        relative = self.check(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         temporary = path.with_name(f".partial-{os.getpid()}-{path.name}")
         try:
@@ -106,11 +111,7 @@ class OutputFolder:
 
     def claim(self, path: Path) -> Path:
         """``path`` (a work folder, say) listed as this tool's; one line if it is someone else's."""
-        relative = path.relative_to(self.root).as_posix()
-        if path.exists() and relative not in self.ours:
-            raise InputError(
-                f"{path}: exists and was not written by attention-unet; not touching it (choose another --out)"
-            )
+        relative = self.check(path, "touching")
         if relative not in self.ours:
             self.ours.add(relative)
             self._list(relative)

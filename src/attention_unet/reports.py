@@ -124,12 +124,10 @@ def write(path: Path, text: str) -> Path:
 # ------------------------------------------------------------------------------------- evaluate
 
 
-def evaluate_report(
-    out: Path, summary: dict[str, Any], rows: list[dict[str, Any]], strips: bool, worst: int = 8
-) -> Path:
-    """``out/report.html``: the summary and per-modality tables, histograms of per-image F1 and DSB
-    score, the ``worst`` images by DSB score as image | truth | prediction strips, and a sortable
-    per-image table linking to each strip."""
+def evaluate_report(summary: dict[str, Any], rows: list[dict[str, Any]], strips: bool, worst: int = 8) -> str:
+    """The text of evaluate's ``report.html``: the summary and per-modality tables, histograms of
+    per-image F1 and DSB score, the ``worst`` images by DSB score as image | truth | prediction
+    strips, and a sortable per-image table linking to each strip."""
     metrics_shown = [k for k in summary if isinstance(summary[k], float)]
     parts = [
         f"<p>{html.escape(str(summary.get('data', '')))}: {summary['n_images']} images, protocol {html.escape(summary['protocol'])}, mean per image.</p>",
@@ -167,7 +165,7 @@ def evaluate_report(
             row_ids=[f"image-{r['id']}" for r in rows],
         )
     )
-    return write(out / "report.html", page("attention-unet evaluate", "\n".join(parts)))
+    return page("attention-unet evaluate", "\n".join(parts))
 
 
 # -------------------------------------------------------------------------------------- predict

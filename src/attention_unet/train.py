@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
@@ -782,6 +783,13 @@ def fit(cfg: TrainConfig) -> Path:
     check_training_memory(cfg)
     allocator.keep_freed_memory()  # for the whole process: every step reuses the last one's memory
     run_dir = Path(cfg.out or f"runs/{time.strftime('%Y%m%d-%H%M%S')}")
+    # an earlier run's model, or the user's own files, are not written over; checked where the run
+    # is launched only (the processes a distributed run starts find the folder filled by it)
+    launching = not any(os.environ.get(k) for k in ("LOCAL_RANK", "RANK", "NODE_RANK"))
+    if launching and not cfg.resume and run_dir.is_dir() and any(run_dir.iterdir()):
+        raise InputError(
+            f"--out {run_dir}: holds files already; continue its run with --resume last, or choose another --out"
+        )
     run_dir.mkdir(parents=True, exist_ok=True)
     import yaml
 
