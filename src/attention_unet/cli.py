@@ -291,7 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     p = sub.add_parser("demo", help="train the small preset on the embedded sample, evaluate, show strips")
-    p.add_argument("--out", default="runs/demo")
+    p.add_argument("--out", help="a new folder (default: runs/demo-<time>, so a second demo keeps the first)")
     p.add_argument("--minutes", type=float, default=3.0, help="training budget")
     for name in ("train", "finetune", "evaluate", "predict", "export"):
         _limit_args(sub.choices[name])

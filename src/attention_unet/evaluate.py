@@ -228,9 +228,13 @@ def evaluate_datasets(
     return 0
 
 
-def demo(out: str, minutes: float) -> int:
+def demo(out: str | None, minutes: float) -> int:
     """Train the small preset on the embedded sample for a few minutes, then evaluate its test part."""
+    import time
+
     from .train import TrainConfig, fit
+
+    out = out or f"runs/demo-{time.strftime('%Y%m%d-%H%M%S')}"
 
     run = fit(
         TrainConfig(
