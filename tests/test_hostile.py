@@ -197,7 +197,8 @@ def test_6_evaluate_and_train_leave_the_users_files_and_earlier_runs(
     run.mkdir()
     (run / "config.yaml").write_text("the user's own config")
     assert main(["train", "--data", str(tiny_dataset), "--out", str(run), "--epochs", "1"]) == 2
-    assert "holds files already; continue its run with --resume last" in capsys.readouterr().err
+    assert "holds files already; choose another --out" in capsys.readouterr().err
+    assert main(["finetune", str(tiny_dataset), "--out", str(run), "--epochs", "1"]) == 2  # the same for finetune
     assert (run / "config.yaml").read_text() == "the user's own config"
 
 

@@ -788,7 +788,7 @@ def fit(cfg: TrainConfig) -> Path:
     launching = not any(os.environ.get(k) for k in ("LOCAL_RANK", "RANK", "NODE_RANK"))
     if launching and not cfg.resume and run_dir.is_dir() and any(run_dir.iterdir()):
         raise InputError(
-            f"--out {run_dir}: holds files already; continue its run with --resume last, or choose another --out"
+            f"--out {run_dir}: holds files already; choose another --out (or continue a train run there with --resume last)"
         )
     run_dir.mkdir(parents=True, exist_ok=True)
     import yaml
