@@ -55,6 +55,10 @@ def test_min_confidence_keeps_more_or_fewer_nuclei(segmenter: Segmenter) -> None
     assert segmenter.segment(grey, min_confidence=0.999).labels.max() == 0
     with pytest.raises(InputError, match="min_confidence must be at least 0"):
         segmenter.segment(grey, min_confidence=-0.1)
+    with pytest.raises(InputError, match="threshold must lie between 0 and 1, not 0"):
+        segmenter.segment(grey, threshold=0)  # every pixel a nucleus: a mistake, not a request
+    with pytest.raises(InputError, match="pixel_size must be a number of µm"):
+        segmenter.segment(grey, measure=True, pixel_size=-1)
 
 
 @pytest.mark.parametrize(
@@ -64,6 +68,7 @@ def test_min_confidence_keeps_more_or_fewer_nuclei(segmenter: Segmenter) -> None
         (np.zeros((40, 50, 2)), {}, "needs channel="),
         (np.zeros((2, 40, 50)), {"channel": 2}, "channel 2 does not exist"),
         (np.zeros((40, 50)), {"axes": "YXC"}, "do not describe"),
+        (np.zeros((40, 50)), {"channel": 1}, "channel 1 does not exist: the image has 1 channel"),
     ],
 )
 def test_bad_layouts_are_one_clear_error(array: np.ndarray, options: dict, message: str) -> None:

@@ -251,11 +251,11 @@ def _ome_channel_names(tif: object) -> list[str]:
 PIXEL_SIZES = (1e-4, 1e4)  # µm: 0.1 nm to 1 cm covers every microscope; outside, a size is an error
 
 
-def check_pixel_size(pixel_size: float | None) -> None:
-    """One line for a --pixel-size no microscope has (0, negative, NaN, 1e154, ...)."""
+def check_pixel_size(pixel_size: float | None, what: str = "--pixel-size") -> None:
+    """One line for a pixel size no microscope has (0, negative, NaN, 1e154, ...)."""
     low, high = PIXEL_SIZES
     if pixel_size is not None and not low <= pixel_size <= high:
-        raise InputError(f"--pixel-size must be a number of µm from {low:g} to {high:g}, not {pixel_size}")
+        raise InputError(f"{what} must be a number of µm from {low:g} to {high:g}, not {pixel_size}")
 
 
 def _pixel_size(tif: object) -> float | None:

@@ -25,7 +25,7 @@ from .measure import rois as roi_set
 from .measure import write_table as write_measurement_csv
 from .outputs import OutputFolder, written_by_a_run
 from .reports import predict_index
-from .settings import InferenceSettings, check_min_confidence, check_smoothing
+from .settings import InferenceSettings, check_min_confidence, check_smoothing, check_threshold
 from .tiling import Predictor, torch_runner
 
 MAX_SCALE = 8.0  # a larger factor multiplies the work by its square for no nucleus size the model serves
@@ -281,8 +281,7 @@ def _predict_files(
 ) -> int:
     from tqdm import tqdm
 
-    if not 0 < options.threshold < 1:
-        raise InputError(f"--threshold must lie between 0 and 1, not {options.threshold}")
+    check_threshold(options.threshold, "--threshold")
     if options.blockwise not in BLOCKWISE:
         raise InputError(f"--blockwise must be one of {', '.join(BLOCKWISE)}, not {options.blockwise}")
     options.blocks.check()

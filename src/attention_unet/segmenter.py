@@ -20,8 +20,9 @@ import numpy as np
 
 from . import data
 from .errors import InputError
+from .images import check_pixel_size
 from .predict import load_predictor, scale_for_diameter
-from .settings import check_min_confidence, check_smoothing
+from .settings import check_min_confidence, check_smoothing, check_threshold
 from .tiling import Predictor
 
 
@@ -62,6 +63,8 @@ def as_image(image: np.ndarray, *, axes: str | None = None, channel: int | None 
     if sorted(axes) not in (sorted("YX"), sorted("YXC")) or len(axes) != image.ndim:
         raise InputError(f"axes '{axes}' do not describe an array of shape {image.shape} (use YX, YXC or CYX)")
     if axes == "YX":
+        if channel not in (None, 0):
+            raise InputError(f"channel {channel} does not exist: the image has 1 channel")
         return data.to_rgb(image)
     image = np.moveaxis(image, axes.index("C"), 2)
     image = np.moveaxis(image, 0, 1) if axes.index("X") < axes.index("Y") else image
@@ -144,6 +147,8 @@ class Segmenter:
         ``attention`` also returns each gate's coefficient map (torch engine only); ``measure`` the
         per-nucleus table (:func:`measure.measurements`, intensities in every channel of the array
         as given, µm too with ``pixel_size``)."""
+        check_threshold(threshold, "threshold")
+        check_pixel_size(pixel_size, "pixel_size")
         predictor = self.predictor
         if attention:
             self._with_attention = self._with_attention or load_predictor(self.model, attention=True, **self._options)

@@ -29,6 +29,12 @@ def check_min_confidence(value: float, what: str) -> None:
         raise InputError(f"{what} must be at least 0 and below 1, not {value}")
 
 
+def check_threshold(value: float, what: str) -> None:
+    """A foreground probability threshold: 0 would make every pixel a nucleus, 1 none."""
+    if not 0 < value < 1:
+        raise InputError(f"{what} must lie between 0 and 1, not {value}")
+
+
 MAX_SMOOTHING = 8.0  # more blurs a 16-px nucleus away
 
 
