@@ -441,4 +441,8 @@ def test_strip_validation_needs_images_large_enough(tiny_dataset: Path, tmp_path
     """The tiny dataset's 48-row images leave no 16-row strip: one line, exit 2."""
     argv = ["train", "--data", str(tiny_dataset), *TINY, "--valid-strip", "32", "--out", str(tmp_path / "r")]
     assert main(argv) == 2
-    assert "--valid-strip 32: no image has the 64 rows" in capsys.readouterr().err
+    assert "strip for validation, which takes one of at least 64 x 16 pixels (the largest here is 48 x 64)" in (
+        capsys.readouterr().err
+    )
+    assert main(["finetune", str(tiny_dataset), "--out", str(tmp_path / "f")]) == 2  # no --valid-strip given there
+    assert "the largest here is 48 x 64" in capsys.readouterr().err

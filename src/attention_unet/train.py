@@ -760,8 +760,10 @@ def strip_parts(named: list[tuple[str, data.Record]], size: int) -> dict[str, li
         parts["train"] += [(name, r) for r in train]
         parts["valid"] += [(name, r) for r in valid]
     if not parts["valid"]:
+        largest = max((r.labels.shape for _, r in named), key=lambda s: min(s[0] // 4, s[1]))
         raise InputError(
-            f"--valid-strip {size}: no image has the 64 rows it takes to set a strip of 16 aside for validation"
+            "each image keeps its bottom strip for validation, which takes one of at least 64 x 16 pixels "
+            f"(the largest here is {largest[0]} x {largest[1]})"
         )
     return parts
 
