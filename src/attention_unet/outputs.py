@@ -25,8 +25,10 @@ def written_by_a_run(path: Path, manifests: dict[Path, set[str]] | None = None) 
     real = path.resolve()
     for folder in real.parents:
         if folder not in manifests:
-            listed = folder / MANIFEST
-            manifests[folder] = set(listed.read_text().splitlines()) if listed.is_file() else set()
+            try:  # an unreadable list (permissions, damage) lists nothing rather than stopping the batch
+                manifests[folder] = set((folder / MANIFEST).read_text(errors="replace").splitlines())
+            except OSError:
+                manifests[folder] = set()
         if manifests[folder] and real.relative_to(folder).as_posix() in manifests[folder]:
             return True
     return False
