@@ -179,6 +179,13 @@ def test_6_the_users_own_files_are_never_replaced_nor_taken_for_inputs(
     assert main(["predict", str(folder), "--out", str(tmp_path / "elsewhere"), "--model", str(tiny_model)]) == 0
     assert sorted(p.name for p in (tmp_path / "elsewhere").glob("*_labels.tif")) == ["a_labels.tif"]
     assert "left out 3 file(s) that earlier attention-unet runs wrote" in capsys.readouterr().err
+    OutputFolder(folder).claim(folder / "b.partial")  # a block-wise run's work folder, left by a crash
+    (folder / "b.partial").mkdir()
+    iio.imwrite(folder / "b.partial" / "tile.png", synthetic(2)[0])
+    assert main(["predict", str(folder), "--out", str(tmp_path / "third"), "--model", str(tiny_model)]) == 0
+    assert "left out 4 file(s)" in capsys.readouterr().err
+    assert main(["predict", "", "--out", str(tmp_path / "fourth"), "--model", str(tiny_model)]) == 2
+    assert "an input is an empty path" in capsys.readouterr().err
 
 
 def test_6_evaluate_and_train_leave_the_users_files_and_earlier_runs(

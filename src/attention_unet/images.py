@@ -29,6 +29,8 @@ def find_inputs(inputs: list[str]) -> Iterator[tuple[Path, Path]]:
                 yield file, rel
 
     for item in inputs:
+        if not item.strip():  # Path("") is the current folder: an unset shell variable would read all of it
+            raise InputError("an input is an empty path ('')")
         path = Path(item)
         if is_zarr(path):
             yield from once(iter([(path, Path(path.name))]))

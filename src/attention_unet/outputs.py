@@ -18,8 +18,8 @@ MANIFEST = ".attention-unet-outputs"
 
 
 def written_by_a_run(path: Path, manifests: dict[Path, set[str]] | None = None) -> bool:
-    """Whether an output folder at or above ``path``'s folder lists it as a file an earlier run
-    wrote there: an image folder that once took ``--out`` itself holds labels, masks and overlays
+    """Whether an output folder at or above ``path``'s folder lists it (or a folder it lies in) as
+    written by an earlier run there: an image folder that once took ``--out`` itself holds labels, masks and overlays
     that are not inputs, whichever ``--out`` this run has. ``manifests`` caches each folder's list."""
     manifests = {} if manifests is None else manifests
     real = path.resolve()
@@ -29,7 +29,9 @@ def written_by_a_run(path: Path, manifests: dict[Path, set[str]] | None = None) 
                 manifests[folder] = set((folder / MANIFEST).read_text(errors="replace").splitlines())
             except OSError:
                 manifests[folder] = set()
-        if manifests[folder] and real.relative_to(folder).as_posix() in manifests[folder]:
+        relative = real.relative_to(folder)
+        # the file itself, or a folder of ours it lies in (a block-wise run's work folder, a zarr)
+        if manifests[folder] and any(p.as_posix() in manifests[folder] for p in (relative, *relative.parents[:-1])):
             return True
     return False
 
