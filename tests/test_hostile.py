@@ -207,6 +207,10 @@ def test_6_evaluate_and_train_leave_the_users_files_and_earlier_runs(
     assert "holds files already; choose another --out" in capsys.readouterr().err
     assert main(["finetune", str(tiny_dataset), "--out", str(run), "--epochs", "1"]) == 2  # the same for finetune
     assert (run / "config.yaml").read_text() == "the user's own config"
+    fresh = tmp_path / "fresh"  # a --resume with nothing to resume leaves nothing that blocks a new run
+    assert main(["train", "--data", str(tiny_dataset), "--out", str(fresh), "--resume", "last"]) == 2
+    assert "no checkpoint to resume from" in capsys.readouterr().err
+    assert not fresh.exists()
 
 
 def test_7_inputs_sharing_a_stem_get_distinct_outputs(tmp_path: Path, tiny_model: Path) -> None:

@@ -788,6 +788,10 @@ def fit(cfg: TrainConfig) -> Path:
     # an earlier run's model, or the user's own files, are not written over; checked where the run
     # is launched only (the processes a distributed run starts find the folder filled by it)
     launching = not any(os.environ.get(k) for k in ("LOCAL_RANK", "RANK", "NODE_RANK"))
+    # before anything is written: a failed --resume must not leave a folder that a new run refuses
+    resume = newest_checkpoint(run_dir) if cfg.resume == "last" else (cfg.resume or None)
+    if resume and not Path(resume).is_file():
+        raise InputError(f"{resume}: no checkpoint to resume from")
     if launching and not cfg.resume and run_dir.is_dir() and any(run_dir.iterdir()):
         raise InputError(
             f"--out {run_dir}: holds files already; choose another --out (or continue a train run there with --resume last)"
@@ -866,9 +870,6 @@ def fit(cfg: TrainConfig) -> Path:
         from .model import load_model
 
         task.model.load_state_dict(load_model(init_path(cfg.init_from)).state_dict())
-    resume = newest_checkpoint(run_dir) if cfg.resume == "last" else (cfg.resume or None)
-    if resume and not Path(resume).is_file():
-        raise InputError(f"{resume}: no checkpoint to resume from")
     earlier = _set_aside_log(run_dir) if resume and trainer.is_global_zero else None
     trainer.fit(task, train_loader, valid_loader, ckpt_path=resume, weights_only=True)
     if earlier is not None:
