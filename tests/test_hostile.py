@@ -213,6 +213,17 @@ def test_6_evaluate_and_train_leave_the_users_files_and_earlier_runs(
     assert not fresh.exists()
 
 
+def test_6_a_damaged_or_unreadable_output_list_stops_nothing(tmp_path: Path) -> None:
+    from attention_unet.outputs import MANIFEST, written_by_a_run
+
+    iio.imwrite(tmp_path / "a.png", synthetic(0)[0])
+    (tmp_path / MANIFEST).write_bytes(b"b.png\n\xff\xfe damaged\n")  # not UTF-8
+    assert not written_by_a_run(tmp_path / "a.png") and written_by_a_run(tmp_path / "b.png")
+    (tmp_path / MANIFEST).unlink()
+    (tmp_path / MANIFEST).mkdir()  # reading it raises an OSError, as a permission error would
+    assert not written_by_a_run(tmp_path / "a.png")
+
+
 def test_7_inputs_sharing_a_stem_get_distinct_outputs(tmp_path: Path, tiny_model: Path) -> None:
     for folder, suffix in (("d1", ".png"), ("d1", ".tif"), ("d2", ".png")):
         (tmp_path / folder).mkdir(exist_ok=True)
