@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 AU=.venv/bin/attention-unet
 EV="evaluate --data ../shared/data/tnbc --split-file runs/ft/split.json --split test --protocol native --no-strips --json"
 log() { echo "$(date +%T) $*" >> runs/ft/results.log; }
+rm -rf runs/ft/ft-* runs/ft/scratch-* runs/ft/eval-*  # a rerun is a new study (train refuses a filled --out)
 $AU $EV --model $LSO --out runs/ft/eval-base 2>/dev/null | sed 's/^/base /' >> runs/ft/results.log
 for k in 5 1 3 10; do
   s=$(date +%s)
