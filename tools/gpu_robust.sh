@@ -60,7 +60,8 @@ case "$1" in
     V4R="--input crop:128 --scale 0.25 3 --init-from .devdata/v2/model.safetensors --lr 5e-4"
     WIDE="--input crop:256 --scale 0.25 6 --init-from .devdata/v2/model.safetensors --lr 5e-4"
     CONT="--input crop:256 --scale 0.25 6 --lr 2e-4 --init-from"
-    run() {  # name, flags
+    run() {  # name, flags; a run an earlier call on this machine finished (grain's ctrl, for jitter) is kept
+      [ -f "/tmp/runs/$1/model/model.safetensors" ] && { echo "$1: finished by an earlier call, kept"; return; }
       OMP_NUM_THREADS=1 python3 -m attention_unet train $COMMON --out "/tmp/runs/$1" "${@:2}" > "/tmp/runs-$1.log" 2>&1 \
         || { echo "$1 failed"; tail -20 "/tmp/runs-$1.log"; }
     }
