@@ -11,7 +11,7 @@ import tifffile
 from scipy import ndimage
 from sklearn.model_selection import train_test_split
 
-from attention_unet import data
+from attention_unet import data, images
 from attention_unet.errors import InputError
 
 from .conftest import ARCHIVE, disks
@@ -62,6 +62,24 @@ def test_unreadable_image_is_named(tmp_path: Path) -> None:
     (root / "images" / "x.png").write_bytes(b"not a png")
     with pytest.raises(InputError, match=r"x\.png: cannot read image"):
         data.load_records(root)
+
+
+@pytest.mark.parametrize("suffix", [".png", ".tif"])
+def test_empty_and_truncated_files_say_so(tmp_path: Path, suffix: str) -> None:
+    """A 0-byte file says it is empty; a cut-off PNG gives Pillow's reason, not imageio's wrapper."""
+    (tmp_path / f"empty{suffix}").write_bytes(b"")
+    with pytest.raises(InputError, match=rf"empty\{suffix}: cannot read image \(the file is empty: 0 bytes\)"):
+        images.open_image(tmp_path / f"empty{suffix}")
+    with pytest.raises(InputError, match=r"the file is empty"):
+        data.decode_image(b"", f"x{suffix}")
+    noise = np.random.default_rng(0).integers(0, 255, (64, 64), dtype=np.uint8)  # incompressible
+    iio.imwrite(tmp_path / "full.png", noise)
+    (tmp_path / "cut.png").write_bytes((tmp_path / "full.png").read_bytes()[:2000])
+    with pytest.raises(InputError, match=r"cut\.png: cannot read image \(OSError: .*[Tt]runcated"):
+        images.open_image(tmp_path / "cut.png")
+    (tmp_path / "text.png").write_bytes(b"not a png")
+    with pytest.raises(InputError, match=r"text\.png: cannot read image \(\w+: Pillow can not read"):
+        images.open_image(tmp_path / "text.png")
 
 
 def write_raw(root: Path) -> None:

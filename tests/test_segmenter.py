@@ -65,6 +65,8 @@ def test_min_confidence_keeps_more_or_fewer_nuclei(segmenter: Segmenter) -> None
     ("array", "options", "message"),
     [
         (np.zeros((5, 6, 7)), {}, "cannot tell the axes"),
+        (np.zeros((2, 3, 40, 50)), {}, "is not one plane .* plane by plane"),
+        (np.zeros(40), {}, "is not one plane"),
         (np.zeros((40, 50, 2)), {}, "needs channel="),
         (np.zeros((2, 40, 50)), {"channel": 2}, "channel 2 does not exist"),
         (np.zeros((40, 50)), {"axes": "YXC"}, "do not describe"),

@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from . import data
-from .errors import InputError
+from .errors import InputError, unreadable
 from .images import is_zarr
 from .tiling import Predictor
 
@@ -138,7 +138,7 @@ def open_lazy(path: str | Path, *, channel: int | None = None, axes: str | None 
     except InputError:
         raise
     except Exception as exc:  # noqa: BLE001 - zarr, tifffile and codecs raise many types
-        raise InputError(f"{path}: cannot read image ({type(exc).__name__}: {exc})") from None
+        raise unreadable(path, exc) from None
     axes = (given or axes).upper()
     if len(axes) != len(shape):
         raise InputError(f"{path}: axes {axes} do not describe its shape {shape}")

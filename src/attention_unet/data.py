@@ -32,7 +32,7 @@ import numpy as np
 from scipy import ndimage
 
 from . import limits
-from .errors import InputError
+from .errors import InputError, unreadable
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 CELLPOSE_MASK = "_masks"  # Cellpose's layout: <name>.tif beside <name>_masks.tif
@@ -72,7 +72,7 @@ def decode_image(data: bytes | str | Path, name: str = "") -> np.ndarray:
         # instead of imageio's advice to install video plugins
         return iio.imread(data, plugin="pillow", extension=Path(name).suffix.lower() or None)
     except Exception as exc:  # noqa: BLE001 - the decoders raise many types; the user needs the file name
-        raise InputError(f"{name}: cannot read image ({type(exc).__name__}: {exc})") from None
+        raise unreadable(name, exc, data) from None
 
 
 def to_rgb(image: np.ndarray, name: str = "image") -> np.ndarray:

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from . import data, limits
-from .errors import InputError
+from .errors import InputError, unreadable
 
 
 def find_inputs(inputs: list[str]) -> Iterator[tuple[Path, Path]]:
@@ -192,7 +192,7 @@ def _reading(path: Path) -> Iterator[None]:
     except InputError:
         raise
     except Exception as exc:  # noqa: BLE001 - tifffile and its codecs raise many types; the user needs the file name
-        raise InputError(f"{path}: cannot read image ({type(exc).__name__}: {exc})") from None
+        raise unreadable(path, exc) from None
 
 
 def open_image(

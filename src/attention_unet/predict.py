@@ -324,7 +324,7 @@ def _predict_files(
                         path, folder=folder, stem=stem, predictor=predictor, options=options, diameter=diameter
                     )
             except InputError as exc:
-                print(f"warning: {exc}", file=sys.stderr)
+                tqdm.write(f"warning: {exc}", file=sys.stderr)  # on its own line, not after the bar
                 summary.failed.append(str(path))
                 continue
             summary.rows += [{"input": str(path), **row} for row in rows]
@@ -549,7 +549,9 @@ def predict_blockwise(
         job, min_size=options.measure.min_size, exclude_edges=options.measure.exclude_edges, client=client
     )
     if cut:
-        print(
+        from tqdm import tqdm
+
+        tqdm.write(
             f"warning: {path}: {cut} clump(s) of nuclei wider than the halo ({options.blocks.halo} px) may be cut at block edges; "
             "raise --halo",
             file=sys.stderr,

@@ -50,6 +50,10 @@ def as_image(image: np.ndarray, *, axes: str | None = None, channel: int | None 
     (40, 50, 3)
     """
     image = np.asarray(image)
+    if image.ndim not in (2, 3):
+        raise InputError(
+            f"an array of shape {image.shape} is not one plane (YX, YXC or CYX): segment a stack plane by plane"
+        )
     if axes is None:
         if image.ndim == 2:
             axes = "YX"
