@@ -429,6 +429,32 @@ def test_16_broken_model_files_are_one_line(tmp_path: Path, tiny_model: Path, na
     assert message in err and err.count("\n") == 1 and str(path) in err
 
 
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("missing", "no such model file or folder"),
+        ("folder", "no model.safetensors found"),
+        ("onnx", "an ONNX export; this needs the model.safetensors it was exported from"),
+        ("random", "not a readable safetensors model file"),
+    ],
+)
+def test_16b_finetune_from_a_broken_model_is_one_line(
+    tmp_path: Path, tiny_model: Path, name: str, message: str, capsys
+) -> None:
+    """The path once, the problem once (it had read "--init-from X: X: ..." under finetune's --model)."""
+    paths = broken_models(tmp_path, tiny_model)
+    paths["missing"], paths["folder"] = tmp_path / "nothere", tmp_path
+    data = tmp_path / "data"
+    for part in ("images", "masks"):
+        (data / part).mkdir(parents=True)
+        iio.imwrite(data / part / "a.png", synthetic(0)[part == "masks"].astype(np.uint8))
+    argv = ["finetune", str(data), "--model", str(paths[name]), "--out", str(tmp_path / "run")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.count(str(paths[name])) == 1 and message in err
+    assert not (tmp_path / "run").exists()
+
+
 def test_17_outputs_and_inputs_that_cannot_work(tmp_path: Path, tiny_model: Path, capsys) -> None:
     iio.imwrite(tmp_path / "a.png", synthetic(0)[0])
     (tmp_path / "file").write_text("")

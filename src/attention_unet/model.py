@@ -281,9 +281,13 @@ def save_model(model: AttentionUNet, directory: str | Path, metadata: dict[str, 
 
 def _resolve_weights(path: Path) -> Path:
     """Accept a weights file, a model folder, or a training run folder (its ``model/``)."""
+    if path.suffix.lower() == ".onnx":  # predict runs ONNX files (export.py); the network needs the weights
+        raise FileNotFoundError(f"{path}: an ONNX export; this needs the {WEIGHTS_NAME} it was exported from")
     for candidate in (path, path / WEIGHTS_NAME, path / "model" / WEIGHTS_NAME):
         if candidate.is_file():
             return candidate
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such model file or folder")
     raise FileNotFoundError(f"{path}: no {WEIGHTS_NAME} found (give a model file, model folder or run folder)")
 
 

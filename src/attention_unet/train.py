@@ -297,7 +297,7 @@ def init_defaults(init_from: str) -> dict[str, Any]:
     try:
         info = read_model_info(init_path(init_from))
     except (FileNotFoundError, ValueError) as exc:
-        raise InputError(f"--init-from {init_from}: {exc}") from None
+        raise InputError(str(exc)) from None  # it names the file
     train = info.get("train", {})
     return {key: train[key] for key in INIT_KEYS if key in train}
 
