@@ -4,6 +4,7 @@ import csv
 import json
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import imageio.v3 as iio
@@ -59,6 +60,40 @@ def test_last_checkpoint_is_the_last_epoch_even_when_it_is_not_the_best(tiny_dat
     assert main(["train", "--out", str(run), "--resume", "--epochs", "4"]) == 0
     epochs = [line.split(",")[0] for line in (run / "metrics.csv").read_text().splitlines()[1:]]
     assert "3" in epochs and epochs.count("3") == epochs.count("2")  # one more epoch, not a repeat of 1-2
+
+
+def test_training_shows_the_run_not_lightnings_chatter(tiny_dataset: Path, tmp_path: Path) -> None:
+    """Lightning's advertisement and notes on its own defaults are dropped, its device line kept;
+    "Previous log files in this directory will be deleted" (the run's folder holds only its own
+    config and split when the logger starts) is not shown."""
+    import logging
+
+    from lightning.pytorch.utilities import rank_zero
+
+    from attention_unet.train import quiet_lightning
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            kept.append(record.getMessage())
+
+    kept: list[str] = []
+    logger, handler = logging.getLogger("lightning.pytorch.utilities.rank_zero"), Keep()
+    logger.addHandler(handler)
+    try:
+        with quiet_lightning():
+            rank_zero.rank_zero_info("💡 Tip: For seamless cloud logging and experiment tracking, try ...")
+            rank_zero.rank_zero_info("`Trainer(limit_train_batches=1.0)` was configured so 100% of the batches ...")
+            rank_zero.rank_zero_info("GPU available: False, used: False")
+        rank_zero.rank_zero_info("TPU available: False, using: 0 TPU cores")  # outside: shown again
+    finally:
+        logger.removeHandler(handler)
+    assert kept == ["GPU available: False, used: False", "TPU available: False, using: 0 TPU cores"]
+
+    with warnings.catch_warnings(record=True) as caught:  # every warning training gives
+        warnings.simplefilter("always")
+        assert main(["train", "--data", str(tiny_dataset), *TINY, "--out", str(tmp_path / "run")]) == 0
+    assert caught  # recorded at all (Lightning warns of the tiny set's few batches)
+    assert not [w for w in caught if "will be deleted" in str(w.message) or "LeafSpec" in str(w.message)]
 
 
 def test_crop_mode_gives_fixed_size_samples_with_binary_masks(tiny_dataset: Path) -> None:

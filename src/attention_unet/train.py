@@ -8,9 +8,13 @@ DDP; nothing here re-implements them. The best checkpoint is exported as safeten
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import time
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -776,8 +780,49 @@ def load_datasets(paths: list[str]) -> dict[str, list[data.Record]]:
     return {path: data.load_records(path) for path in paths}
 
 
+# Lightning's talk about itself, not about the run: an advertisement for its cloud logger, the TPU
+# line, notes on defaults this module sets on purpose. Matched by their wording: if it changes, they
+# are merely shown again.
+LIGHTNING_CHATTER = (
+    "Tip: For seamless cloud logging",
+    "TPU available:",
+    "` was configured so",
+    "Loading `train_dataloader`",
+)
+
+
+class _DropChatter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not any(words in record.getMessage() for words in LIGHTNING_CHATTER)
+
+
+@contextmanager
+def quiet_lightning() -> Iterator[None]:
+    """Training's output without Lightning's chatter, and without two warnings that mislead here:
+    the CSV logger's "Previous log files in this directory will be deleted" reads as data loss, but
+    fit() has checked the folder (empty, or this run's own on --resume, whose metrics.csv is set
+    aside and merged back); and Lightning's own use of a torch API that torch deprecates."""
+    chatter = _DropChatter()
+    loggers = [logging.getLogger(f"lightning.{part}.utilities.rank_zero") for part in ("pytorch", "fabric")]
+    for logger in loggers:
+        logger.addFilter(chatter)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r"Experiment logs directory .* exists and is not empty")
+            warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+            yield
+    finally:
+        for logger in loggers:
+            logger.removeFilter(chatter)
+
+
 def fit(cfg: TrainConfig) -> Path:
     """Train as configured; returns the run folder (checkpoints, metrics.csv, model/)."""
+    with quiet_lightning():
+        return _fit(cfg)
+
+
+def _fit(cfg: TrainConfig) -> Path:
     from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
     from lightning.pytorch.loggers import CSVLogger
 
