@@ -2,6 +2,7 @@
 block border, the same labels on a dask.distributed cluster, zarr in and out, resumption."""
 
 import json
+import re
 from pathlib import Path
 
 import imageio.v3 as iio
@@ -259,7 +260,12 @@ def test_ome_zarr_in_and_out(tmp_path: Path, tiny_model: Path) -> None:
     "extra, message",
     [
         (["--block-size", "1000"], "multiple of the chunk size"),
-        (["--halo", "-1"], "--halo"),
+        (["--halo", "-1"], "--halo must be a whole number of pixels, 0 or more, not -1"),
+        (
+            ["--block-size", "200"],
+            r"--block-size 200 is narrower than the margins .* \(--halo 256, .* give at least 256",
+        ),
+        (["--block-size", "64", "--halo", "0"], r"network's context 96\): give at least 96"),
         (["--workers", "0"], "--workers"),
     ],
 )
@@ -270,7 +276,8 @@ def test_bad_block_options_are_one_line(
     code = main(
         ["predict", str(tmp_path / "img.tif"), "--model", str(tiny_model), "--out", str(tmp_path / "o"), *extra]
     )
-    assert code == 2 and message in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert code == 2 and re.search(message, err) and err.count("\n") == 1
 
 
 def test_a_stack_or_a_bare_zarr_group_is_one_line(

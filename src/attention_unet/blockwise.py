@@ -63,9 +63,15 @@ class BlockSettings:
             raise InputError(
                 f"--block-size must be a multiple of the chunk size {self.chunk} (or smaller), from 64 pixels, not {self.block}"
             )
-        for name, value in (("context", self.context), ("halo", self.halo)):
-            if not (isinstance(value, int) and 0 <= value <= self.block):
-                raise InputError(f"--{name} must be a whole number of pixels from 0 to the block size, not {value}")
+        if not (isinstance(self.halo, int) and self.halo >= 0):
+            raise InputError(f"--halo must be a whole number of pixels, 0 or more, not {self.halo}")
+        # both margins are read around a block: it must be at least as wide (the context is no option)
+        least = max(self.context, self.halo)
+        if self.block < least:
+            raise InputError(
+                f"--block-size {self.block} is narrower than the margins read around each block (--halo "
+                f"{self.halo}, the network's context {self.context}): give at least {least}, or a smaller --halo"
+            )
         if not (isinstance(self.workers, int) and 1 <= self.workers <= 256):
             raise InputError(f"--workers must be a whole number from 1 to 256, not {self.workers}")
 
