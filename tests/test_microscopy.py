@@ -187,3 +187,25 @@ def test_intensities_equal_regionprops() -> None:
         for stat in ("mean", "min", "max"):
             assert np.allclose(table[f"{stat}_ch{c}"], reference[f"intensity_{stat}-{c}"])
         assert np.allclose(table[f"integrated_ch{c}"], reference[f"intensity_mean-{c}"] * reference["area"])
+
+
+def test_inputs_are_files_folders_and_globs_each_file_once(tmp_path: Path) -> None:
+    """Relative paths (which the outputs mirror) start below a folder or a glob's fixed part; a
+    path or a glob that finds nothing is an error, as a typo must not pass for an empty batch."""
+    from attention_unet.errors import InputError
+    from attention_unet.images import find_inputs
+
+    for rel in ("a/x.png", "a/b/y.tif", "c/z.png"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"")
+    root = str(tmp_path)
+    found = list(find_inputs([f"{root}/a", f"{root}/c/*.png", f"{root}/a/x.png", f"{root}/**/*.tif"]))
+    assert [(str(f.relative_to(tmp_path)), str(rel)) for f, rel in found] == [
+        ("a/x.png", "x.png"),  # a folder's own files before its subfolders'
+        ("a/b/y.tif", "b/y.tif"),
+        ("c/z.png", "z.png"),
+    ]
+    with pytest.raises(InputError, match=r"\*\.jpg: no file matches"):
+        list(find_inputs([f"{root}/a", f"{root}/*.jpg"]))
+    with pytest.raises(InputError, match="nothere.png: no such file or folder"):
+        list(find_inputs([f"{root}/nothere.png"]))

@@ -40,6 +40,8 @@ def find_inputs(inputs: list[str]) -> Iterator[tuple[Path, Path]]:
             yield from once(iter([(path, Path(path.name))]))
         elif glob.has_magic(item):
             matches = sorted(Path(p) for p in glob.glob(item, recursive=True) if Path(p).is_file())
+            if not matches:  # as a path that does not exist: a typo must not pass for an empty batch
+                raise InputError(f"{item}: no file matches")
             # the root is the part of the pattern before its first wildcard component
             parts = Path(item).parts
             fixed = next((k for k, part in enumerate(parts) if glob.has_magic(part)), len(parts))
