@@ -129,7 +129,8 @@ def test_export_onnx_and_predict_with_it(run_dir: Path, tiny_dataset: Path, tmp_
     [
         (["train", "--data", "/nonexistent/data"], "/nonexistent/data: no such file or folder"),
         (["train", "--input", "crop:x"], "--input must be"),
-        (["evaluate", "--model", "/nonexistent/model"], "/nonexistent/model: no model.safetensors"),
+        (["evaluate", "--model", "/nonexistent/model"], "/nonexistent/model: no such model file or folder"),
+        (["evaluate", "--zoom", "100"], "at --zoom 100: 25600 x 25600 pixels is above the limit"),  # not killed
         (["predict", "x.png", "--out", "o", "--min-confidence", "1.5"], "--min-confidence must be at least 0"),
         (["evaluate", "--smoothing", "-1"], "--smoothing must be a Gaussian sigma from 0 to 8 pixels"),
     ],
@@ -145,6 +146,21 @@ def test_bad_yaml_config_is_named(tmp_path: Path, capsys) -> None:
     bad.write_text("unknown_key: 1\n")
     assert main(["train", "--config", str(bad), "--out", str(tmp_path / "o")]) == 2
     assert "bad.yaml: unknown option(s) unknown_key" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        (["train", "--config"], "cannot read YAML config (UnicodeDecodeError"),
+        (["evaluate", "--split-file"], "cannot read split file (UnicodeDecodeError"),
+    ],
+)
+def test_a_binary_file_for_a_text_option_is_named(tmp_path: Path, capsys, option: list[str], message: str) -> None:
+    binary = tmp_path / "image.tif"
+    binary.write_bytes(b"II*\x00\xb6\xff\x00")  # not UTF-8: it had ended in a traceback
+    assert main([*option, str(binary), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{binary}: {message}" in err[0]
 
 
 def test_help_does_not_import_torch() -> None:

@@ -224,6 +224,24 @@ def test_6_a_damaged_or_unreadable_output_list_stops_nothing(tmp_path: Path) -> 
     assert not written_by_a_run(tmp_path / "a.png")
 
 
+def test_6b_a_damaged_output_list_in_out_is_still_ours(tmp_path: Path, tiny_model: Path) -> None:
+    """--out's own list damaged (not UTF-8, no end to its last line): predicting into it works, and
+    again, replacing its own outputs (it had stopped with a UnicodeDecodeError traceback)."""
+    from attention_unet.outputs import MANIFEST, listed
+
+    out, images = tmp_path / "out", tmp_path / "in"
+    images.mkdir()
+    argv = ["predict", str(images), "--out", str(out), "--model", str(tiny_model)]
+    for name in "ab":
+        iio.imwrite(images / f"{name}.png", synthetic(0)[0])
+        assert main(argv) == 0  # a alone, then a and b: b's outputs are listed after the damage
+        if name == "a":
+            with open(out / MANIFEST, "ab") as f:
+                f.write(b"\xff\xfe damaged")
+    assert main(argv) == 0  # b's outputs are still known as its own, so replaced
+    assert "b_labels.tif" in listed(out) and b"damaged\nb_" in (out / MANIFEST).read_bytes()
+
+
 def test_7_inputs_sharing_a_stem_get_distinct_outputs(tmp_path: Path, tiny_model: Path) -> None:
     for folder, suffix in (("d1", ".png"), ("d1", ".tif"), ("d2", ".png")):
         (tmp_path / folder).mkdir(exist_ok=True)

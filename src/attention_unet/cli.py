@@ -375,8 +375,8 @@ def _read_yaml(path: str) -> dict[str, Any]:
     try:
         with open(path) as f:
             values = yaml.safe_load(f) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise InputError(f"{path}: cannot read YAML config ({exc})") from None
+    except (OSError, ValueError, yaml.YAMLError) as exc:  # ValueError: not text (UnicodeDecodeError)
+        raise InputError(f"{path}: cannot read YAML config ({type(exc).__name__}: {exc})") from None
     if not isinstance(values, dict):
         raise InputError(f"{path}: a config file must be a mapping of option: value")
     return values

@@ -344,8 +344,8 @@ def load_split(path: str | Path, dataset: str | None = None) -> dict[str, list[s
     valid, test}}, as multi-dataset training writes), those of ``dataset`` (matched by resolved path)."""
     try:
         split = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise InputError(f"{path}: cannot read split file ({exc})") from None
+    except (OSError, ValueError) as exc:  # ValueError: not JSON, or not text at all (UnicodeDecodeError)
+        raise InputError(f"{path}: cannot read split file ({type(exc).__name__}: {exc})") from None
     if isinstance(split, dict) and not {"train", "valid", "test"} <= set(split) and dataset is not None:
         matches = [v for k, v in split.items() if Path(k).resolve() == Path(dataset).resolve()]
         if not matches:
@@ -465,8 +465,14 @@ def protocol_view(record: Record, protocol: str) -> tuple[np.ndarray, np.ndarray
     """The image and instance labels an evaluation protocol scores: ``resize256`` (the report's:
     both resized to 256 x 256, labels by nearest neighbour) or ``native`` (as stored)."""
     if protocol == "resize256":
-        return resize(record.image, (256, 256)), resize(record.labels, (256, 256), nearest=True)
+        size = protocol_shape(record, protocol)
+        return resize(record.image, size), resize(record.labels, size, nearest=True)
     return record.image, record.labels
+
+
+def protocol_shape(record: Record, protocol: str) -> tuple[int, int]:
+    """The height and width of what :func:`protocol_view` gives, without resizing anything."""
+    return (256, 256) if protocol == "resize256" else (record.image.shape[0], record.image.shape[1])
 
 
 def modality(image: np.ndarray) -> str:

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from . import data, metrics
+from . import data, limits, metrics
 from .errors import InputError
 from .images import to_uint8
 from .outputs import OutputFolder
@@ -55,12 +55,23 @@ def strip(image: np.ndarray, true: np.ndarray, pred: np.ndarray) -> np.ndarray:
     return np.concatenate([to_uint8(image), gap, grey(true), gap, grey(pred)], axis=1)
 
 
+def zoomed_size(shape: tuple[int, ...], zoom: float) -> tuple[int, int]:
+    return max(8, round(shape[0] * zoom)), max(8, round(shape[1] * zoom))
+
+
+def check_zoom(records: list[data.Record], protocol: str, zoom: float) -> None:
+    """Every image within the pixel limit at ``zoom``, before any is predicted: --zoom 100 on a
+    256 x 256 image had made 25,600² pixels, and the process was killed for memory."""
+    for r in records:
+        limits.check_pixels(*zoomed_size(data.protocol_shape(r, protocol), zoom), f"{r.id} at --zoom {zoom:g}")
+
+
 def zoomed(image: np.ndarray, labels: np.ndarray, zoom: float) -> tuple[np.ndarray, np.ndarray]:
     """Image and labels resized by ``zoom`` (labels by nearest neighbour): the same nuclei at
     another size, to measure how prediction copes with nucleus sizes a dataset does not have."""
     if zoom == 1.0:
         return image, labels
-    size = (max(8, round(image.shape[0] * zoom)), max(8, round(image.shape[1] * zoom)))
+    size = zoomed_size(image.shape, zoom)
     return data.resize(image, size), data.resize(labels, size, nearest=True)
 
 
@@ -153,6 +164,7 @@ def evaluate(
     )
     if not chosen:
         raise InputError(f"{data_path}: the '{split}' part is empty")
+    check_zoom(chosen, protocol, zoom)
     predictor = load_predictor(
         model,
         device=device,

@@ -17,6 +17,15 @@ from .errors import InputError
 MANIFEST = ".attention-unet-outputs"
 
 
+def listed(folder: Path) -> set[str]:
+    """The paths an output folder lists as written by its runs: none where it has no list, or one
+    that cannot be read (permissions, damage): then nothing there is taken for the tool's."""
+    try:
+        return {line for line in (folder / MANIFEST).read_text(errors="replace").splitlines() if line}
+    except OSError:
+        return set()
+
+
 def written_by_a_run(path: Path, manifests: dict[Path, set[str]] | None = None) -> bool:
     """Whether an output folder at or above ``path``'s folder lists it (or a folder it lies in) as
     written by an earlier run there: an image folder that once took ``--out`` itself holds labels, masks and overlays
@@ -24,11 +33,8 @@ def written_by_a_run(path: Path, manifests: dict[Path, set[str]] | None = None) 
     manifests = {} if manifests is None else manifests
     real = path.resolve()
     for folder in real.parents:
-        if folder not in manifests:
-            try:  # an unreadable list (permissions, damage) lists nothing rather than stopping the batch
-                manifests[folder] = set((folder / MANIFEST).read_text(errors="replace").splitlines())
-            except OSError:
-                manifests[folder] = set()
+        if folder not in manifests:  # an unreadable list lists nothing rather than stopping the batch
+            manifests[folder] = listed(folder)
         relative = real.relative_to(folder)
         # the file itself, or a folder of ours it lies in (a block-wise run's work folder, a zarr)
         if manifests[folder] and any(p.as_posix() in manifests[folder] for p in (relative, *relative.parents[:-1])):
@@ -44,8 +50,7 @@ class OutputFolder:
         self.created = not self.root.exists()
         if self.root.exists() and not self.root.is_dir():
             raise InputError(f"--out {self.root}: is a file, not a folder")
-        listed = self.root / MANIFEST
-        self.ours = {line for line in listed.read_text().splitlines() if line} if listed.is_file() else set()
+        self.ours = listed(self.root)
 
     def lock(self) -> None:
         """Hold the folder for this process (until it exits): a second run into it is an error.
@@ -139,5 +144,7 @@ class OutputFolder:
     def _list(self, relative: str) -> None:
         """Append one name to the manifest (appending, not rewriting: a batch of n files costs n
         short writes, not n rewrites of a growing list)."""
-        with open(self.root / MANIFEST, "a") as f:
-            f.write(f"{relative}\n")
+        with open(self.root / MANIFEST, "ab+") as f:
+            # after a last line with no end (a list edited by hand, or damaged), not joined to it
+            ended = f.seek(0, os.SEEK_END) == 0 or (f.seek(-1, os.SEEK_END), f.read(1))[1] == b"\n"
+            f.write(("" if ended else "\n").encode() + f"{relative}\n".encode())
