@@ -453,6 +453,7 @@ def test_16_broken_model_files_are_one_line(tmp_path: Path, tiny_model: Path, na
         ("missing", "no such model file or folder"),
         ("folder", "no model.safetensors found"),
         ("onnx", "an ONNX export; this needs the model.safetensors it was exported from"),
+        ("checkpoint", "a training checkpoint (for --resume); give the run folder"),
         ("random", "not a readable safetensors model file"),
     ],
 )
@@ -461,7 +462,8 @@ def test_16b_finetune_from_a_broken_model_is_one_line(
 ) -> None:
     """The path once, the problem once (it had read "--init-from X: X: ..." under finetune's --model)."""
     paths = broken_models(tmp_path, tiny_model)
-    paths["missing"], paths["folder"] = tmp_path / "nothere", tmp_path
+    paths["missing"], paths["folder"], paths["checkpoint"] = tmp_path / "nothere", tmp_path, tmp_path / "last.ckpt"
+    paths["checkpoint"].write_bytes(b"PK\x03\x04 a zip of pickles: never opened")
     data = tmp_path / "data"
     for part in ("images", "masks"):
         (data / part).mkdir(parents=True)

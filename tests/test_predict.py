@@ -248,10 +248,14 @@ def test_inference_settings_come_from_the_model(tmp_path: Path) -> None:
         load_predictor(tmp_path, tile=64, min_confidence=1)
 
 
-def test_tta_keeps_the_shape(tiny_model: Path) -> None:
+@pytest.mark.parametrize("shape", [(33, 47), (1, 1), (1, 40), (5, 1)])
+def test_tta_keeps_the_shape(tiny_model: Path, shape: tuple[int, int]) -> None:
+    """Also for a side of 1 pixel, where a flipped view's negative stride survives
+    np.ascontiguousarray (numpy calls it contiguous) and torch refused it."""
     run = torch_runner(load_model(tiny_model))
-    image = np.dstack([synthetic(3, (33, 47))[0]] * 3)
-    assert Predictor(run, tta=True).probability(image).shape == (33, 47)
+    image = np.dstack([np.resize(synthetic(3, (33, 47))[0], shape)] * 3)
+    for views in sorted(TTA_VIEWS):
+        assert Predictor(run, tta=True, tta_views=views).probability(image).shape == shape
 
 
 @pytest.mark.skipif(not pretrained_path().is_file(), reason="no shipped model yet")

@@ -279,10 +279,19 @@ def save_model(model: AttentionUNet, directory: str | Path, metadata: dict[str, 
     return path
 
 
+# files a user may take for a model, and what they are: predict runs ONNX files (export.py), and the
+# rest need the safetensors weights (a checkpoint or TorchScript file is never unpickled or run)
+NOT_WEIGHTS = {
+    ".onnx": f"an ONNX export; this needs the {WEIGHTS_NAME} it was exported from",
+    ".pt": f"a TorchScript export (for other programs); give the {WEIGHTS_NAME} it was exported from",
+    ".ckpt": "a training checkpoint (for --resume); give the run folder, whose model/ holds the best one's weights",
+}
+
+
 def _resolve_weights(path: Path) -> Path:
     """Accept a weights file, a model folder, or a training run folder (its ``model/``)."""
-    if path.suffix.lower() == ".onnx":  # predict runs ONNX files (export.py); the network needs the weights
-        raise FileNotFoundError(f"{path}: an ONNX export; this needs the {WEIGHTS_NAME} it was exported from")
+    if path.suffix.lower() in NOT_WEIGHTS:
+        raise FileNotFoundError(f"{path}: {NOT_WEIGHTS[path.suffix.lower()]}")
     for candidate in (path, path / WEIGHTS_NAME, path / "model" / WEIGHTS_NAME):
         if candidate.is_file():
             return candidate

@@ -497,7 +497,9 @@ class Predictor:
         for k, flip in views:
             view = np.rot90(batch, k, axes=(2, 3))
             view = view[..., ::-1] if flip else view
-            p, m = self.run(np.ascontiguousarray(view))
+            # a copy, not np.ascontiguousarray: along a side of 1 pixel numpy calls the flipped
+            # view contiguous and keeps its negative stride, which torch refuses
+            p, m = self.run(view.copy())
             p, m = _undo_view(p, k, flip), [_undo_view(a, k, flip) for a in m]
             probs = p if probs is None else probs + p
             maps = m if maps is None else [s + a for s, a in zip(maps, m)]
