@@ -90,6 +90,21 @@ def test_the_pixel_limit_can_be_raised_or_lowered(tmp_path: Path, tiny_model: Pa
     os.environ.pop("ATTENTION_UNET_MAX_PIXELS", None)
 
 
+@pytest.mark.parametrize("value", ["abc", "-5", "1e400"])
+def test_a_bad_pixel_limit_in_the_environment_is_one_line(
+    tmp_path: Path, tiny_model: Path, monkeypatch, capsys, value: str
+) -> None:
+    """Once, before any file (it was a warning and a failure for every file of the batch)."""
+    monkeypatch.setenv("ATTENTION_UNET_MAX_PIXELS", value)
+    iio.imwrite(tmp_path / "a.png", synthetic(0, (64, 64))[0])
+    assert main(["predict", str(tmp_path / "a.png"), "--out", str(tmp_path / "o"), "--model", str(tiny_model)]) == 2
+    assert (
+        capsys.readouterr().err
+        == f"attention-unet: error: ATTENTION_UNET_MAX_PIXELS must be a number of pixels, not '{value}'\n"
+    )
+    assert not (tmp_path / "o").exists()
+
+
 def test_2_a_zip_entry_that_inflates_hugely_is_refused_unread(tmp_path: Path) -> None:
     image = tmp_path / "i.png"
     iio.imwrite(image, synthetic(0)[0])
@@ -308,6 +323,29 @@ def test_10_resume_restores_the_runs_options_and_keeps_every_metric_row(
     assert {"0", "1", "2"} <= set(epochs)
     assert main(["train", "--out", str(run), "--resume", "--width", "8"]) == 2
     assert "--width 8 differs from its 4" in capsys.readouterr().err
+
+
+def test_11b_a_cache_that_cannot_be_written_stops_nothing(
+    tiny_dataset: Path, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    """The cache only saves time: a cache folder that cannot be made (here under a file, as a
+    read-only or full disk would refuse it) is a warning, and the records come all the same."""
+    from attention_unet import data
+
+    (tmp_path / "file").write_text("")
+    monkeypatch.setenv("ATTENTION_UNET_CACHE", str(tmp_path / "file" / "cache"))
+    records = data.load_records(tiny_dataset)
+    assert [r.id for r in records] == [r.id for r in data.load_records(tiny_dataset, use_cache=False)]
+    assert "warning: cannot write the dataset cache" in capsys.readouterr().err
+
+    def disk_full(*args, **kwargs) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setenv("ATTENTION_UNET_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(np, "savez", disk_full)
+    assert len(data.load_records(tiny_dataset)) == len(records)
+    assert "No space left on device" in capsys.readouterr().err
+    assert not list((tmp_path / "cache").iterdir())  # no partial file left to fill the disk further
 
 
 def test_11_a_damaged_or_tampered_cache_is_rebuilt_with_a_warning(

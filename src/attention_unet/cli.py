@@ -431,6 +431,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.max_pixels < 1:
                 raise InputError(f"--max-pixels must be a positive number of pixels, not {args.max_pixels}")
             os.environ["ATTENTION_UNET_MAX_PIXELS"] = str(args.max_pixels)  # read by limits, in workers too
+        from .limits import max_pixels
+
+        max_pixels()  # a bad ATTENTION_UNET_MAX_PIXELS is one line now, not a warning for every file
         return _run(args)
     except (InputError, FileNotFoundError) as exc:
         if args.debug:

@@ -259,19 +259,34 @@ def load_records(data: str | Path, use_cache: bool = True) -> list[Record]:
                 file=sys.stderr,
             )
     records = list(iter_records(path))
+    try:
+        _write_cache(cache, records)
+    except OSError as exc:  # a speed-up only: a read-only or full disk must not stop the command
+        print(
+            f"warning: cannot write the dataset cache {cache} ({type(exc).__name__}: {exc}); going on without it "
+            "(ATTENTION_UNET_CACHE names another folder)",
+            file=sys.stderr,
+        )
+    return records
+
+
+def _write_cache(cache: Path, records: list[Record]) -> None:
     cache.parent.mkdir(parents=True, exist_ok=True)
     arrays = {"ids": np.array(json.dumps([r.id for r in records]))}
     for r in records:
         arrays[f"{r.id}/image"], arrays[f"{r.id}/labels"] = r.image, r.labels
     # a name of its own: two runs decoding the same dataset at once must not write into one file
     fd, tmp_name = tempfile.mkstemp(dir=cache.parent, prefix=f".{cache.stem}-", suffix=".npz")
-    with os.fdopen(fd, "wb") as f:
-        np.savez(f, **arrays)
     tmp = Path(tmp_name)
-    tmp.with_suffix(".sha256").write_text(_sha256(tmp))
-    tmp.with_suffix(".sha256").replace(cache.with_suffix(".sha256"))
-    tmp.replace(cache)
-    return records
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+        tmp.with_suffix(".sha256").write_text(_sha256(tmp))
+        tmp.with_suffix(".sha256").replace(cache.with_suffix(".sha256"))
+        tmp.replace(cache)
+    finally:  # a disk that filled up keeps no partial file
+        tmp.unlink(missing_ok=True)
+        tmp.with_suffix(".sha256").unlink(missing_ok=True)
 
 
 def _sha256(path: Path) -> str:

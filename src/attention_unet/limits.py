@@ -29,9 +29,12 @@ def max_pixels() -> int:
     """The pixel limit per image plane (``ATTENTION_UNET_MAX_PIXELS``, else the default)."""
     value = os.environ.get("ATTENTION_UNET_MAX_PIXELS", "")
     try:
-        return int(float(value)) if value else DEFAULT_MAX_PIXELS
-    except ValueError:
-        raise InputError(f"ATTENTION_UNET_MAX_PIXELS must be a number of pixels, not '{value}'") from None
+        limit = int(float(value)) if value else DEFAULT_MAX_PIXELS
+    except (ValueError, OverflowError):
+        limit = 0
+    if limit < 1:
+        raise InputError(f"ATTENTION_UNET_MAX_PIXELS must be a number of pixels, not '{value}'")
+    return limit
 
 
 def check_pixels(height: int, width: int, name: str, *, limit: int | None = None) -> None:
