@@ -181,6 +181,10 @@ def test_a_bad_file_is_reported_and_the_rest_goes_on(tmp_path: Path, tiny_model:
     assert code == 1
     assert (tmp_path / "o" / "good_mask.png").is_file()
     assert "broken.png" in capsys.readouterr().err
+    # the page lists it with why (the broken file comes last: the index is written once more for it)
+    index = (tmp_path / "o" / "index.html").read_text()
+    assert "Not segmented: 1 file(s)" in index and f"<td>{tmp_path / 'broken.png'}</td><td>" in index
+    assert "cannot read image" in index and "1 image(s)" in index
 
 
 def test_missing_input_is_a_one_line_error(tmp_path: Path, tiny_model: Path, capsys) -> None:

@@ -71,7 +71,7 @@ def parse_diameter(text: str) -> tuple[float, str]:
 @dataclass
 class Summary:
     rows: list[dict] = field(default_factory=list)
-    failed: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)  # input -> why it was not segmented
 
 
 def summarise(name: str, labels: np.ndarray) -> dict:
@@ -325,13 +325,16 @@ def _predict_files(
                     )
             except InputError as exc:
                 tqdm.write(f"warning: {exc}", file=sys.stderr)  # on its own line, not after the bar
-                summary.failed.append(str(path))
+                summary.failed[str(path)] = str(exc)
+                unwritten = bool(summary.rows)  # the index lists it, once there is an index
                 continue
             summary.rows += [{"input": str(path), **row} for row in rows]
-            write_summary(folder, summary.rows)  # as images finish: a stopped run keeps what it did
+            write_summary(folder, summary.rows, summary.failed)  # as images finish: a stopped run keeps what it did
             unwritten = False
         if unwritten:
-            write_summary(folder, summary.rows)  # the rows of files --skip-existing left out after the last one done
+            write_summary(
+                folder, summary.rows, summary.failed
+            )  # rows --skip-existing kept, or a failure, after the last one done
     finally:
         folder.release()  # also when interrupted: a rerun in this process may lock it again
     print(f"{len(files) - len(summary.failed)} file(s) segmented, outputs in {out}", file=sys.stderr)
@@ -371,7 +374,7 @@ def unique_stems(paths: list[Path]) -> list[str]:
     return stems
 
 
-def write_summary(folder: OutputFolder, rows: list[dict]) -> None:
+def write_summary(folder: OutputFolder, rows: list[dict], failed: dict[str, str] | None = None) -> None:
     """summary.csv and the index.html of thumbnails."""
     import csv
 
@@ -384,7 +387,7 @@ def write_summary(folder: OutputFolder, rows: list[dict]) -> None:
             writer.writerows(rows)
 
     folder.write(folder.root / "summary.csv", write)
-    index = predict_index(folder.root, rows)
+    index = predict_index(folder.root, rows, failed or {})
     folder.write(folder.root / "index.html", lambda t: t.write_text(index, encoding="utf-8"))
 
 

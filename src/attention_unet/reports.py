@@ -171,9 +171,10 @@ def evaluate_report(summary: dict[str, Any], rows: list[dict[str, Any]], strips:
 # -------------------------------------------------------------------------------------- predict
 
 
-def predict_index(out: Path, rows: list[dict[str, Any]]) -> str:
+def predict_index(out: Path, rows: list[dict[str, Any]], failed: dict[str, str] | None = None) -> str:
     """The text of ``out/index.html``: a thumbnail of every image with its outlines, nucleus count and
-    foreground fraction, sortable by count; each thumbnail links to the full overlay."""
+    foreground fraction, sortable by count; each thumbnail links to the full overlay. ``failed``
+    (input: why) are listed first, so that nobody reads the page as the whole batch."""
     cards = []
     for row in rows:
         stem = row["file"]
@@ -193,8 +194,14 @@ def predict_index(out: Path, rows: list[dict[str, Any]]) -> str:
         "<button onclick=\"sortGrid('grid', 'count', false)\">fewest first</button> "
         "<button onclick=\"sortGrid('grid', 'fraction', true)\">most foreground first</button></p>"
     )
+    failures = (
+        f"<h2>Not segmented: {len(failed)} file(s)</h2>"
+        + table(["file", "why"], [[path, why] for path, why in failed.items()], sortable=False)
+        if failed
+        else ""
+    )
     body = (
-        f"<p>{len(rows)} image(s); summary.csv has the numbers.</p>{buttons}<div class='grid' id='grid'>\n"
+        f"{failures}<p>{len(rows)} image(s); summary.csv has the numbers.</p>{buttons}<div class='grid' id='grid'>\n"
         + "\n".join(cards)
         + "\n</div>"
     )
