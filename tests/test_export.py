@@ -119,3 +119,30 @@ def test_engine_auto_runs_the_shipped_int8_only_when_it_was_made_from_the_shippe
     model.save_model(AttentionUNet(ModelConfig(width=4, depth=2)).eval(), weights, {"train": {"norm": "percentile"}})
     assert predict.shipped_int8() is None
     assert "quantised from other weights" in capsys.readouterr().err
+
+
+def test_int8_calibration_skips_bad_files_and_pads_tiny_ones(tmp_path: Path, tiny_model: Path, capsys) -> None:
+    """A folder of calibration images is a batch: a file that cannot be read is a warning, a 1 x 1
+    image is padded as predict pads it (the graph's reflection had failed on it), and no image at
+    all is one line before anything is written."""
+    import imageio.v3 as iio
+
+    from attention_unet.cli import main
+
+    from .conftest import synthetic
+
+    images = tmp_path / "calibrate"
+    images.mkdir()
+    iio.imwrite(images / "cells.png", synthetic(0, (64, 64))[0])
+    iio.imwrite(images / "dot.png", np.full((1, 1), 200, np.uint8))
+    (images / "broken.png").write_bytes(b"\x89PNG cut off")
+    out = tmp_path / "m.onnx"
+    assert main(["export", "--model", str(tiny_model), "--onnx", str(out), "--int8", "--calibrate", str(images)]) == 0
+    err = capsys.readouterr().err
+    assert "broken.png: cannot read image" in err and "calibrated on 2 image(s)" in err
+    assert out.with_suffix(".int8.onnx").is_file()
+    (tmp_path / "none").mkdir()
+    argv = ["export", "--model", str(tiny_model), "--onnx", str(tmp_path / "n.onnx"), "--int8", "--calibrate"]
+    assert main([*argv, str(tmp_path / "none")]) == 2
+    assert "none: no image to calibrate the int8 model on" in capsys.readouterr().err
+    assert not (tmp_path / "n.onnx").exists()

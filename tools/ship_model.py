@@ -103,11 +103,12 @@ def write_int8(weights: Path, calibrate: list[str]) -> None:
     import onnx
 
     from attention_unet.export import calibration_tiles, export_onnx, onnx_info, quantize_onnx
-    from attention_unet.images import find_inputs, read_pages
+    from attention_unet.images import calibration_images
 
     network = load_model(weights)
-    images = [page for file, _ in find_inputs(calibrate) for page in read_pages(file)]
-    tiles = calibration_tiles(images, network.info.get("train", {}).get("norm", "fixed"))
+    images = calibration_images(calibrate)
+    norm = network.info.get("train", {}).get("norm", "fixed")
+    tiles = calibration_tiles(images, norm, multiple=2**network.config.depth)
     target = weights.with_suffix(".int8.onnx")
     with tempfile.TemporaryDirectory() as tmp:
         quantize_onnx(export_onnx(network, Path(tmp) / "model.onnx"), target, tiles)

@@ -3,12 +3,14 @@ ONNX Runtime runner for ``predict --engine onnx``."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import itertools
 import json
 import sys
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +37,16 @@ def fold_batchnorm(model: AttentionUNet) -> AttentionUNet:
     return fused
 
 
+@contextlib.contextmanager
+def quiet_trace() -> Iterator[None]:
+    """Tracing without torch's TracerWarnings about the padding in AttentionUNet._run: the traced
+    graph always pads, by reflection, as that code says it will, and :func:`edge_padded` gives it
+    the inputs that reflection cannot pad. The warnings told a user nothing they could act on."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+        yield
+
+
 def export_onnx(model: AttentionUNet, path: str | Path, opset: int = 17) -> Path:
     """ONNX graph of the folded model (dynamic batch, height and width; outputs logits), with the
     model's metadata (config, training options) in the graph's ``attention_unet`` property."""
@@ -43,16 +55,20 @@ def export_onnx(model: AttentionUNet, path: str | Path, opset: int = 17) -> Path
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     example = torch.randn(1, model.config.in_channels, 64, 64)
-    torch.onnx.export(
-        fold_batchnorm(model),
-        (example,),
-        str(path),
-        input_names=["image"],
-        output_names=["logits"],
-        dynamic_axes={"image": {0: "batch", 2: "height", 3: "width"}, "logits": {0: "batch", 2: "height", 3: "width"}},
-        opset_version=opset,
-        dynamo=False,
-    )
+    with quiet_trace():
+        torch.onnx.export(
+            fold_batchnorm(model),
+            (example,),
+            str(path),
+            input_names=["image"],
+            output_names=["logits"],
+            dynamic_axes={
+                "image": {0: "batch", 2: "height", 3: "width"},
+                "logits": {0: "batch", 2: "height", 3: "width"},
+            },
+            opset_version=opset,
+            dynamo=False,
+        )
     graph = onnx.load(str(path))
     info = getattr(model, "info", {"model": dataclasses.asdict(model.config)})
     onnx.helper.set_model_props(graph, {"attention_unet": json.dumps(info)})
@@ -76,9 +92,13 @@ def onnx_info(path: str | Path) -> dict:
         raise InputError(f"{path}: the model's metadata is malformed") from None
 
 
-def calibration_tiles(images: list[np.ndarray], norm: str, size: int = 256, limit: int = 32) -> list[np.ndarray]:
+def calibration_tiles(
+    images: list[np.ndarray], norm: str, *, multiple: int = 1, size: int = 256, limit: int = 32
+) -> list[np.ndarray]:
     """1 x 3 x h x w float32 tiles for int8 calibration: the centre (up to size x size, at native
-    resolution, as predict sees it) of up to ``limit`` images, normalised as the model expects."""
+    resolution, as predict sees it) of up to ``limit`` images, normalised as the model expects,
+    padded for a graph of depth log2(``multiple``) as predict's runner pads them (:func:`edge_padded`;
+    a 1 x 1 image had failed)."""
     from . import data
 
     tiles = []
@@ -86,7 +106,7 @@ def calibration_tiles(images: list[np.ndarray], norm: str, size: int = 256, limi
         h, w = image.shape[:2]
         y, x = max(0, (h - size) // 2), max(0, (w - size) // 2)
         crop = data.normalise(image[y : y + size, x : x + size], norm, data.normalisation_range(image, norm))
-        tiles.append(np.ascontiguousarray(crop.transpose(2, 0, 1)[None]))
+        tiles.append(np.ascontiguousarray(edge_padded(crop.transpose(2, 0, 1)[None], multiple)))
     return tiles
 
 
@@ -144,6 +164,18 @@ def quantize_onnx(source: str | Path, target: str | Path, tiles: list[np.ndarray
     return Path(target)
 
 
+def edge_padded(batch: np.ndarray, multiple: int) -> np.ndarray:
+    """An N x C x H x W batch as the traced graph can take it. The graph reflect-pads to a multiple
+    of 2**depth, which fails where the padding reaches the side (an image 8 px high at depth 4);
+    there the eager model replicates the edge instead (AttentionUNet._run), so that is done here,
+    before the graph."""
+    height, width = batch.shape[-2:]
+    pad_h, pad_w = (-height) % multiple, (-width) % multiple
+    if pad_h >= height or pad_w >= width:
+        return np.pad(batch, ((0, 0), (0, 0), (0, pad_h), (0, pad_w)), mode="edge")
+    return batch
+
+
 def onnx_runner(path: str | Path) -> Callable[[np.ndarray], tuple[np.ndarray, list[np.ndarray]]]:
     """An ONNX Runtime session on an exported .onnx file, as a predict runner."""
     import onnxruntime as ort
@@ -152,14 +184,9 @@ def onnx_runner(path: str | Path) -> Callable[[np.ndarray], tuple[np.ndarray, li
     multiple = 2 ** int(onnx_info(path)["model"]["depth"])
 
     def run(batch: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
-        # the traced graph reflect-pads to a multiple of 2**depth, which fails where the padding
-        # reaches the side (an image 8 px high at depth 4); there the eager model replicates the
-        # edge instead (AttentionUNet._run), so the same padding is done here, before the graph
         height, width = batch.shape[-2:]
-        pad_h, pad_w = (-height) % multiple, (-width) % multiple
-        if pad_h >= height or pad_w >= width:
-            batch = np.pad(batch, ((0, 0), (0, 0), (0, pad_h), (0, pad_w)), mode="edge")
-        logits = session.run(None, {"image": batch.astype(np.float32, copy=False)})[0][..., :height, :width]
+        logits = session.run(None, {"image": edge_padded(batch, multiple).astype(np.float32, copy=False)})[0]
+        logits = logits[..., :height, :width]
         return 1.0 / (1.0 + np.exp(-logits)), []
 
     return run
@@ -210,22 +237,24 @@ def export(
             raise InputError(
                 f"{target}: exists and is no model attention-unet exported; not replacing it (choose another path)"
             )
+    if int8 and onnx:  # read before anything is written: no calibration image, no files
+        from . import data
+        from .images import calibration_images
+
+        images = calibration_images(calibrate or [str(data.SAMPLE_DIR / "images")])
     for target, _ in targets:
         target.parent.mkdir(parents=True, exist_ok=True)
     if onnx:
         path = export_onnx(network, onnx)
         print(f"wrote {path}", file=sys.stderr)
         if int8:
-            from . import data
-            from .images import find_inputs, read_pages
-
-            inputs = calibrate or [str(data.SAMPLE_DIR / "images")]
-            images = [page for file, _ in find_inputs(inputs) for page in read_pages(file)]
-            tiles = calibration_tiles(images, network.info.get("train", {}).get("norm", "fixed"))
+            norm = network.info.get("train", {}).get("norm", "fixed")
+            tiles = calibration_tiles(images, norm, multiple=2**network.config.depth)
             q = quantize_onnx(path, Path(onnx).with_suffix(".int8.onnx"), tiles)
             print(f"wrote {q} (calibrated on {len(tiles)} image(s))", file=sys.stderr)
     if torchscript:
-        scripted = torch.jit.trace(fold_batchnorm(network), torch.randn(1, network.config.in_channels, 64, 64))
+        with quiet_trace():
+            scripted = torch.jit.trace(fold_batchnorm(network), torch.randn(1, network.config.in_channels, 64, 64))
         scripted.save(torchscript, _extra_files={TORCHSCRIPT_INFO: json.dumps(network.info)})
         print(f"wrote {torchscript}", file=sys.stderr)
     return 0

@@ -295,9 +295,21 @@ def _declared_pixel_size(tif: object) -> float | None:
     return None
 
 
-def read_pages(path: Path) -> list[np.ndarray]:
-    """Every plane of an image file as an H x W x 3 array (for int8 calibration)."""
-    return [data.to_rgb(plane.channels, str(path)) for plane in open_image(path).planes()]
+def calibration_images(inputs: list[str]) -> list[np.ndarray]:
+    """Every plane of the image files that ``inputs`` (files, folders, globs) name, as H x W x 3
+    arrays, for int8 calibration. A file that cannot be read is left out with a warning, as in any
+    batch; none at all is an error naming the inputs."""
+    import sys
+
+    images: list[np.ndarray] = []
+    for path, _ in find_inputs(inputs):
+        try:
+            images += [data.to_rgb(plane.channels, str(path)) for plane in open_image(path).planes()]
+        except InputError as exc:
+            print(f"warning: {exc}; not calibrating on it", file=sys.stderr)
+    if not images:
+        raise InputError(f"{' '.join(inputs)}: no image to calibrate the int8 model on")
+    return images
 
 
 def to_uint8(image: np.ndarray) -> np.ndarray:
