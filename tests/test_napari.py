@@ -135,6 +135,12 @@ def test_sample_data_and_labels_reader(tmp_path: Path) -> None:
     reader = get_labels_reader(str(tmp_path / "x_labels.tif"))
     assert reader is not None and reader(str(tmp_path / "x_labels.tif"))[0][2] == "labels"
     assert get_labels_reader(str(tmp_path / "x.png")) is None
+    # a file of that name that holds no labels is left to napari's other readers
+    tifffile.imwrite(tmp_path / "float_labels.tif", np.random.default_rng(0).random((3, 4), dtype=np.float32))
+    (tmp_path / "empty_labels.tif").write_bytes(b"")
+    assert get_labels_reader(str(tmp_path / "float_labels.tif")) is None
+    assert get_labels_reader(str(tmp_path / "empty_labels.tif")) is None
+    assert get_labels_reader(str(tmp_path / "missing_labels.tif")) is None
 
 
 def test_the_manifest_is_valid() -> None:

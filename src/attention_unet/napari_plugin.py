@@ -253,8 +253,20 @@ def sample_data() -> list[tuple[np.ndarray, dict[str, Any], str]]:
 
 
 def get_labels_reader(path: str | list[str]) -> Any:
-    """A reader for ``<name>_labels.tif`` (what predict writes), None for anything else."""
+    """A reader for ``<name>_labels.tif`` (what predict writes), None for anything else, including a
+    file of that name that holds no labels (not a TIFF, or not integers: napari then tries its other
+    readers instead of failing in this one). Read on the pixel grid (no scale), as napari's own
+    TIFF reader opens the image beside it."""
     if isinstance(path, list) or not str(path).endswith("_labels.tif"):
+        return None
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            integers = np.issubdtype(tif.series[0].dtype, np.integer)
+    except Exception:  # noqa: BLE001 - tifffile raises many types for what is no TIFF
+        return None
+    if not integers:
         return None
 
     def read(path: str) -> list[tuple[np.ndarray, dict[str, Any], str]]:
