@@ -798,10 +798,12 @@ class _DropChatter(logging.Filter):
 
 @contextmanager
 def quiet_lightning() -> Iterator[None]:
-    """Training's output without Lightning's chatter, and without two warnings that mislead here:
+    """Training's output without Lightning's chatter, and without three warnings that mislead here:
     the CSV logger's "Previous log files in this directory will be deleted" reads as data loss, but
     fit() has checked the folder (empty, or this run's own on --resume, whose metrics.csv is set
-    aside and merged back); and Lightning's own use of a torch API that torch deprecates."""
+    aside and merged back); "fewer training batches than the logging interval" on a small dataset,
+    whose metrics are logged per epoch all the same; and Lightning's own use of a torch API that
+    torch deprecates."""
     chatter = _DropChatter()
     loggers = [logging.getLogger(f"lightning.{part}.utilities.rank_zero") for part in ("pytorch", "fabric")]
     for logger in loggers:
@@ -809,6 +811,7 @@ def quiet_lightning() -> Iterator[None]:
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=r"Experiment logs directory .* exists and is not empty")
+            warnings.filterwarnings("ignore", message=r"The number of training batches .* logging interval")
             warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
             yield
     finally:
