@@ -290,3 +290,24 @@ def test_cellpose_layout_pairs_each_image_with_its_masks_file(tmp_path: Path) ->
     iio.imwrite(tmp_path / "c_masks.png", labels)
     with pytest.raises(InputError, match="c_masks.png"):
         data.load_records(tmp_path, use_cache=False)
+
+
+def test_signal_channel_finds_a_fluorescence_image_shown_in_one_colour() -> None:
+    """Nuclei in one colour on black (DAPI exported in blue) name that channel; grey images,
+    composites of two stains and stained tissue (bright background) name none."""
+    from .conftest import synthetic
+
+    grey = synthetic(0, (64, 64))[0]
+    for k in range(3):
+        coloured = np.zeros((64, 64, 3), np.uint8)
+        coloured[..., k] = grey
+        assert data.signal_channel(coloured) == k
+        assert data.signal_channel(coloured.astype(np.uint16) * 200) == k  # 16-bit too
+    assert data.signal_channel(np.dstack([grey] * 3)) is None  # grey
+    assert data.signal_channel(grey) is None
+    composite = np.dstack([np.zeros_like(grey), grey[::-1] // 2, grey])  # a second stain at half
+    assert data.signal_channel(composite) is None
+    faint = np.dstack([np.zeros_like(grey), grey // 20, grey])  # another channel a twentieth as bright
+    assert data.signal_channel(faint) == 2
+    tissue = np.dstack([255 - grey, 255 - grey, np.full_like(grey, 230)])  # bright background
+    assert data.modality(tissue) != "fluorescence" and data.signal_channel(tissue) is None

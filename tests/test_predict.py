@@ -272,6 +272,17 @@ def test_shipped_model_keeps_its_accuracy_on_the_sample(tmp_path: Path) -> None:
     assert summary["f1"] >= SHIPPED_SAMPLE_F1 - 0.02
 
 
+def test_an_image_in_one_colour_is_predicted_as_its_grey() -> None:
+    """DAPI shown in blue gets exactly the probabilities of the same nuclei in grey (the network
+    learnt fluorescence in grey only: the shipped one found no nucleus of the sample in blue)."""
+    grey = np.dstack([synthetic(5, (80, 96))[0]] * 3)
+    predictor = Predictor(brightness_runner, tile=64)
+    for k in range(3):
+        coloured = np.zeros_like(grey)
+        coloured[..., k] = grey[..., 0]
+        assert np.array_equal(predictor.probability(coloured), predictor.probability(grey))
+
+
 @pytest.mark.parametrize("views", sorted(TTA_VIEWS))
 def test_tta_maps_every_view_back_onto_the_image(views: int) -> None:
     """A runner whose output is its input's first channel, gate map the second: averaged over the

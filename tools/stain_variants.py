@@ -9,7 +9,9 @@ test-time stain normalisation would help it (MODEL.md, "Stain amounts at test ti
 Variants: ``rgb`` the image as stored; ``h`` the haematoxylin amount alone as a grey image (1st-99.8th
 percentile, nuclei bright as in fluorescence); ``hs`` the same smoothed by a Gaussian of 1 px; ``hxF``
 haematoxylin times F/100; ``hn`` haematoxylin scaled so that its 99th percentile is the median of the
-reference images' (``--reference``: TNBC's and DSB-2018's stained train images); ``hen`` both stains so.
+reference images' (``--reference``: TNBC's and DSB-2018's stained train images); ``hen`` both stains so;
+``red``, ``green``, ``blue`` a grey (fluorescence) image in that colour alone, as microscope software
+exports a DAPI channel (``data.signal_channel``).
 Parts are each dataset's default split (the one every shipped model was selected on).
 """
 
@@ -20,12 +22,14 @@ from pathlib import Path
 
 import imageio.v3 as iio
 import numpy as np
+import tifffile
 from scipy import ndimage
 from skimage.color import hed2rgb, rgb2hed
 
 from attention_unet import data
 
 REFERENCE = ("../shared/data/tnbc", "../shared/data/dsb2018/stage1_train.zip")
+COLOURS = ("red", "green", "blue")
 
 
 def records(source: str, part: str, modality: str | None = None) -> list[data.Record]:
@@ -47,6 +51,10 @@ def reference_p99(sources: tuple[str, ...]) -> np.ndarray:
 def variant(image: np.ndarray, name: str, reference: np.ndarray | None) -> np.ndarray:
     if name == "rgb":
         return image[..., :3]
+    if name in COLOURS:
+        coloured = np.zeros_like(image[..., :3])
+        coloured[..., COLOURS.index(name)] = image[..., 0]
+        return coloured
     if name in ("h", "hs"):
         amount = rgb2hed(image[..., :3])[..., 0]  # skimage's own (float64) conversion
         amount = ndimage.gaussian_filter(amount, 1.0) if name == "hs" else amount
@@ -85,7 +93,11 @@ def main() -> None:
         for sub in ("images", "masks"):
             (folder / sub).mkdir(parents=True, exist_ok=True)
         for r in chosen:
-            iio.imwrite(folder / "images" / f"{r.id}.png", variant(r.image, v, reference))
+            image = variant(r.image, v, reference)
+            if image.dtype == np.uint8:
+                iio.imwrite(folder / "images" / f"{r.id}.png", image)
+            else:  # 16-bit colour (BBBC039's in one colour): Pillow writes no such PNG
+                tifffile.imwrite(folder / "images" / f"{r.id}.tif", image, photometric="rgb")
             iio.imwrite(folder / "masks" / f"{r.id}.png", r.labels.astype(np.uint16))
         print(f"{folder}: {len(chosen)} images")
 

@@ -209,7 +209,10 @@ class Predictor:
         """(C x H x W float32 probabilities: foreground, then contours for a contour model; the
         gates' H x W attention maps when the runner returns them). ``value_range`` is the
         normalisation range (default: the image's own); a block of a larger image takes the whole
-        image's, so that blocks agree."""
+        image's, so that blocks agree. A fluorescence image in one colour is predicted as the grey
+        image of that colour's channel (:func:`data.signal_channel`)."""
+        if value_range is None and (channel := data.signal_channel(image)) is not None:
+            image = np.repeat(image[..., channel : channel + 1], 3, axis=2)  # the grey the network learnt
         with allocator.kept():  # the tiles' activations reuse one another's memory
             return self._probabilities(image, value_range or data.normalisation_range(image, self.norm))
 
