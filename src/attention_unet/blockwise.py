@@ -82,7 +82,8 @@ class BlockSettings:
 @dataclass(frozen=True)
 class LazySource:
     """Where a lazily read 2-D image lives: a TIFF's first series (level 0) or a zarr array, its
-    axes, and the channel that holds the nuclei (None: all of them, as colour)."""
+    axes, and the channel that holds the nuclei (None: all of them, as colour): on the C axis, or
+    on the S axis (the colours) of an image that has none."""
 
     path: str
     axes: str  # of the stored array, e.g. "YX", "YXS", "CYX", "TCZYX"
@@ -94,6 +95,11 @@ class LazySource:
     @property
     def shape_yx(self) -> tuple[int, int]:
         return self.shape[self.axes.index("Y")], self.shape[self.axes.index("X")]
+
+    @property
+    def channel_axis(self) -> str:
+        """The axis ``channel`` indexes ("" when the image has neither C nor S)."""
+        return "C" if "C" in self.axes else "S" if "S" in self.axes else ""
 
     def open(self) -> Any:
         """The zarr array (opened afresh in each worker: stores are not shared across processes)."""
@@ -114,14 +120,18 @@ class LazySource:
                 index.append(slice(y0, y1))
             elif axis == "X":
                 index.append(slice(x0, x1))
-            elif axis == "C" and self.channel is not None:
+            elif axis == self.channel_axis and self.channel is not None:
                 index.append(self.channel)
             elif axis in "CS":
                 index.append(slice(None))
             else:
                 index.append(0)  # a singleton T or Z (checked in open_lazy)
         window = np.asarray(array[tuple(index)])
-        kept = [a for a in self.axes if a in "YX" or (a in "CS" and not (a == "C" and self.channel is not None))]
+        kept = [
+            a
+            for a in self.axes
+            if a in "YX" or (a in "CS" and not (a == self.channel_axis and self.channel is not None))
+        ]
         order = [kept.index(a) for a in "YX"] + [i for i, a in enumerate(kept) if a not in "YX"]
         window = np.transpose(window, order)
         return data.to_rgb(window.reshape(window.shape[0], window.shape[1], -1)[..., :3], self.path)
@@ -154,13 +164,16 @@ def open_lazy(path: str | Path, *, channel: int | None = None, axes: str | None 
     if "Y" not in axes or "X" not in axes:
         raise InputError(f"{path}: no Y and X axes in {axes}")
     channels = int(np.prod([n for a, n in zip(axes, shape) if a == "C"], dtype=int))
-    if channel is not None and not 0 <= channel < max(channels, 1):
-        raise InputError(f"{path}: --channel {channel}: the image has {channels} channel(s), numbered from 0")
     if channel is None and channels > 1:
         raise InputError(f"{path}: {channels} channels: give --channel (the one that holds the nuclei)")
-    return LazySource(
-        str(path), axes, tuple(int(n) for n in shape), channel if "C" in axes else None, component, pixel_size
-    )
+    source = LazySource(str(path), axes, tuple(int(n) for n in shape), None, component, pixel_size)
+    if channel is None:
+        return source
+    axis = source.channel_axis  # the stains, else the colours (as a whole image's)
+    count = shape[axes.index(axis)] if axis else 1
+    if not 0 <= channel < count:
+        raise InputError(f"{path}: --channel {channel}: the image has {count} channel(s), numbered from 0")
+    return dataclasses.replace(source, channel=channel) if axis else source
 
 
 def _zarr_layout(path: Path) -> tuple[str, tuple[int, ...], str, float | None]:
@@ -492,6 +505,10 @@ def prepare(
 
     settings.check()
     mosaic = sample_mosaic(source)
+    if source.channel is None and (channel := data.signal_channel(mosaic)) is not None:
+        # fluorescence in one colour: read as that channel's grey, as a whole image is predicted
+        source = dataclasses.replace(source, channel=channel)
+        mosaic = sample_mosaic(source)
     # a block whose edge is a multiple of the stride, so each block's first sampled pixel is its first
     step = data.sample_step(*source.shape_yx)
     value_range = data.range_of_sample(strided_sample(source, step * max(1, 1024 // step)), predictor.norm)
