@@ -306,7 +306,8 @@ def test_signal_channel_finds_a_fluorescence_image_shown_in_one_colour() -> None
     assert data.signal_channel(np.dstack([grey] * 3)) is None  # grey
     assert data.signal_channel(grey) is None
     composite = np.dstack([np.zeros_like(grey), grey[::-1] // 2, grey])  # a second stain at half
-    assert data.signal_channel(composite) is None
+    assert data.signal_channel(composite) is None and data.several_colours(composite)
+    assert not data.several_colours(np.dstack([grey] * 3)) and not data.several_colours(coloured)
     faint = np.dstack([np.zeros_like(grey), grey // 20, grey])  # another channel a twentieth as bright
     assert data.signal_channel(faint) == 2
     tissue = np.dstack([255 - grey, 255 - grey, np.full_like(grey, 230)])  # bright background

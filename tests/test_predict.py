@@ -272,6 +272,22 @@ def test_shipped_model_keeps_its_accuracy_on_the_sample(tmp_path: Path) -> None:
     assert summary["f1"] >= SHIPPED_SAMPLE_F1 - 0.02
 
 
+def test_a_composite_of_several_colours_gets_a_note_on_channel(tmp_path: Path, tiny_model: Path, capsys) -> None:
+    """Nuclei in blue and a second stain in green: the note says which --channel picks a colour;
+    a grey image, or the composite with --channel, gets none."""
+    grey = synthetic(6, (64, 80))[0]
+    composite = np.dstack([np.zeros_like(grey), grey[::-1] // 2, grey])
+    iio.imwrite(tmp_path / "composite.png", composite)
+    iio.imwrite(tmp_path / "grey.png", grey)
+    argv = ["predict", "--model", str(tiny_model), "--out", str(tmp_path / "o")]
+    assert main([*argv, str(tmp_path / "composite.png"), str(tmp_path / "grey.png")]) == 0
+    notes = [line for line in capsys.readouterr().err.splitlines() if line.startswith("note:")]
+    note = f"note: {tmp_path / 'composite.png'}: fluorescence in several colours; if one holds the nuclei, "
+    assert notes == [note + "--channel N segments it (0 red, 1 green, 2 blue)"]
+    assert main([*argv, str(tmp_path / "composite.png"), "--channel", "2"]) == 0
+    assert "note:" not in capsys.readouterr().err
+
+
 def test_an_image_in_one_colour_is_predicted_as_its_grey() -> None:
     """DAPI shown in blue gets exactly the probabilities of the same nuclei in grey (the network
     learnt fluorescence in grey only: the shipped one found no nucleus of the sample in blue)."""

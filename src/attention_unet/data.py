@@ -508,6 +508,22 @@ def signal_channel(image: np.ndarray) -> int | None:
     composites of several stains and stained tissue. The network learnt fluorescence in grey only
     (DSB-2018's 541 fluorescence images are all grey): the sample's nuclei shown in blue gave no
     nucleus at all (highest probability 0.04), in red or green 23, in grey 24 (MODEL.md)."""
+    signal = _colour_signals(image)
+    if signal is None or signal.max() <= 0 or np.sort(signal)[-2] > 0.1 * signal.max():
+        return None
+    return int(np.argmax(signal))
+
+
+def several_colours(image: np.ndarray) -> bool:
+    """Whether ``image`` is a fluorescence composite: two channels or more carry signal (at least a
+    tenth of the brightest's), so that which one holds the nuclei is the user's to say (--channel)."""
+    signal = _colour_signals(image)
+    return signal is not None and signal.max() > 0 and np.sort(signal)[-2] > 0.1 * signal.max()
+
+
+def _colour_signals(image: np.ndarray) -> np.ndarray | None:
+    """Each colour's 99.5th percentile above its 0.5th on :func:`sample_step`'s pixels, for a
+    fluorescence image in colour; None for grey images and everything else."""
     if image.ndim != 3 or image.shape[2] < 3:
         return None
     step = sample_step(image.shape[0], image.shape[1])
@@ -515,11 +531,7 @@ def signal_channel(image: np.ndarray) -> int | None:
     if (sample[..., :1] == sample[..., 1:]).all() or modality(sample) != "fluorescence":
         return None  # grey (the common case, decided at once), or not fluorescence
     low, high = np.percentile(sample.reshape(-1, 3).astype(np.float64), (0.5, 99.5), axis=0)
-    signal = high - low
-    strongest = int(np.argmax(signal))
-    if signal[strongest] <= 0 or np.sort(signal)[-2] > 0.1 * signal[strongest]:
-        return None
-    return strongest
+    return high - low
 
 
 def sharpness(image: np.ndarray, mode: str, value_range: tuple[float, float] | None = None) -> float:

@@ -422,6 +422,14 @@ def predict_file(
         nonlocal probs_writer
         for k, plane in enumerate(source.planes()):
             image = data.to_rgb(plane.channels[..., channel] if channel is not None else plane.channels, str(path))
+            if k == 0 and channel is None and data.several_colours(image):
+                from tqdm import tqdm
+
+                tqdm.write(
+                    f"note: {path}: fluorescence in several colours; if one holds the nuclei, "
+                    "--channel N segments it (0 red, 1 green, 2 blue)",
+                    file=sys.stderr,
+                )
             probs, gates = predictor.probabilities(image)
             labels = keep(
                 predictor.labels(probs, options.threshold),
