@@ -118,8 +118,8 @@ def test_blockwise_smooths_sharp_stained_tissue_as_the_whole_image_does(tmp_path
 def scale_on_mosaic_and_whole(path: Path, predictor) -> tuple[float, tuple[float, float | None, float | None]]:
     """(the factor that ``blockwise.prepare`` gives the job for the one-channel image at ``path``,
     the whole image's ``Predictor.sizing``), after checking that the job's factor is the one
-    ``Predictor.choose_factor`` picks on the whole image."""
-    from attention_unet.predict import load_predictor
+    ``Predictor.choose`` picks on the whole image."""
+    from attention_unet.inference.engine import load_predictor
 
     source = blockwise.open_lazy(path)
     job = blockwise.prepare(
@@ -132,20 +132,20 @@ def scale_on_mosaic_and_whole(path: Path, predictor) -> tuple[float, tuple[float
     )
     image = np.dstack([source.open()[:]] * 3)
     value_range = data.normalisation_range(image, "percentile")
-    sizing = predictor.sizing(image, value_range)
-    assert job.scale == pytest.approx(predictor.choose_factor(image, value_range, *sizing)[0])
+    sizing = predictor.policy.sizing(image, predictor.network(value_range))
+    assert job.scale == pytest.approx(predictor.choose(image, value_range, sizing)[0].factor)
     return job.scale, sizing
 
 
 @pytest.mark.parametrize("width", [48, 200])
 def test_blockwise_takes_auto_scales_second_pass_as_the_whole_image_does(tmp_path: Path, width: int) -> None:
-    """The half-size pass of auto scale (``Predictor.choose_factor``) is decided once, on the
+    """The half-size pass of auto scale (``Predictor.choose``) is decided once, on the
     mosaic (here the whole 128-px image): the job's factor is the whole-image choice."""
-    from attention_unet.tiling import Predictor
+    from attention_unet.inference.pipeline import make_predictor
 
     centres = [(y, x) for y in (24, 64, 104) for x in (24, 64, 104)]
     tifffile.imwrite(tmp_path / "disks.tif", (disks((128, 128), centres, 20) > 0).astype(np.uint8) * 200)
-    predictor = Predictor(sure_below(width), "percentile", tile=128, scale=None, min_area=1, shrink_above=1.5)
+    predictor = make_predictor(sure_below(width), "percentile", tile=128, scale="auto", min_area=1, shrink_above=1.5)
     scale, (factor, _, _) = scale_on_mosaic_and_whole(tmp_path / "disks.tif", predictor)
     assert scale == pytest.approx(factor / 2 if width == 48 else factor)
 
@@ -294,9 +294,9 @@ def test_a_stack_or_a_bare_zarr_group_is_one_line(
 @pytest.mark.parametrize("weak", [0.7, 1.0])
 def test_blockwise_takes_the_large_pieces_size_as_the_whole_image_does(tmp_path: Path, weak: float) -> None:
     """Where the fragments rule is undecided, the choice between the median's and the large
-    pieces' size (``Predictor.choose_factor``) is made once, on the mosaic (the whole image here),
+    pieces' size (``Predictor.choose``) is made once, on the mosaic (the whole image here),
     with the diameter it stands for: the job's factor is the whole-image choice."""
-    from attention_unet.tiling import factor_for_diameter
+    from attention_unet.inference.plan import factor_for_diameter
 
     tifffile.imwrite(tmp_path / "nuclei.tif", fragments_and_large_nuclei(3)[..., 0])
     predictor = fragments_predictor(sure_below(200, weak), tile=512, fragments_by_confidence=True)

@@ -16,17 +16,13 @@ from attention_unet import AttentionUNet, ModelConfig, data, load_model
 from attention_unet.cli import main
 from attention_unet.data import SAMPLE_DIR, load_records
 from attention_unet.errors import InputError
+from attention_unet.inference.engine import torch_runner
+from attention_unet.inference.pipeline import make_predictor
+from attention_unet.inference.plan import factor_for_diameter, size_statistics
+from attention_unet.inference.tiles import gaussian_weights, run_views, tile_starts
 from attention_unet.instances import contours, distances, instances
 from attention_unet.model import pretrained_path, save_model
 from attention_unet.settings import TTA_VIEWS, InferenceSettings
-from attention_unet.tiling import (
-    Predictor,
-    factor_for_diameter,
-    gaussian_weights,
-    size_statistics,
-    tile_starts,
-    torch_runner,
-)
 
 from .conftest import (
     brightness_runner,
@@ -106,11 +102,11 @@ def test_distance_output_splits_touching_nuclei_and_is_found_by_name() -> None:
     out = instances(mask, distance=distance, h=0.1)
     assert out.max() == 2 and ((out > 0) == (labels > 0)).all()
     assert len(np.unique(out[labels == 1])) == 1 and len(np.unique(out[labels == 2])) == 1
-    predictor = Predictor(
-        run=None, outputs=("mask", "distance"), distances=True, h=0.1, min_area=8
+    predictor = make_predictor(
+        None, outputs=("mask", "distance"), distances=True, h=0.1, min_area=8
     )  # distance is second
     assert predictor.labels(np.stack([mask, distance])).max() == 2
-    predictor.distances = False
+    predictor = predictor.with_settings(distances=False)
     assert predictor.labels(np.stack([mask, distance])).max() == 1
 
 
@@ -118,8 +114,8 @@ def test_distance_output_splits_touching_nuclei_and_is_found_by_name() -> None:
 def test_tiled_equals_whole_image_on_1024() -> None:
     brightfield = next(r for r in load_records(SAMPLE_DIR) if r.image.shape[:2] == (1024, 1024))
     run = torch_runner(load_model())
-    whole = Predictor(run, "percentile", tile=1024).probability(brightfield.image)
-    tiled = Predictor(run, "percentile", tile=512, batch_size=4).probability(
+    whole = make_predictor(run, "percentile", tile=1024).probability(brightfield.image)
+    tiled = make_predictor(run, "percentile", tile=512, batch_size=4).probability(
         brightfield.image
     )  # the default tile: 9 tiles
     assert np.abs(whole - tiled).mean() <= 1e-3
@@ -201,7 +197,9 @@ def test_a_contour_model_predicts_both_channels(tmp_path: Path) -> None:
         {"train": {"norm": "polarity", "contour": True}},
     )
     image = np.dstack([synthetic(4, (70, 90))[0]] * 3)
-    probs, _ = Predictor(torch_runner(load_model(tmp_path / "m")), "polarity", tile=64, tta=True).probabilities(image)
+    probs, _ = make_predictor(torch_runner(load_model(tmp_path / "m")), "polarity", tile=64, tta=True).probabilities(
+        image
+    )
     assert probs.shape == (2, 70, 90) and 0 <= probs.min() and probs.max() <= 1
     iio.imwrite(tmp_path / "a.png", image)
     assert main(["predict", str(tmp_path / "a.png"), "--out", str(tmp_path / "o"), "--model", str(tmp_path / "m")]) == 0
@@ -209,7 +207,7 @@ def test_a_contour_model_predicts_both_channels(tmp_path: Path) -> None:
 
 
 def test_inference_settings_come_from_the_model(tmp_path: Path) -> None:
-    from attention_unet.predict import load_predictor
+    from attention_unet.inference.engine import load_predictor
 
     inference = {
         "tta": True,
@@ -227,29 +225,35 @@ def test_inference_settings_come_from_the_model(tmp_path: Path) -> None:
         {"train": {"norm": "polarity", "contour": True}, "inference": inference},
     )
     predictor = load_predictor(tmp_path, tile=64, batch_size=2)
-    settings = (
-        predictor.norm,
-        predictor.tta,
-        predictor.outputs,
-        predictor.contours,
-        predictor.distances,
-        predictor.contour_threshold,
-        predictor.h,
-        predictor.min_area,
-        predictor.min_confidence,
+    s = predictor.settings
+    settings = (predictor.norm, s.tta, predictor.outputs, s.contours, s.distances, s.contour_threshold, s.h)
+    assert settings + (s.min_area, s.min_confidence) == (
+        "polarity",
+        True,
+        ("mask", "contour"),
+        False,
+        False,
+        0.3,
+        2.0,
+        500,
+        0.7,
     )
-    assert settings == ("polarity", True, ("mask", "contour"), False, False, 0.3, 2.0, 500, 0.7)
     labels = two_touching_boxes()
     probs = np.stack([(labels > 0).astype(np.float32), contours(labels).astype(np.float32)])
     assert predictor.labels(probs).max() == 0  # both boxes together are 240 pixels < min_area
-    predictor.min_area = 8
+    predictor = predictor.with_settings(min_area=8)
     assert predictor.labels(probs).max() == 1  # contours off: the boxes stay one object
-    predictor.contours = True
+    predictor = predictor.with_settings(contours=True)
     assert predictor.labels(probs).max() == 2
-    # the caller's min_confidence replaces the model's; out of 0..1 it is one clear error
-    assert load_predictor(tmp_path, tile=64, min_confidence=0).min_confidence == 0.0
-    with pytest.raises(InputError, match="--min-confidence must be at least 0 and below 1, not 1"):
+    # the caller's min_confidence replaces the model's; out of 0..1 it is one clear error naming the parameter
+    assert load_predictor(tmp_path, tile=64, min_confidence=0).settings.min_confidence == 0.0
+    with pytest.raises(InputError, match="^min_confidence must be at least 0 and below 1, not 1"):
         load_predictor(tmp_path, tile=64, min_confidence=1)
+    # ... which the command line names by its flag
+    code = main(
+        ["predict", str(tmp_path), "--model", str(tmp_path), "--min-confidence", "1", "--out", str(tmp_path / "o")]
+    )
+    assert code == 2
 
 
 @pytest.mark.parametrize("shape", [(33, 47), (1, 1), (1, 40), (5, 1)])
@@ -259,7 +263,7 @@ def test_tta_keeps_the_shape(tiny_model: Path, shape: tuple[int, int]) -> None:
     run = torch_runner(load_model(tiny_model))
     image = np.dstack([np.resize(synthetic(3, (33, 47))[0], shape)] * 3)
     for views in sorted(TTA_VIEWS):
-        assert Predictor(run, tta=True, tta_views=views).probability(image).shape == shape
+        assert make_predictor(run, tta=True, tta_views=views).probability(image).shape == shape
 
 
 @pytest.mark.skipif(not pretrained_path().is_file(), reason="no shipped model yet")
@@ -292,7 +296,7 @@ def test_an_image_in_one_colour_is_predicted_as_its_grey() -> None:
     """DAPI shown in blue gets exactly the probabilities of the same nuclei in grey (the network
     learnt fluorescence in grey only: the shipped one found no nucleus of the sample in blue)."""
     grey = np.dstack([synthetic(5, (80, 96))[0]] * 3)
-    predictor = Predictor(brightness_runner, tile=64)
+    predictor = make_predictor(brightness_runner, tile=64)
     for k in range(3):
         coloured = np.zeros_like(grey)
         coloured[..., k] = grey[..., 0]
@@ -311,8 +315,7 @@ def test_tta_maps_every_view_back_onto_the_image(views: int) -> None:
         seen.add(b.tobytes() + bytes(b.shape))
         return b[:, :1], [b[:, 1:2]]
 
-    predictor = Predictor(identity, "polarity", tta=True, tta_views=views)
-    probs, maps = predictor._views(batch)
+    probs, maps = run_views(identity, batch, TTA_VIEWS[views])
     np.testing.assert_allclose(probs, batch[:, :1], rtol=0, atol=1e-6)
     np.testing.assert_allclose(maps[0], batch[:, 1:2], rtol=0, atol=1e-6)
     assert len(seen) == views
@@ -328,8 +331,8 @@ def test_auto_scale_probe_is_one_view_under_tta() -> None:
         return brightness_runner(b)
 
     image = np.dstack([synthetic(3, (96, 96))[0]] * 3)
-    predictor = Predictor(runner, "percentile", tile=128, tta=True, tta_views=4, scale=None, min_area=1)
-    predictor.probe_labels(image, data.normalisation_range(image, "percentile"), 0.5)
+    predictor = make_predictor(runner, "percentile", tile=128, tta=True, tta_views=4, scale="auto", min_area=1)
+    predictor.policy.probe_labels(image, predictor.network(data.normalisation_range(image, "percentile")))
     assert len(calls) == 1
     predictor.probability(image)
     assert len(calls) == 1 + 1 + 4  # probe (auto scale), then the full pass's views
@@ -361,7 +364,7 @@ def test_sharp_stained_tissue_is_smoothed_before_the_network(image: str, given: 
         "smooth stain": he_like(sharp=False),
         "sharp grey": np.dstack([he_like(sharp=True)[..., 1]] * 3),
     }[image]
-    predictor = Predictor(brightness_runner, "polarity", tile=64, stain_smoothing=1.5, stain_sharpness=0.025)
+    predictor = make_predictor(brightness_runner, "polarity", tile=64, stain_smoothing=1.5, stain_sharpness=0.025)
     predictor = replace(predictor, smoothing=given)
     seen = data.normalise(pixels, "polarity")
     expected = ndimage.gaussian_filter(seen, (1.5, 1.5, 0)) if smoothed else seen
@@ -371,25 +374,23 @@ def test_sharp_stained_tissue_is_smoothed_before_the_network(image: str, given: 
 def test_smoothing_shrinks_with_small_nuclei() -> None:
     """Smoothing is in proportion to the nuclei's size at the network's scale, up to the model's
     sigma at its learnt size (on H&E at 0.4x, sigma 1 cost TNBC's valid slide 0.015 F1; MODEL.md)."""
-    predictor = Predictor(brightness_runner, "polarity", stain_smoothing=1.2, target_diameter=16.0)
+    predictor = make_predictor(brightness_runner, "polarity", stain_smoothing=1.2, target_diameter=16.0)
     image = he_like(sharp=True)
-    sigma = [
-        predictor.smoothing_of(image, data.normalisation_range(image, "polarity"), d) for d in (4, 8, 16, 40, None)
-    ]
+    sigma = [predictor.stain.sigma(image, data.normalisation_range(image, "polarity"), d) for d in (4, 8, 16, 40, None)]
     assert sigma == pytest.approx([0.3, 0.6, 1.2, 1.2, 1.2])
 
 
 def test_smoothing_must_be_a_sensible_sigma(tmp_path: Path) -> None:
-    from attention_unet.predict import load_predictor
+    from attention_unet.inference.engine import load_predictor
 
     with pytest.raises(InputError, match="stain_smoothing must be a Gaussian sigma"):
         InferenceSettings.from_metadata({"stain_smoothing": -1})
-    with pytest.raises(InputError, match="--smoothing must be a Gaussian sigma from 0 to 8 pixels, not 20"):
+    with pytest.raises(InputError, match="^smoothing must be a Gaussian sigma from 0 to 8 pixels, not 20"):
         load_predictor(None, smoothing=20)
 
 
 def test_tta_views_must_be_a_known_set() -> None:
-    from attention_unet.predict import load_predictor
+    from attention_unet.inference.engine import load_predictor
 
     with pytest.raises(InputError, match="tta_views must be one of 2, 4, 8"):
         InferenceSettings.from_metadata({"tta": True, "tta_views": 3})
@@ -405,8 +406,10 @@ def test_auto_scale_brings_nuclei_to_the_learnt_size(radius: int, expected: floa
         for x in range(radius + 4, 320 - radius, 2 * radius + 8)
     ]
     image = np.dstack([(disks((256, 320), centres, radius) > 0).astype(np.uint8) * 200] * 3)
-    predictor = Predictor(brightness_runner, "percentile", tile=128, scale=None, target_diameter=16.0, min_area=1)
-    factor = predictor.auto_scale(image, data.normalisation_range(image, "percentile"))
+    predictor = make_predictor(
+        brightness_runner, "percentile", tile=128, scale="auto", target_diameter=16.0, min_area=1
+    )
+    factor = predictor.policy.sizing(image, predictor.network(data.normalisation_range(image, "percentile")))[0]
     assert factor == pytest.approx(expected, rel=0.15)
     assert predictor.probability(image).shape == (256, 320)
 
@@ -447,7 +450,7 @@ def test_many_fragments_beside_large_nuclei_count_as_fragments(
     pass for nuclei only with the solidity test off."""
     image = fragments_and_large_nuclei(specks, clumps)
     predictor = fragments_predictor(brightness_runner, fragments_ratio=ratio, fragments_solidity=solidity)
-    factor = predictor.auto_scale(image, data.normalisation_range(image, "percentile"))
+    factor = predictor.policy.sizing(image, predictor.network(data.normalisation_range(image, "percentile")))[0]
     assert factor == pytest.approx(expected, rel=0.1)
 
 
@@ -460,13 +463,15 @@ def test_an_undecided_fragments_rule_offers_the_large_pieces_size(
 ) -> None:
     """Three specks beside two 64-px nuclei: too few pieces for the fragments rule to call the
     specks fragments, so the median (a speck) stands, and with ``fragments_by_confidence`` the
-    large pieces' size is offered to :meth:`Predictor.choose_factor` beside it. With 40 specks the
+    large pieces' size is offered to :meth:`Predictor.choose` beside it. With 40 specks the
     rule decides (the large size, nothing offered); without specks the median is the large size.
     Four times larger too (the median, 40 px, then shrinks the image already: see
     :func:`test_auto_scale_keeps_the_large_pieces_size_where_its_nuclei_are_surer`)."""
     image = fragments_and_large_nuclei(specks).repeat(zoom, 0).repeat(zoom, 1)
     predictor = fragments_predictor(brightness_runner, fragments_by_confidence=by_confidence)
-    factor, diameter, large = predictor.sizing(image, data.normalisation_range(image, "percentile"))
+    factor, diameter, large = predictor.policy.sizing(
+        image, predictor.network(data.normalisation_range(image, "percentile"))
+    )
     assert diameter is not None
     assert diameter == pytest.approx((10 if specks == 3 else 64) * zoom, rel=0.1)
     assert factor == pytest.approx(factor_for_diameter(diameter, 16))
@@ -485,9 +490,10 @@ def test_auto_scale_keeps_the_large_pieces_size_where_its_nuclei_are_surer(weak:
     image = fragments_and_large_nuclei(3)
     value_range = data.normalisation_range(image, "percentile")
     predictor = fragments_predictor(sure_below(200, weak), tile=512, fragments_by_confidence=True, shrink_margin=0.5)
-    factor, diameter, large = predictor.sizing(image, value_range)
+    factor, diameter, large = predictor.policy.sizing(image, predictor.network(value_range))
     assert factor == 1.0 and large is not None
-    chosen, kept, (probs, _) = predictor.choose_factor(image, value_range, factor, diameter, large)
+    plan, (probs, _) = predictor.choose(image, value_range, (factor, diameter, large))
+    chosen, kept = plan.factor, plan.diameter
     assert chosen == pytest.approx(factor_for_diameter(large, 16) if shrunk else 1.0)
     assert kept == (large if shrunk else diameter)
     assert predictor.probability(image) == pytest.approx(probs[0])  # what predict and evaluate get
@@ -502,12 +508,13 @@ def test_an_image_shrunk_already_is_not_shrunk_further_for_the_large_pieces() ->
     predictor = fragments_predictor(  # sure of the quarter-size probe (320 px wide), weak on 512-px tiles
         sure_below(400, 0.5), tile=512, probe=0.25, fragments_by_confidence=True
     )
-    factor, diameter, large = predictor.sizing(image, value_range)
+    factor, diameter, large = predictor.policy.sizing(image, predictor.network(value_range))
     assert factor < 1 and large is not None
-    chosen, kept, (probs, _) = predictor.choose_factor(image, value_range, factor, diameter, large)
+    plan, (probs, _) = predictor.choose(image, value_range, (factor, diameter, large))
+    chosen, kept = plan.factor, plan.diameter
     assert (chosen, kept) == (factor, diameter)
     surer = predictor.predicted_at(image, value_range, factor_for_diameter(large, 16), large)[0]
-    assert predictor.confidence(surer) > predictor.confidence(probs) + 0.1
+    assert predictor.decoder.confidence(surer) > predictor.decoder.confidence(probs) + 0.1
 
 
 @pytest.mark.parametrize(
@@ -532,12 +539,13 @@ def test_auto_scale_keeps_the_half_size_pass_where_its_nuclei_are_surer(
     centres = [(y, x) for y in (24, 64, 104) for x in (24, 64, 104)]
     image = np.dstack([(disks((128, 128), centres, 20) > 0).astype(np.uint8) * 200] * 3)
     value_range = data.normalisation_range(image, "percentile")
-    predictor = Predictor(
-        sure_below(width), "percentile", tile=128, scale=None, min_area=1, shrink_above=above, shrink_margin=margin
+    predictor = make_predictor(
+        sure_below(width), "percentile", tile=128, scale="auto", min_area=1, shrink_above=above, shrink_margin=margin
     )
-    factor, diameter, large = predictor.sizing(image, value_range)
+    factor, diameter, large = predictor.policy.sizing(image, predictor.network(value_range))
     assert factor == pytest.approx(factor_for_diameter(40, 16), rel=0.1) and 1.5 < diameter * factor / 16 < 2.0
-    chosen, _, (probs, _) = predictor.choose_factor(image, value_range, factor, diameter, large)
+    plan, (probs, _) = predictor.choose(image, value_range, (factor, diameter, large))
+    chosen = plan.factor
     assert chosen == pytest.approx(factor / 2 if shrunk else factor)
     assert probs.shape == (1, 128, 128)
     inside = disks((128, 128), centres, 12) > 0  # away from the resampled rims
@@ -555,16 +563,16 @@ def test_a_fixed_scale_is_never_second_guessed() -> None:
         return sure_below(48)(b)
 
     image = np.dstack([(disks((128, 128), [(64, 64)], 20) > 0).astype(np.uint8) * 200] * 3)
-    predictor = Predictor(runner, "percentile", tile=128, scale=0.7, min_area=1, shrink_above=1.5)
-    assert not predictor.tries_smaller(0.7, 40.0)
+    predictor = make_predictor(runner, "percentile", tile=128, scale=0.7, min_area=1, shrink_above=1.5)
+    assert not predictor.policy.tries_smaller(0.7, 40.0)
     predictor.probability(image)
     assert len(calls) == 1
 
 
 def test_diameter_sets_the_scale_from_the_model_target(tmp_path: Path) -> None:
-    from attention_unet.predict import load_predictor
+    from attention_unet.inference.engine import load_predictor
 
     save_model(AttentionUNet(ModelConfig(width=4, depth=2)).eval(), tmp_path, {"inference": {"target_diameter": 20.0}})
-    assert load_predictor(tmp_path, diameter=80).scale == pytest.approx(0.25)
-    with pytest.raises(InputError, match="--diameter"):
+    assert load_predictor(tmp_path, diameter=80).settings.scale == pytest.approx(0.25)
+    with pytest.raises(InputError, match="^diameter must be at least"):
         load_predictor(tmp_path, diameter=0)

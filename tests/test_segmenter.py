@@ -42,7 +42,7 @@ def test_attention_maps_and_diameter(segmenter: Segmenter) -> None:
     grey, _ = synthetic(3, (64, 64))
     result = segmenter.segment(grey, attention=True)
     assert len(result.attention) == 4 and all(a.shape == (64, 64) for a in result.attention)
-    assert segmenter.segment(grey, diameter=segmenter.predictor.target_diameter).labels.shape == (64, 64)
+    assert segmenter.segment(grey, diameter=segmenter.predictor.settings.target_diameter).labels.shape == (64, 64)
 
 
 def test_min_confidence_keeps_more_or_fewer_nuclei(segmenter: Segmenter) -> None:

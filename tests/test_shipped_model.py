@@ -10,8 +10,8 @@ import pytest
 
 from attention_unet import data
 from attention_unet.evaluate import score_records
+from attention_unet.inference.engine import load_predictor
 from attention_unet.model import pretrained_path
-from attention_unet.predict import load_predictor
 
 SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 MARGIN = 0.03
@@ -77,8 +77,8 @@ def test_large_textured_nuclei_are_predicted_at_half_auto_scales_factor(predicto
     half-size pass is surer and is kept, and the image keeps its floor."""
     record = archive_records[LARGE_TEXTURED]
     value_range = data.normalisation_range(record.image, predictor.norm)
-    factor, diameter, large = predictor.sizing(record.image, value_range)
-    assert predictor.choose_factor(record.image, value_range, factor, diameter, large)[0] == pytest.approx(factor / 2)
+    factor, diameter, large = predictor.policy.sizing(record.image, predictor.network(value_range))
+    assert predictor.choose(record.image, value_range, (factor, diameter, large))[0].factor == pytest.approx(factor / 2)
     got = mean_scores(score_records(predictor, [record], "native", None))
     f1, dsb = LARGE_TEXTURED_FLOOR
     assert got[0] >= f1 - MARGIN and got[1] >= dsb - MARGIN, got
@@ -89,10 +89,10 @@ def test_few_large_nuclei_are_predicted_at_the_large_pieces_size(predictor, arch
     the prediction for the large pieces' size is surer and is kept, and the image keeps its floor."""
     record = archive_records[FEW_LARGE]
     value_range = data.normalisation_range(record.image, predictor.norm)
-    factor, diameter, large = predictor.sizing(record.image, value_range)
+    factor, diameter, large = predictor.policy.sizing(record.image, predictor.network(value_range))
     assert factor == 1.0 and large is not None
-    chosen = predictor.choose_factor(record.image, value_range, factor, diameter, large)[0]
-    assert chosen == pytest.approx(predictor.factor_of(large))
+    chosen = predictor.choose(record.image, value_range, (factor, diameter, large))[0].factor
+    assert chosen == pytest.approx(predictor.policy.factor_of(large))
     got = mean_scores(score_records(predictor, [record], "native", None))
     f1, dsb = FEW_LARGE_FLOOR
     assert got[0] >= f1 - MARGIN and got[1] >= dsb - MARGIN, got

@@ -4,7 +4,12 @@ The heavy imports (torch) happen on first use of ``AttentionUNet``, ``ModelConfi
 ``load_model`` or ``Segmenter``, so that ``attention-unet --help`` starts at once.
 """
 
+import os
 from typing import Any
+
+# albumentations asks PyPI for a newer release when imported (a DNS query and an HTTPS connect);
+# the tool promises to run offline, so its check is off before anything can import it
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 __version__ = "0.1.0"
 __all__ = ["AttentionUNet", "ModelConfig", "Segmentation", "Segmenter", "__version__", "load_model"]

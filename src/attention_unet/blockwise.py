@@ -39,7 +39,8 @@ import numpy as np
 from . import data
 from .errors import InputError, unreadable
 from .images import is_zarr
-from .tiling import Predictor
+from .inference.pipeline import Predictor
+from .inference.plan import Plan
 
 
 @dataclass(frozen=True)
@@ -227,7 +228,7 @@ class Job:
     source: LazySource
     work: str
     settings: BlockSettings
-    loader: Callable[..., Predictor]  # predict.load_predictor (passed in: this module does not import predict)
+    loader: Callable[..., Predictor]  # inference.engine.load_predictor (passed in: picklable by reference)
     predictor: dict[str, Any]  # its keywords
     scale: float
     value_range: tuple[float, float]
@@ -264,7 +265,7 @@ def worker_predictor(job: Job) -> Predictor:
     with _PREDICTORS_LOCK:
         if key not in _PREDICTORS:
             _PREDICTORS[key] = job.loader(**job.predictor)
-    return dataclasses.replace(_PREDICTORS[key], scale=job.scale, smoothing=job.smoothing)
+    return _PREDICTORS[key]
 
 
 @contextlib.contextmanager
@@ -304,13 +305,17 @@ def probability_block(job: Job, y: int, x: int) -> None:
         wy0, wy1, wx0, wx1 = ys[0], ys[-1] + th, xs[0], xs[-1] + tw
         image = job.source.read(job.source.open(), wy0, wy1, wx0, wx1)
         origins = [(t - wy0, u - wx0) for t in ys for u in xs]
-        probs = predictor.window_probabilities(image, value_range=job.value_range, origins=origins, tile_shape=(th, tw))
+        probs = predictor.window_probabilities(
+            image, value_range=job.value_range, origins=origins, tile_shape=(th, tw), sigma=job.smoothing
+        )
     else:
         # rescaled: the block and ``context`` pixels around it, resized, predicted and resized back
         margin = math.ceil(job.settings.context / min(job.scale, 1.0))
         wy0, wy1, wx0, wx1 = job.window(y, x, margin)
         image = job.source.read(job.source.open(), wy0, wy1, wx0, wx1)
-        probs, _ = predictor.probabilities(image, value_range=job.value_range)
+        probs, _ = predictor.probabilities(
+            image, value_range=job.value_range, plan=Plan(job.scale, None, job.smoothing)
+        )
     out = zarr.open_array(Path(job.work) / "prob.zarr" / "0", mode="r+")
     out[: len(probs), y0:y1, x0:x1] = probs[:, y0 - wy0 : y1 - wy0, x0 - wx0 : x1 - wx0].astype(np.float16)
     _done(job.marker("prob", y, x))
@@ -513,20 +518,19 @@ def prepare(
     step = data.sample_step(*source.shape_yx)
     value_range = data.range_of_sample(strided_sample(source, step * max(1, 1024 // step)), predictor.norm)
     # decided on the mosaic, as auto scale is
-    scale, diameter = predictor.chosen_size(mosaic, value_range, *predictor.sizing(mosaic, value_range))
-    _, smoothing = predictor.network_view(mosaic, value_range, scale, diameter)
+    plan = predictor.plan(mosaic, value_range)
     job = Job(
         source,
         str(work),
         settings,
         loader,
         recipe,
-        float(scale),
+        float(plan.factor),
         tuple(map(float, value_range)),
         threshold,
         pixel_size,
         shapes,
-        float(smoothing),
+        float(plan.smoothing or 0.0),
     )
     stamp = json.dumps(
         {"source": dataclasses.asdict(source), "recipe": recipe, "scale": job.scale, "range": job.value_range}

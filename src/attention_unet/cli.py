@@ -90,7 +90,7 @@ def _train_parser(sub: Any) -> None:
         help="also predict each nucleus's normalised distance to its rim (seeds for instances)",
     )
     p.add_argument("--samples-per-epoch", type=int)
-    p.add_argument("--norm", choices=("fixed", "percentile", "polarity"))
+    p.add_argument("--norm", choices=("fixed", "percentile", "polarity", "stain"))
     p.add_argument("--scheduler", choices=("plateau", "cosine"))
     p.add_argument("--monitor", choices=("val_loss", "val_f1"))
     p.add_argument("--early-stopping", type=int, help="patience in epochs")
@@ -423,9 +423,36 @@ def _predict(args: argparse.Namespace) -> int:
     return predict_files(args.inputs, out=args.out, predictor=predictor, options=options, recipe=recipe)
 
 
+def flags_of(parser: argparse.ArgumentParser) -> dict[str, str]:
+    """Each option's parameter name (``min_confidence``) -> its flag (``--min-confidence``), in
+    every subcommand."""
+    flags: dict[str, str] = {}
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                flags.update(flags_of(sub))
+        elif action.option_strings:
+            flags.setdefault(action.dest, action.option_strings[-1])
+    return flags
+
+
+def as_flags(message: str, flags: dict[str, str], parameter: str | None = None) -> str:
+    """A library error that starts with a parameter's name, as the command line says it.
+
+    >>> as_flags("tile must be a whole number", {"tile": "--tile"})
+    '--tile must be a whole number'
+    >>> as_flags("x.png: cannot read image", {"tile": "--tile"})
+    'x.png: cannot read image'
+    """
+    name = parameter or message.split(" ", 1)[0].rstrip(":")
+    flag = flags.get(name)
+    return flag + message[len(name) :] if flag and message.startswith(name) else message
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code (2 for bad input, 1 when some files failed)."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     try:
         if getattr(args, "max_pixels", None) is not None:
             if args.max_pixels < 1:
@@ -438,7 +465,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (InputError, FileNotFoundError) as exc:
         if args.debug:
             raise
-        print(f"attention-unet: error: {exc}", file=sys.stderr)
+        message = as_flags(str(exc), flags_of(parser), getattr(exc, "parameter", None))
+        print(f"attention-unet: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("attention-unet: interrupted", file=sys.stderr)

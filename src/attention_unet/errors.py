@@ -4,7 +4,13 @@ from pathlib import Path
 
 
 class InputError(ValueError):
-    """Bad user input (a file, folder or option); the message names the file and the problem."""
+    """Bad user input (a file, folder or option); the message names the file and the problem.
+    ``parameter``: the library parameter the message starts with (``tile``), which the command
+    line shows as its flag (``--tile``)."""
+
+    def __init__(self, message: str, parameter: str | None = None) -> None:
+        super().__init__(message)
+        self.parameter = parameter
 
 
 def unreadable(name: str | Path, exc: BaseException, source: bytes | str | Path | None = None) -> InputError:

@@ -19,9 +19,9 @@ import numpy as np
 from . import data, limits, metrics
 from .errors import InputError
 from .images import to_uint8
-from .outputs import OutputFolder
-from .predict import load_predictor
-from .tiling import Predictor
+from .inference.engine import load_predictor
+from .inference.pipeline import Predictor
+from .outputs import OutputFolder, spreadsheet_cell
 
 OBJECT_METRICS = ("dsb_score", "tp_fp_fn_ratio_at_0.5", "relative_count_error")
 
@@ -197,7 +197,7 @@ def evaluate(
             with open(path, "w", newline="") as f:
                 writer = csv.DictWriter(f, fieldnames=list(rows[0]))
                 writer.writeheader()
-                writer.writerows(rows)
+                writer.writerows({k: spreadsheet_cell(v) for k, v in row.items()} for row in rows)
 
         folder.write(folder.root / "score.csv", write_rows)
         summary = summarise(rows, protocol)

@@ -8,6 +8,7 @@ import copy
 import dataclasses
 import itertools
 import json
+import os
 import sys
 import warnings
 from collections.abc import Callable, Iterator
@@ -47,13 +48,31 @@ def quiet_trace() -> Iterator[None]:
         yield
 
 
+@contextlib.contextmanager
+def replacing(path: Path) -> Iterator[Path]:
+    """A temporary name beside ``path`` to write to, renamed onto ``path`` only when the block ends
+    without error: a run killed mid-write leaves the previous model whole."""
+    temporary = path.with_name(f".partial-{os.getpid()}-{path.name}")
+    try:
+        yield temporary
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
 def export_onnx(model: AttentionUNet, path: str | Path, opset: int = 17) -> Path:
     """ONNX graph of the folded model (dynamic batch, height and width; outputs logits), with the
     model's metadata (config, training options) in the graph's ``attention_unet`` property."""
-    import onnx
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    with replacing(path) as temporary:
+        _write_onnx(model, temporary, opset)
+    return path
+
+
+def _write_onnx(model: AttentionUNet, path: Path, opset: int) -> None:
+    import onnx
+
     example = torch.randn(1, model.config.in_channels, 64, 64)
     with quiet_trace():
         torch.onnx.export(
@@ -73,7 +92,6 @@ def export_onnx(model: AttentionUNet, path: str | Path, opset: int = 17) -> Path
     info = getattr(model, "info", {"model": dataclasses.asdict(model.config)})
     onnx.helper.set_model_props(graph, {"attention_unet": json.dumps(info)})
     onnx.save(graph, str(path))
-    return path
 
 
 def onnx_info(path: str | Path) -> dict:
@@ -147,9 +165,10 @@ def quantize_onnx(source: str | Path, target: str | Path, tiles: list[np.ndarray
         prepared = str(Path(tmp) / "prepared.onnx")  # constant-folded, so biases are initialisers
         quant_pre_process(str(source), prepared, skip_symbolic_shape=True)
         convolutions = [n.name for n in onnx.load(prepared).graph.node if n.op_type == "Conv"]
+        quantized = str(Path(tmp) / "quantized.onnx")
         quantize_static(
             prepared,
-            str(target),
+            quantized,
             Reader(),
             quant_format=QuantFormat.QDQ,
             per_channel=True,
@@ -158,9 +177,10 @@ def quantize_onnx(source: str | Path, target: str | Path, tiles: list[np.ndarray
             op_types_to_quantize=list(QUANTISED_OPS),
             nodes_to_exclude=[convolutions[0], convolutions[-1]],
         )
-    graph = onnx.load(str(target))
+        graph = onnx.load(quantized)
     onnx.helper.set_model_props(graph, {"attention_unet": json.dumps(onnx_info(source))})
-    onnx.save(graph, str(target))
+    with replacing(Path(target)) as temporary:
+        onnx.save(graph, str(temporary))
     return Path(target)
 
 
@@ -255,6 +275,7 @@ def export(
     if torchscript:
         with quiet_trace():
             scripted = torch.jit.trace(fold_batchnorm(network), torch.randn(1, network.config.in_channels, 64, 64))
-        scripted.save(torchscript, _extra_files={TORCHSCRIPT_INFO: json.dumps(network.info)})
+        with replacing(Path(torchscript)) as temporary:
+            scripted.save(str(temporary), _extra_files={TORCHSCRIPT_INFO: json.dumps(network.info)})
         print(f"wrote {torchscript}", file=sys.stderr)
     return 0

@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
+from .outputs import spreadsheet_cell
+
 # regionprops_table's names -> the table's, in the order of the table's columns
 SHAPE = {
     "label": "label",
@@ -174,7 +176,7 @@ def write_table(path: str | Path, parts: Sequence[tuple[dict[str, object], dict[
         rows += zip(*(_plain(v) for v in columns.values()))
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(header)
+        writer.writerow([spreadsheet_cell(name) for name in header])  # channel names come from the file
         writer.writerows(rows)
 
 

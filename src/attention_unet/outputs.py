@@ -15,6 +15,28 @@ from pathlib import Path
 from .errors import InputError
 
 MANIFEST = ".attention-unet-outputs"
+# a cell starting with these is a formula to Excel, LibreOffice and Google Sheets (OWASP's list), or
+# is the quote that marks one neutralised: such text cells get a leading quote, read back without it
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "'")
+
+
+def spreadsheet_cell(value: object) -> object:
+    """A text cell that a spreadsheet would run as a formula (an input named ``=HYPERLINK(...)``)
+    with a leading ``'``, which shows the text as it is; numbers are left as they are.
+
+    >>> spreadsheet_cell("=1+1"), spreadsheet_cell("-x"), spreadsheet_cell(-3), spreadsheet_cell("a=b")
+    ("'=1+1", "'-x", -3, 'a=b')
+    """
+    return "'" + value if isinstance(value, str) and value.startswith(FORMULA_STARTS) else value
+
+
+def from_spreadsheet_cell(text: str) -> str:
+    """A cell :func:`spreadsheet_cell` wrote, as it was.
+
+    >>> from_spreadsheet_cell(spreadsheet_cell("=1+1")), from_spreadsheet_cell("a")
+    ('=1+1', 'a')
+    """
+    return text.removeprefix("'")
 
 
 def listed(folder: Path) -> set[str]:

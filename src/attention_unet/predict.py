@@ -1,8 +1,5 @@
-"""The ``predict`` command and the loading of a model for inference (:func:`load_predictor`).
-
-The sliding-window engine is :mod:`tiling`, the instance step :mod:`instances`, image files
-:mod:`images`.
-"""
+"""The ``predict`` command: the file loop and its outputs. Models are opened by
+:mod:`attention_unet.inference.engine`, images by :mod:`images`."""
 
 from __future__ import annotations
 
@@ -20,17 +17,17 @@ from . import data, limits
 from .blockwise import BlockSettings, block_shapes, dask_client, open_lazy, predictor_shared, prepare, segment
 from .errors import InputError
 from .images import check_pixel_size, find_inputs, heat_map, is_zarr, open_image, overlay
+from .inference.engine import ENGINES, MAX_SCALE, load_predictor, scale_for_diameter
+from .inference.pipeline import Predictor
 from .measure import MeasureSettings, geojson_features, keep, measurements, outlines, write_geojson
 from .measure import rois as roi_set
 from .measure import write_table as write_measurement_csv
-from .outputs import OutputFolder, written_by_a_run
+from .outputs import OutputFolder, from_spreadsheet_cell, spreadsheet_cell, written_by_a_run
 from .reports import predict_index
-from .settings import InferenceSettings, check_min_confidence, check_smoothing, check_threshold
-from .tiling import Predictor, torch_runner
+from .settings import check_threshold
 
-MAX_SCALE = 8.0  # a larger factor multiplies the work by its square for no nucleus size the model serves
 BLOCKWISE = ("auto", "always", "never")
-ENGINES = ("auto", "torch", "onnx")
+__all__ = ["ENGINES", "MAX_SCALE", "PredictOptions", "load_predictor", "predict_files"]
 
 
 @dataclass(frozen=True)
@@ -96,8 +93,6 @@ def for_diameter(
     predictor: Predictor, diameter: tuple[float, str] | None, pixel_size: float | None, path: Path
 ) -> Predictor:
     """The predictor rescaled for ``--diameter`` (pixels, or µm with the file's pixel size)."""
-    import dataclasses
-
     if diameter is None:
         return predictor
     value, unit = diameter
@@ -106,154 +101,7 @@ def for_diameter(
             f"{path}: --diameter {value:g}um needs the pixel size, which the file does not give: add --pixel-size UM"
         )
     pixels = value / pixel_size if unit == "um" else value
-    return dataclasses.replace(predictor, scale=scale_for_diameter(predictor.target_diameter, pixels))
-
-
-def scale_for_diameter(target_diameter: float, diameter: float) -> float:
-    """The factor that brings nuclei of ``diameter`` pixels to the size the model learnt."""
-    if not target_diameter / MAX_SCALE <= diameter < float("inf"):  # also refuses NaN
-        raise InputError(
-            f"--diameter must be at least {target_diameter / MAX_SCALE:g} pixels (at most {MAX_SCALE:g}x enlargement), not {diameter:g}"
-        )
-    return target_diameter / diameter
-
-
-def check_device(device: str) -> None:
-    """One line when ``device`` does not exist here (e.g. cuda on a CPU-only torch)."""
-    import torch
-
-    try:
-        kind = torch.device(device).type
-    except (RuntimeError, TypeError):
-        raise InputError(f"--device {device}: not a device name (cpu, cuda, cuda:1, mps)") from None
-    available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}.get(
-        kind, False
-    )
-    if not available:
-        raise InputError(f"--device {device}: not available on this machine (torch {torch.__version__} sees no {kind})")
-
-
-def load_predictor(
-    model: str | Path | None = None,
-    *,
-    device: str = "cpu",
-    tile: int = 512,
-    batch_size: int | None = None,
-    tta: bool | None = None,
-    tta_views: int | None = None,
-    scale: str | float | None = None,
-    diameter: float | None = None,
-    engine: str = "torch",
-    attention: bool = False,
-    min_confidence: float | None = None,
-    smoothing: float | None = None,
-) -> Predictor:
-    """A Predictor for a model file, folder or run folder (None: the shipped model). An .onnx model
-    runs on ONNX Runtime; any other on torch (BatchNorm folded) unless ``engine="onnx"`` asks for
-    an export first. ``engine="auto"`` (predict's default) runs the shipped model's int8 ONNX
-    (:func:`shipped_int8`) on a CPU when there is one for these weights, else torch. Normalisation and the defaults of ``tta``, ``tta_views`` and ``scale`` come from the model's
-    own metadata; ``scale`` is a factor or "auto"; ``diameter`` (the nuclei's size in pixels, as
-    Cellpose's) sets the factor that brings them to the size the model learnt, instead;
-    ``min_confidence`` replaces the model's weakest instance kept (mean probability; 0 keeps all);
-    ``smoothing`` smooths every image by this Gaussian sigma (0: none) instead of the model's rule
-    for sharp stained tissue (:meth:`Predictor.smoothing_of`)."""
-    from .model import load_model, pretrained_path
-
-    check_device(device)
-    if min_confidence is not None:
-        check_min_confidence(min_confidence, "--min-confidence")
-    if smoothing is not None:
-        check_smoothing(smoothing, "--smoothing")
-    if not (isinstance(tile, int) and 32 <= tile <= 8192):
-        raise InputError(f"--tile must be a whole number of pixels from 32 to 8192, not {tile}")
-    if batch_size is None:
-        # on a CPU, 4 tiles of 512 per batch are no faster than 1 and hold twice the memory (a 3072²
-        # window: 1554 against 701 MiB peak, 15.1 against 14.9 s, int8 ONNX; BENCHMARKS.md)
-        batch_size = 1 if device == "cpu" else 4
-    if not (isinstance(batch_size, int) and 1 <= batch_size <= 1024):
-        raise InputError(f"--batch-size must be a whole number from 1 to 1024, not {batch_size}")
-    path = Path(model) if model else pretrained_path()
-    if engine not in ENGINES:
-        raise InputError(f"--engine must be one of {', '.join(ENGINES)}, not {engine}")
-    if engine == "auto":
-        int8 = shipped_int8() if not model and device == "cpu" and not attention else None
-        path, engine = (int8, "onnx") if int8 else (path, "torch")
-    if path.suffix == ".onnx" or engine == "onnx":
-        from .export import export_onnx, onnx_info, onnx_runner
-
-        if attention:
-            raise InputError("--attention needs --engine torch (the ONNX graph returns logits only)")
-        if path.suffix != ".onnx":
-            import tempfile
-
-            path = export_onnx(load_model(path), Path(tempfile.mkdtemp()) / "model.onnx")
-        info = onnx_info(path)  # first: a file that is no model is one line, before a session is built
-        run = onnx_runner(path)
-    else:
-        from .export import fold_batchnorm
-
-        network = load_model(path, device)
-        run, info = torch_runner(network if attention else fold_batchnorm(network), device, attention), network.info
-    settings, train = InferenceSettings.from_metadata(info.get("inference", {})), info.get("train", {})
-    if diameter is not None:
-        scale = scale_for_diameter(settings.target_diameter, diameter)
-    scale = scale if scale is not None else settings.scale
-    if str(scale) == "auto":
-        scale = None
-    else:
-        try:
-            scale = float(scale)
-        except ValueError:
-            raise InputError(f"--scale must be 'auto' or a positive number, not '{scale}'") from None
-        if not 0 < scale <= MAX_SCALE:
-            raise InputError(f"--scale must be 'auto' or a number above 0 and at most {MAX_SCALE:g}, not '{scale}'")
-    outputs = ("mask",) + ("contour",) * bool(train.get("contour")) + ("distance",) * bool(train.get("distance"))
-    return Predictor(
-        run,
-        train.get("norm", "fixed"),
-        tile,
-        batch_size,
-        settings.tta if tta is None else tta,
-        settings.tta_views if tta_views is None else tta_views,
-        scale=scale,
-        target_diameter=settings.target_diameter,
-        outputs=outputs,
-        contours=settings.contours,
-        distances=settings.distances,
-        contour_threshold=settings.contour_threshold,
-        h=settings.h,
-        min_area=settings.min_area,
-        min_confidence=settings.min_confidence if min_confidence is None else min_confidence,
-        stain_smoothing=settings.stain_smoothing,
-        stain_sharpness=settings.stain_sharpness,
-        smoothing=smoothing,
-        fragments_ratio=settings.fragments_ratio,
-        fragments_count=settings.fragments_count,
-        fragments_solidity=settings.fragments_solidity,
-        shrink_above=settings.shrink_above,
-        shrink_margin=settings.shrink_margin,
-        fragments_by_confidence=settings.fragments_by_confidence,
-    )
-
-
-def shipped_int8() -> Path | None:
-    """The shipped model's int8 ONNX (tools/ship_model.py writes it beside the weights), when it
-    was quantised from the weights shipped now (their sha256 in its metadata)."""
-    import hashlib
-    import importlib.util
-
-    from .export import onnx_info
-    from .model import pretrained_path
-
-    path = pretrained_path().with_suffix(".int8.onnx")
-    if not path.is_file() or importlib.util.find_spec("onnxruntime") is None:
-        return None
-    made_from = onnx_info(path).get("quantised_from", "")
-    current = hashlib.sha256(pretrained_path().read_bytes()).hexdigest()
-    if made_from != current:
-        print(f"warning: {path} was quantised from other weights than the shipped ones; running torch", file=sys.stderr)
-        return None
-    return path
+    return predictor.with_settings(scale=scale_for_diameter(predictor.settings.target_diameter, pixels))
 
 
 def predict_files(
@@ -288,7 +136,9 @@ def _predict_files(
     check_pixel_size(options.pixel_size)
     diameter = parse_diameter(options.diameter) if options.diameter is not None else None
     if diameter is not None and diameter[1] == "px":
-        scale_for_diameter(predictor.target_diameter, diameter[0])  # a bad size in pixels is one line before any file
+        scale_for_diameter(
+            predictor.settings.target_diameter, diameter[0]
+        )  # a bad size in pixels is one line before any file
     folder = OutputFolder(out)
     found, manifests = list(find_inputs(inputs)), {}
     files = [(p, rel) for p, rel in found if not (folder.is_ours(p) or written_by_a_run(p, manifests))]
@@ -352,25 +202,37 @@ def earlier_rows(folder: OutputFolder) -> dict[str, list[dict]]:
     if not folder.done(path):
         return {}
     rows: dict[str, list[dict]] = {}
-    with open(path, newline="") as f:
+    with open(path, newline="", encoding="utf-8-sig", errors="replace") as f:  # -sig: saved by a spreadsheet
         for row in csv.DictReader(f):
+            row = {k: from_spreadsheet_cell(v) for k, v in row.items() if isinstance(k, str) and isinstance(v, str)}
+            if "input" not in row:  # not a summary of ours: nothing is taken from it, every file is redone
+                return {}
             rows.setdefault(row["input"], []).append(row)
     return rows
 
 
 def unique_stems(paths: list[Path]) -> list[str]:
     """Output stems for input paths: the path without its suffix, and where two inputs share one
-    (x.png beside x.tif, or the same name in two input folders) the later ones get _2, _3, ...
+    (x.png beside x.tif, or the same name in two input folders) the later ones get _2, _3, ...,
+    skipping any stem that another input has as its own (x_2.png beside x.png and x.tif).
 
     >>> unique_stems([Path("a/x.png"), Path("a/x.tif"), Path("y.ome.tif"), Path("a/x.png")])
     ['a/x', 'a/x_2', 'y', 'a/x_3']
+    >>> unique_stems([Path("x.png"), Path("x.tif"), Path("x_2.png")])
+    ['x', 'x_3', 'x_2']
     """
-    seen: dict[str, int] = {}
-    stems = []
-    for path in paths:
-        stem = path.with_suffix("").as_posix().removesuffix(".ome")
-        seen[stem] = seen.get(stem, 0) + 1
-        stems.append(stem if seen[stem] == 1 else f"{stem}_{seen[stem]}")
+    plain = [path.with_suffix("").as_posix().removesuffix(".ome") for path in paths]
+    taken = set(plain)
+    used: set[str] = set()
+    stems: list[str] = []
+    for stem in plain:
+        chosen, k = stem, 1
+        while chosen in used:
+            k += 1
+            chosen = f"{stem}_{k}"
+            chosen = chosen if chosen not in taken else stem  # another input's own stem: try the next
+        used.add(chosen)
+        stems.append(chosen)
     return stems
 
 
@@ -384,7 +246,7 @@ def write_summary(folder: OutputFolder, rows: list[dict], failed: dict[str, str]
         with open(path, "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=columns, restval="")
             writer.writeheader()
-            writer.writerows(rows)
+            writer.writerows({k: spreadsheet_cell(v) for k, v in row.items()} for row in rows)
 
     folder.write(folder.root / "summary.csv", write)
     index = predict_index(folder.root, rows, failed or {})

@@ -171,6 +171,18 @@ def evaluate_report(summary: dict[str, Any], rows: list[dict[str, Any]], strips:
 # -------------------------------------------------------------------------------------- predict
 
 
+def _number(value: Any) -> float:
+    """A summary cell as a number (a summary.csv read back may hold anything: NaN where it is not one).
+
+    >>> _number("12"), _number("<script>")
+    (12.0, nan)
+    """
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
 def predict_index(out: Path, rows: list[dict[str, Any]], failed: dict[str, str] | None = None) -> str:
     """The text of ``out/index.html``: a thumbnail of every image with its outlines, nucleus count and
     foreground fraction, sortable by count; each thumbnail links to the full overlay. ``failed``
@@ -185,9 +197,10 @@ def predict_index(out: Path, rows: list[dict[str, Any]], failed: dict[str, str] 
             if (out / overlay).is_file()
             else '<div class="stack">stack: see the labels TIFF</div>'
         )
+        count, fraction = _number(row["nucleus_count"]), _number(row["foreground_fraction"])
         cards.append(
-            f'<div class="card" data-count="{row["nucleus_count"]}" data-fraction="{row["foreground_fraction"]}">{picture}'
-            f"<br><b>{html.escape(stem)}{plane}</b><br>{row['nucleus_count']} nuclei, foreground {float(row['foreground_fraction']):.3f}</div>"
+            f'<div class="card" data-count="{count:g}" data-fraction="{fraction:g}">{picture}'
+            f"<br><b>{html.escape(stem)}{html.escape(plane)}</b><br>{count:g} nuclei, foreground {fraction:.3f}</div>"
         )
     buttons = (
         "<p>Sort: <button onclick=\"sortGrid('grid', 'count', true)\">most nuclei first</button> "

@@ -21,9 +21,9 @@ import numpy as np
 from . import data
 from .errors import InputError
 from .images import check_pixel_size
-from .predict import load_predictor, scale_for_diameter
+from .inference.engine import load_predictor, scale_for_diameter
+from .inference.pipeline import Predictor
 from .settings import check_min_confidence, check_smoothing, check_threshold
-from .tiling import Predictor
 
 
 @dataclass
@@ -157,20 +157,15 @@ class Segmenter:
         if attention:
             self._with_attention = self._with_attention or load_predictor(self.model, attention=True, **self._options)
             predictor = self._with_attention
-        changes: dict[str, object] = {}
+        changes: dict[str, object] = {"tta": tta, "tta_views": tta_views, "min_confidence": min_confidence}
         if diameter is not None:
-            changes["scale"] = scale_for_diameter(predictor.target_diameter, diameter)
-        if tta is not None:
-            changes["tta"] = tta
-        if tta_views is not None:
-            changes["tta_views"] = tta_views
+            changes["scale"] = scale_for_diameter(predictor.settings.target_diameter, diameter)
         if min_confidence is not None:
             check_min_confidence(min_confidence, "min_confidence")
-            changes["min_confidence"] = min_confidence
         if smoothing is not None:
             check_smoothing(smoothing, "smoothing")
-            changes["smoothing"] = smoothing
-        predictor = dataclasses.replace(predictor, **changes) if changes else predictor
+            predictor = dataclasses.replace(predictor, smoothing=smoothing)
+        predictor = predictor.with_settings(**{k: v for k, v in changes.items() if v is not None})
         probs, gates = predictor.probabilities(as_image(image, axes=axes, channel=channel))
         labels = predictor.labels(probs, threshold)
         table = None

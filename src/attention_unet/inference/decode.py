@@ -1,0 +1,51 @@
+"""Probabilities to instances: the model's instance settings applied to :mod:`.tiles`' output,
+and the confidence of the instances found (what the scale policy compares)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..instances import instances
+from ..settings import InferenceSettings
+
+OUTPUTS = ("mask", "contour", "distance")  # what a model's output channels can hold, in this order
+
+
+@dataclass(frozen=True)
+class Decoder:
+    """Instance labels from C x H x W probabilities, by ``settings`` (contours, distances,
+    contour_threshold, h, min_area, min_confidence); ``outputs`` names the channels."""
+
+    settings: InferenceSettings = field(default_factory=InferenceSettings)
+    outputs: tuple[str, ...] = OUTPUTS
+
+    def labels(self, probs: np.ndarray, threshold: float = 0.5, *, keep_weak: bool = False) -> np.ndarray:
+        """Instance labels, using the contour and distance outputs where the model has them and the
+        settings ask for them; ``keep_weak`` keeps the instances min_confidence would drop."""
+        s = self.settings
+        return instances(
+            probs[0],
+            contour=self._output(probs, "contour", s.contours),
+            threshold=threshold,
+            min_area=s.min_area,
+            min_confidence=0.0 if keep_weak else s.min_confidence,
+            h=s.h,
+            contour_threshold=s.contour_threshold,
+            distance=self._output(probs, "distance", s.distances),
+        )
+
+    def confidence(self, probs: np.ndarray) -> float:
+        """The mean over the instances (none dropped for weakness) of each one's mean foreground
+        probability; 0 when there are none."""
+        from scipy import ndimage
+
+        labels = self.labels(probs, keep_weak=True)
+        count = int(labels.max())
+        if not count:
+            return 0.0
+        return float(np.mean(ndimage.mean(probs[0], labels, np.arange(1, count + 1))))
+
+    def _output(self, probs: np.ndarray, name: str, wanted: bool) -> np.ndarray | None:
+        return probs[self.outputs.index(name)] if wanted and name in self.outputs[: len(probs)] else None

@@ -1,0 +1,170 @@
+"""Opening a model into something that predicts: a model file, folder or run folder (or the
+shipped model) becomes a :data:`~.tiles.Runner` on torch or ONNX Runtime, with the model's
+normalisation, outputs and inference settings, as a :class:`~.pipeline.Predictor`."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import InputError
+from ..settings import InferenceSettings, check_min_confidence, check_smoothing
+from .decode import OUTPUTS
+from .pipeline import Predictor
+from .tiles import Runner, Tiling
+
+MAX_SCALE = 8.0  # a larger factor multiplies the work by its square for no nucleus size the model serves
+ENGINES = ("auto", "torch", "onnx")
+
+
+def torch_runner(model: Any, device: str = "cpu", attention: bool = False) -> Runner:
+    """Wrap a model as a function: float32 NCHW batch -> (probabilities N x C x H x W, gate maps N x H x W)."""
+    import torch
+    import torch.nn.functional as F
+
+    model = model.to(device).eval()
+
+    def run(batch: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+        with torch.inference_mode():
+            x = torch.from_numpy(batch).to(device).contiguous(memory_format=torch.channels_last)
+            if not attention:
+                return torch.sigmoid(model(x)).float().cpu().numpy(), []
+            logits, maps = model.forward_with_attention(x)
+            size = x.shape[-2:]
+            maps = [
+                F.interpolate(m.mean(1, keepdim=True), size=size, mode="bilinear")[:, 0].cpu().numpy() for m in maps
+            ]
+            return torch.sigmoid(logits).float().cpu().numpy(), maps
+
+    return run
+
+
+def scale_for_diameter(target_diameter: float, diameter: float) -> float:
+    """The factor that brings nuclei of ``diameter`` pixels to the size the model learnt."""
+    if not target_diameter / MAX_SCALE <= diameter < float("inf"):  # also refuses NaN
+        raise InputError(
+            f"diameter must be at least {target_diameter / MAX_SCALE:g} pixels (at most {MAX_SCALE:g}x enlargement), not {diameter:g}",
+            "diameter",
+        )
+    return target_diameter / diameter
+
+
+def check_device(device: str) -> None:
+    """One line when ``device`` does not exist here (e.g. cuda on a CPU-only torch)."""
+    import torch
+
+    try:
+        kind = torch.device(device).type
+    except (RuntimeError, TypeError):
+        raise InputError(f"device {device}: not a device name (cpu, cuda, cuda:1, mps)", "device") from None
+    available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}.get(
+        kind, False
+    )
+    if not available:
+        raise InputError(
+            f"device {device}: not available on this machine (torch {torch.__version__} sees no {kind})", "device"
+        )
+
+
+def parse_scale(scale: str | float) -> str | float:
+    """'auto' or a factor above 0 and at most MAX_SCALE."""
+    if str(scale) == "auto":
+        return "auto"
+    try:
+        value = float(scale)
+    except ValueError:
+        raise InputError(f"scale must be 'auto' or a positive number, not '{scale}'", "scale") from None
+    if not 0 < value <= MAX_SCALE:
+        raise InputError(f"scale must be 'auto' or a number above 0 and at most {MAX_SCALE:g}, not '{scale}'", "scale")
+    return value
+
+
+def shipped_int8() -> Path | None:
+    """The shipped model's int8 ONNX (tools/ship_model.py writes it beside the weights), when it
+    was quantised from the weights shipped now (their sha256 in its metadata)."""
+    import hashlib
+    import importlib.util
+
+    from ..export import onnx_info
+    from ..model import pretrained_path
+
+    path = pretrained_path().with_suffix(".int8.onnx")
+    if not path.is_file() or importlib.util.find_spec("onnxruntime") is None:
+        return None
+    made_from = onnx_info(path).get("quantised_from", "")
+    current = hashlib.sha256(pretrained_path().read_bytes()).hexdigest()
+    if made_from != current:
+        print(f"warning: {path} was quantised from other weights than the shipped ones; running torch", file=sys.stderr)
+        return None
+    return path
+
+
+def open_runner(model: str | Path | None, device: str, engine: str, attention: bool) -> tuple[Runner, dict]:
+    """(runner, the model's metadata) for a model path (None: the shipped model) on an engine."""
+    from ..model import load_model, pretrained_path
+
+    path = Path(model) if model else pretrained_path()
+    if engine not in ENGINES:
+        raise InputError(f"engine must be one of {', '.join(ENGINES)}, not {engine}", "engine")
+    if engine == "auto":
+        int8 = shipped_int8() if not model and device == "cpu" and not attention else None
+        path, engine = (int8, "onnx") if int8 else (path, "torch")
+    if path.suffix == ".onnx" or engine == "onnx":
+        from ..export import export_onnx, onnx_info, onnx_runner
+
+        if attention:
+            raise InputError("attention needs engine 'torch' (the ONNX graph returns logits only)", "attention")
+        if path.suffix != ".onnx":
+            import tempfile
+
+            path = export_onnx(load_model(path), Path(tempfile.mkdtemp()) / "model.onnx")
+        info = onnx_info(path)  # first: a file that is no model is one line, before a session is built
+        return onnx_runner(path), info
+    from ..export import fold_batchnorm
+
+    network = load_model(path, device)
+    return torch_runner(network if attention else fold_batchnorm(network), device, attention), network.info
+
+
+def load_predictor(
+    model: str | Path | None = None,
+    *,
+    device: str = "cpu",
+    tile: int = 512,
+    batch_size: int | None = None,
+    engine: str = "torch",
+    attention: bool = False,
+    diameter: float | None = None,
+    smoothing: float | None = None,
+    **settings: Any,
+) -> Predictor:
+    """A Predictor for a model file, folder or run folder (None: the shipped model). An .onnx model
+    runs on ONNX Runtime; any other on torch (BatchNorm folded) unless ``engine="onnx"`` asks for
+    an export first; ``engine="auto"`` (predict's default) runs the shipped model's int8 ONNX on a
+    CPU when there is one for these weights, else torch. Normalisation, outputs and inference
+    settings come from the model's metadata; ``settings`` (InferenceSettings' names: ``scale``,
+    ``tta``, ``min_confidence``, ...; None keeps the model's) replace them; ``diameter`` (the
+    nuclei's size in pixels, as Cellpose's) sets the scale that brings them to the size the model
+    learnt; ``smoothing`` smooths every image by this Gaussian sigma instead of the stain policy."""
+    check_device(device)
+    given = {k: v for k, v in settings.items() if v is not None}
+    unknown = set(given) - set(InferenceSettings.__dataclass_fields__)
+    if unknown:
+        raise TypeError(f"load_predictor() got unknown settings: {', '.join(sorted(unknown))}")
+    if "min_confidence" in given:
+        check_min_confidence(given["min_confidence"], "min_confidence")
+    if smoothing is not None:
+        check_smoothing(smoothing, "smoothing")
+    # on a CPU, 4 tiles of 512 per batch are no faster than 1 and hold twice the memory (BENCHMARKS.md)
+    tiling = Tiling(tile, batch_size if batch_size is not None else 1 if device == "cpu" else 4)
+    run, info = open_runner(model, device, engine, attention)
+    own, train = InferenceSettings.from_metadata(info.get("inference", {})), info.get("train", {})
+    if diameter is not None:
+        given["scale"] = scale_for_diameter(own.target_diameter, diameter)
+    given["scale"] = parse_scale(given.get("scale", own.scale))
+    outputs = OUTPUTS[:1] + ("contour",) * bool(train.get("contour")) + ("distance",) * bool(train.get("distance"))
+    return Predictor(run, train.get("norm", "fixed"), replace(own, **given), tiling, outputs, smoothing)

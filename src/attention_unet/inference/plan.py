@@ -1,0 +1,248 @@
+"""What to run at which scale and smoothing: a :class:`Plan` per image, from the model's settings.
+
+The scale policy measures the nuclei on a half-size probe and brings them towards the size the
+model learnt (a ramp in log size, :func:`factor_for_diameter`); where its rules are unsure (large
+textured nuclei, or the fragments rule undecided) it predicts candidate factors and keeps the one
+whose instances are surer. The stain policy smooths stained tissue sharper than what the model
+learnt from. Both read :class:`~attention_unet.settings.InferenceSettings`; the network is reached
+through a callable, so this module runs nothing itself.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .. import data
+from ..instances import instances
+from ..settings import InferenceSettings
+from .tiles import rescaled
+
+# (image at the network's scale, Gaussian sigma of its tiles, test-time views on) -> its probabilities
+Network = Callable[[np.ndarray, float, bool], tuple[np.ndarray, list[np.ndarray]]]
+Predicted = tuple[np.ndarray, list[np.ndarray]]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How one image is run: resized by ``factor``; its typical nucleus ``diameter`` (image pixels)
+    where auto scale measured it; its tiles smoothed by ``smoothing`` (None: the stain policy decides)."""
+
+    factor: float = 1.0
+    diameter: float | None = None
+    smoothing: float | None = None
+
+
+def diameter_of_area(area: float) -> float:
+    """The diameter of a disc of this area."""
+    return 2 * math.sqrt(area / math.pi)
+
+
+def size_statistics(areas: np.ndarray) -> dict[str, float]:
+    """Sizes of a set of nuclei from their areas (pixels): how many, the median diameter, the
+    quartiles' diameters, and the diameter of the nucleus that the median foreground *pixel* lies in
+    ('weighted': fragments of a large nucleus outnumber it, but it holds most of the pixels)."""
+    areas = np.sort(np.asarray(areas, np.float64))
+    if not len(areas):
+        return {"count": 0, "median": 0.0, "q25": 0.0, "q75": 0.0, "weighted": 0.0}
+    weighted = areas[np.searchsorted(np.cumsum(areas), areas.sum() / 2)]
+    q25, median, q75 = np.percentile(areas, [25, 50, 75])
+    return {
+        "count": len(areas),
+        "median": diameter_of_area(median),
+        "q25": diameter_of_area(q25),
+        "q75": diameter_of_area(q75),
+        "weighted": diameter_of_area(weighted),
+    }
+
+
+def sizes_of(labels: np.ndarray, pixel_area: float = 1.0) -> dict[str, float]:
+    """:func:`size_statistics` of an instance image's nuclei (``pixel_area``: see :func:`large_solidity`)."""
+    areas = np.bincount(labels.ravel())[1:]
+    return size_statistics(areas[areas > 0] * pixel_area)
+
+
+def large_solidity(labels: np.ndarray, diameter: float, pixel_area: float = 1.0) -> float:
+    """The area-weighted solidity (area / convex area) of the instances at least ``diameter`` / 1.5
+    across, ``pixel_area`` being what one label pixel covers: single nuclei are convex, clumps of
+    nuclei merged into one piece are not. Only those instances are traced."""
+    from skimage.measure import regionprops
+
+    areas = np.bincount(labels.ravel()) * pixel_area
+    large = np.flatnonzero(areas >= math.pi / 4 * (diameter / 1.5) ** 2)
+    props = regionprops(np.where(np.isin(labels, large[large > 0]), labels, 0))
+    return float(np.average([p.solidity for p in props], weights=[p.area for p in props])) if props else 0.0
+
+
+def factor_for_diameter(
+    diameter: float,
+    target: float,
+    dead_band: tuple[float, float] = (0.5, 2.0),
+    full: tuple[float, float] = (1 / 3, 6.0),
+) -> float:
+    """Auto scale's factor for nuclei of this diameter: 1 within ``dead_band`` times ``target``;
+    ``target / diameter`` (clipped to 0.125..4) beyond ``full`` times it; in between the correction
+    grows linearly in log size, so the factor never jumps (large nuclei scored best brought part
+    of the way, small ones all the way: docs/experiments).
+
+    >>> factor_for_diameter(20, 16), factor_for_diameter(120, 16), factor_for_diameter(2, 16)
+    (1.0, 0.13333333333333333, 4.0)
+    >>> round(factor_for_diameter(32.5, 16), 3), round(factor_for_diameter(64, 16), 3)
+    (0.975, 0.323)
+    >>> round(factor_for_diameter(7.5, 16), 3), round(factor_for_diameter(5, 16), 3)
+    (1.191, 3.2)
+    """
+    off = math.log(diameter / target)
+    edge, end = (
+        (math.log(dead_band[1]), math.log(full[1])) if off > 0 else (-math.log(dead_band[0]), -math.log(full[0]))
+    )
+    if abs(off) <= edge:
+        return 1.0
+    correction = abs(off) if abs(off) >= end else end * (abs(off) - edge) / (end - edge)
+    return float(np.clip(math.exp(-math.copysign(correction, off)), 0.125, 4.0))
+
+
+@dataclass(frozen=True)
+class StainPolicy:
+    """The Gaussian sigma of an image's tiles: sharp stained tissue smoothed (stain_smoothing,
+    stain_sharpness), everything else not."""
+
+    settings: InferenceSettings = field(default_factory=InferenceSettings)
+    norm: str = "fixed"
+
+    def sigma(self, image: np.ndarray, value_range: tuple[float, float], diameter: float | None = None) -> float:
+        """For an image as the network sees it (rescaled): ``stain_smoothing`` times its nuclei's
+        ``diameter`` (at the network's scale; unknown: as learnt) over ``target_diameter``, at
+        most 1, where it is stained tissue (:func:`data.modality`) sharper than ``stain_sharpness``
+        (:func:`data.sharpness`); else 0. Measured on the central 1024 x 1024 pixels at most."""
+        s = self.settings
+        if s.stain_smoothing <= 0:
+            return 0.0
+        sample = data.central(image)
+        if data.modality(sample) != "stained" or data.sharpness(sample, self.norm, value_range) <= s.stain_sharpness:
+            return 0.0
+        return s.stain_smoothing * min(1.0, (diameter or s.target_diameter) / s.target_diameter)
+
+
+@dataclass(frozen=True)
+class ScalePolicy:
+    """The factor an image is predicted at: ``settings.scale`` when it is a number; under "auto",
+    measured on a ``probe``-size pass and brought towards ``target_diameter`` (1 within
+    ``auto_range`` times it, all the way from ``auto_full`` times on), with a second look at
+    ``shrink`` times the factor or at the large pieces' size where the settings ask for one."""
+
+    settings: InferenceSettings = field(default_factory=InferenceSettings)
+    auto_range: tuple[float, float] = (0.5, 2.0)
+    auto_full: tuple[float, float] = (1 / 3, 6.0)
+    probe: float = 0.5  # a quarter of a full pass; large textured nuclei are whole at half size
+    shrink: float = 0.5  # the second look's factor, relative to the first
+    max_pixels: int = 64_000_000  # a rescaled image never exceeds this many pixels
+
+    @property
+    def auto(self) -> bool:
+        return self.settings.scale == "auto"
+
+    def factor_of(self, diameter: float | None) -> float:
+        """Auto scale's factor for nuclei of this diameter (None, none found: 1)."""
+        if diameter is None:
+            return 1.0
+        return factor_for_diameter(diameter, self.settings.target_diameter, self.auto_range, self.auto_full)
+
+    def sizing(self, image: np.ndarray, network: Network) -> tuple[float, float | None, float | None]:
+        """(the factor, the typical nucleus's diameter where measured, the large pieces' diameter
+        that :func:`choose` also tries where the fragments rule is undecided)."""
+        if not self.auto:
+            return float(self.settings.scale), None, None
+        diameter, large = self.probe_diameters(*self.probe_labels(image, network))
+        return self.factor_of(diameter), diameter, large
+
+    def probe_labels(self, image: np.ndarray, network: Network) -> tuple[np.ndarray, float]:
+        """The instances of the image at ``probe`` size (the mask's watershed; one view: a sizing
+        pass, not the answer) and the image area one of their pixels covers."""
+        small = rescaled(image, self.probe)
+        probs, _ = network(small, 0.0, False)
+        smallest = max(1, round(self.settings.min_area * self.probe**2))
+        labels = instances(probs[0], threshold=0.5, min_area=smallest, h=self.settings.h)
+        return labels, (image.shape[1] / small.shape[1]) ** 2
+
+    def probe_diameters(self, labels: np.ndarray, pixel_area: float) -> tuple[float | None, float | None]:
+        """(the typical nucleus's diameter, or None when none was found; the large pieces' where the
+        fragments rule is undecided and fragments_by_confidence is on, else None). The typical
+        nucleus is the median one, unless there are fragments_count or more, the one the median
+        foreground pixel lies in is fragments_ratio times larger (when set) and the large ones are
+        convex (fragments_solidity): then the small ones are fragments of large textured nuclei."""
+        s = self.settings
+        sizes = sizes_of(labels, pixel_area)
+        if not sizes["count"]:
+            return None, None
+        median, weighted = sizes["median"], sizes["weighted"]
+        if s.fragments_ratio <= 0 or weighted < s.fragments_ratio * median:
+            return median, None
+        # solidity last: it traces the large pieces, so only on the images the other tests pick
+        if sizes["count"] >= s.fragments_count and large_solidity(labels, weighted, pixel_area) >= s.fragments_solidity:
+            return weighted, None
+        return median, weighted if s.fragments_by_confidence else None
+
+    def tries_smaller(self, factor: float, diameter: float | None) -> bool:
+        """Whether auto scale also predicts at ``shrink`` times ``factor``: its typical nucleus is
+        still shrink_above times target_diameter or more there (0: never)."""
+        s = self.settings
+        return (
+            self.auto
+            and s.shrink_above > 0
+            and diameter is not None
+            and diameter * factor >= s.shrink_above * s.target_diameter
+        )
+
+    def cap(self, height: int, width: int) -> float:
+        """The largest factor that keeps the image under ``max_pixels``."""
+        return math.sqrt(self.max_pixels / (height * width))
+
+
+PredictAt = Callable[[float, float | None], Predicted]  # (factor, diameter) -> probabilities at image size
+
+
+def choose(
+    policy: ScalePolicy,
+    sizing: tuple[float, float | None, float | None],
+    predict_at: PredictAt,
+    confidence: Callable[[np.ndarray], float],
+) -> tuple[Plan, Predicted]:
+    """The plan among the policy's candidates whose instances are surest, and its prediction.
+    From ``sizing`` (factor, diameter, large pieces): where :meth:`ScalePolicy.tries_smaller`, the
+    image at ``shrink`` times the factor is kept when surer by more than shrink_margin (large
+    textured nuclei come out whole and confident at half the size); where ``large`` is given and
+    the image would not be shrunk, the image predicted for nuclei of that size competes too.
+    Shrinking an image already shrunk further for the large pieces lost on train and valid."""
+    factor, diameter, large = sizing
+    chosen = _surer_of_sizes(policy, factor, diameter, predict_at, confidence)
+    if large is None or chosen[0].factor < 1 or abs(policy.factor_of(large) - factor) < 1e-3:
+        return chosen[0], chosen[1]
+    other = _surer_of_sizes(policy, policy.factor_of(large), large, predict_at, confidence)
+    sure = [c[2] if c[2] is not None else confidence(c[1][0]) for c in (chosen, other)]
+    best = other if sure[1] > sure[0] else chosen
+    return best[0], best[1]
+
+
+def _surer_of_sizes(
+    policy: ScalePolicy,
+    factor: float,
+    diameter: float | None,
+    predict_at: PredictAt,
+    confidence: Callable[[np.ndarray], float],
+) -> tuple[Plan, Predicted, float | None]:
+    """(plan, prediction, its confidence where it was needed) at ``factor`` or, where
+    :meth:`ScalePolicy.tries_smaller`, at ``shrink`` times it when that is surer by more than
+    shrink_margin."""
+    result = predict_at(factor, diameter)
+    if not policy.tries_smaller(factor, diameter):
+        return Plan(factor, diameter), result, None
+    smaller = factor * policy.shrink
+    other = predict_at(smaller, diameter)
+    sure, other_sure = confidence(result[0]), confidence(other[0])
+    if other_sure > sure + policy.settings.shrink_margin:
+        return Plan(smaller, diameter), other, other_sure
+    return Plan(factor, diameter), result, sure
