@@ -62,3 +62,46 @@ def test_dsb_score_of_empty_images() -> None:
     empty = np.zeros((5, 5), int)
     assert metrics.dsb_score(empty, empty) == 1.0
     assert metrics.dsb_score(empty, disks((5, 5), [(2, 2)], 1)) == 0.0
+
+
+def _halves() -> np.ndarray:
+    """Two 4 x 4 nuclei side by side (labels 1 and 2) in a 4 x 8 image."""
+    labels = np.zeros((4, 8), int)
+    labels[:, :4], labels[:, 4:] = 1, 2
+    return labels
+
+
+@pytest.mark.parametrize(
+    ("case", "expected"),
+    [
+        # (true, predicted): F1d, PQ, AJI, worked out by hand
+        ("perfect", (1.0, 1.0, 1.0)),
+        # one 32-px nucleus cut in two: each half has IoU 16/32 = 0.5, not > 0.5: no match;
+        # AJI pairs the nucleus with one half (16 / 32) and adds the other half's 16 px: 16 / 48
+        ("split", (0.0, 0.0, 16 / 48)),
+        # two nuclei merged into one prediction: no match; both pair with it: (16 + 16) / (32 + 32)
+        ("merged", (0.0, 0.0, 0.5)),
+        # one of two missed: 2TP / (2TP + FP + FN) = 2 / 3, matched IoU 1; AJI 16 / (16 + 16)
+        ("missed", (2 / 3, 2 / 3, 0.5)),
+    ],
+)
+def test_pathology_measures_on_hand_computed_cases(case: str, expected: tuple[float, float, float]) -> None:
+    halves = _halves()
+    whole = (halves > 0).astype(int)
+    true, pred = {
+        "perfect": (halves, halves),
+        "split": (whole, halves),
+        "merged": (halves, whole),
+        "missed": (halves, np.where(halves == 1, 1, 0)),
+    }[case]
+    scores = metrics.object_scores(true, pred)
+    assert (scores["f1d"], scores["pq"], scores["aji"]) == pytest.approx(expected)
+
+
+def test_pathology_measures_of_empty_images() -> None:
+    empty = np.zeros((4, 4), int)
+    assert metrics.detection_scores(empty, empty) == {"f1d": 1.0, "pq": 1.0} and metrics.aji(empty, empty) == 1.0
+    one = empty.copy()
+    one[1:3, 1:3] = 1
+    assert metrics.detection_scores(one, empty)["f1d"] == 0.0 and metrics.aji(one, empty) == 0.0
+    assert metrics.aji(empty, one) == 0.0

@@ -23,7 +23,7 @@ from .inference.engine import load_predictor
 from .inference.pipeline import Predictor
 from .outputs import OutputFolder, spreadsheet_cell
 
-OBJECT_METRICS = ("dsb_score", "tp_fp_fn_ratio_at_0.5", "relative_count_error")
+OBJECT_METRICS = ("dsb_score", "tp_fp_fn_ratio_at_0.5", "relative_count_error", "f1d", "aji", "pq")
 
 
 def choose_split(

@@ -156,7 +156,20 @@ def evaluate_report(summary: dict[str, Any], rows: list[dict[str, Any]], strips:
         caption = f"{r['id']}: F1 {r['f1']:.3f}, DSB score {r['dsb_score']:.3f}, {r['modality']}"
         image = f'<img src="{url("strips/" + r["id"] + ".png")}" alt="{html.escape(r["id"])}">' if strips else ""
         parts.append(f'<div class="strip"><p>{html.escape(caption)} (image | truth | prediction)</p>{image}</div>')
-    columns = ["id", "modality", "height", "width", "f1", "jaccard", "recall", "precision", "dsb_score"]
+    columns = [
+        "id",
+        "modality",
+        "height",
+        "width",
+        "f1",
+        "jaccard",
+        "recall",
+        "precision",
+        "dsb_score",
+        "f1d",
+        "aji",
+        "pq",
+    ]
     parts.append("<h2>Every image (click a column to sort)</h2>")
     parts.append(
         table(

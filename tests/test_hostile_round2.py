@@ -1,0 +1,133 @@
+"""Hostile input, round 2 (issue 37): each case built here, each pinned by a test that failed on
+the code before its fix."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+import tifffile
+
+from attention_unet.cli import main
+
+from .conftest import synthetic
+
+NO_NETWORK = """
+import socket, sys
+calls = []
+def refuse(*args, **kwargs):
+    calls.append(args)
+    raise OSError("this test allows no network")
+socket.getaddrinfo = refuse
+socket.socket.connect = refuse
+import attention_unet.train  # what train, finetune and demo import
+import albumentations  # imported by the augmentations of every training run
+print(len(calls))
+"""
+
+
+def test_training_imports_open_no_connection() -> None:
+    """albumentations asks PyPI for updates at import unless NO_ALBUMENTATIONS_UPDATE is set: the
+    package sets it before anything imports albumentations."""
+    env = {k: v for k, v in os.environ.items() if k != "NO_ALBUMENTATIONS_UPDATE"}
+    done = subprocess.run([sys.executable, "-c", NO_NETWORK], capture_output=True, text=True, env=env, check=True)
+    assert done.stdout.strip() == "0", done.stdout + done.stderr
+
+
+def _image(path: Path, seed: int = 3) -> None:
+    grey = synthetic(seed, (64, 64))[0]
+    if path.suffix == ".tif":
+        tifffile.imwrite(path, grey)
+    else:
+        iio.imwrite(path, grey)
+
+
+def _summary(out: Path) -> list[dict[str, str]]:
+    with open(out / "summary.csv", newline="", encoding="utf-8-sig") as f:
+        return list(csv.DictReader(f))
+
+
+def test_stems_of_same_named_inputs_never_collide(tmp_path: Path, tiny_model: Path) -> None:
+    """x.png, x.tif and x_2.png: x.tif used to take x_2, and x_2.png overwrote its outputs."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name, seed in (("x.png", 1), ("x.tif", 2), ("x_2.png", 3)):
+        _image(folder / name, seed)
+    assert main(["predict", str(folder), "--model", str(tiny_model), "--out", str(tmp_path / "out")]) == 0
+    rows = _summary(tmp_path / "out")
+    assert sorted(r["file"] for r in rows) == ["x", "x_2", "x_3"]
+    assert len({(tmp_path / "out" / f"{r['file']}_labels.tif").stat().st_ino for r in rows}) == 3
+    by_file = {Path(r["input"]).name: r["file"] for r in rows}
+    assert by_file["x_2.png"] == "x_2"
+
+
+def test_formula_names_are_neutralised_and_read_back(tmp_path: Path, tiny_model: Path) -> None:
+    """An input named like a spreadsheet formula lands in summary.csv with a leading quote; a
+    --skip-existing rerun still knows it as done."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name in ("=HYPERLINK(1).png", "+cmd.png", "@SUM(1).png", "plain.png"):
+        _image(folder / name)
+    argv = ["predict", str(folder), "--model", str(tiny_model), "--out", str(tmp_path / "out")]
+    assert main(argv) == 0
+    cells = [r["input"] for r in _summary(tmp_path / "out")] + [r["file"] for r in _summary(tmp_path / "out")]
+    assert not [c for c in cells if c[:1] in "=+-@"], cells
+    assert sum(c.startswith("'") for c in cells) == 3  # the three formula names (inputs are full paths)
+    before = (tmp_path / "out" / "+cmd_labels.tif").stat().st_mtime_ns
+    assert main([*argv, "--skip-existing"]) == 0
+    assert (tmp_path / "out" / "+cmd_labels.tif").stat().st_mtime_ns == before  # skipped, not redone
+    assert len(_summary(tmp_path / "out")) == 4
+
+
+def test_an_earlier_summary_is_escaped_and_may_carry_a_bom(tmp_path: Path, tiny_model: Path) -> None:
+    """--skip-existing reads the earlier summary.csv back into index.html: a crafted cell is text,
+    not a script; a summary saved by a spreadsheet (a BOM first) is read, not a KeyError."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    _image(folder / "a.png")
+    out = tmp_path / "out"
+    argv = ["predict", str(folder), "--model", str(tiny_model), "--out", str(out)]
+    assert main(argv) == 0
+    rows = _summary(out)
+    rows[0]["nucleus_count"] = "<script>alert(1)</script>"
+    with open(out / "summary.csv", "w", newline="", encoding="utf-8-sig") as f:  # as a spreadsheet saves it
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    assert main([*argv, "--skip-existing"]) == 0
+    assert "<script>alert" not in (out / "index.html").read_text()
+
+
+def test_export_killed_mid_write_keeps_the_previous_model(tmp_path: Path, tiny_model: Path, monkeypatch) -> None:
+    """export --onnx wrote in place: a kill mid-write left a truncated file and no model."""
+    import torch
+
+    from attention_unet.export import onnx_info
+
+    target = tmp_path / "m.onnx"
+    assert main(["export", "--model", str(tiny_model), "--onnx", str(target)]) == 0
+    before = target.read_bytes()
+
+    def killed(model: object, args: object, path: str, **kwargs: object) -> None:
+        Path(path).write_bytes(b"\x08\x01truncated")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torch.onnx, "export", killed)
+    assert main(["export", "--model", str(tiny_model), "--onnx", str(target)]) == 130
+    assert target.read_bytes() == before and onnx_info(target)["model"]["width"] == 4
+    assert [p.name for p in tmp_path.iterdir()] == ["m.onnx"]
+
+
+@pytest.mark.parametrize("value", ["=1+1", "-2", "@x", "+y", "'z"])
+def test_spreadsheet_cells_round_trip(value: str) -> None:
+    from attention_unet.outputs import from_spreadsheet_cell, spreadsheet_cell
+
+    cell = spreadsheet_cell(value)
+    assert isinstance(cell, str) and cell.startswith("'") and from_spreadsheet_cell(cell) == value
+    assert spreadsheet_cell(np.float64(-2.5)) == -2.5
