@@ -124,7 +124,11 @@ def _train_parser(sub: Any) -> None:
 
 
 def _model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", help="model file, model folder or training run folder (default: the shipped model)")
+    p.add_argument(
+        "--model",
+        help="a shipped model's name (attention-unet models), a model file, model folder or training run folder "
+        "(default: the shipped model 'nuclei')",
+    )
     p.add_argument("--device", default="cpu", help="cpu, cuda, mps")
 
 
@@ -290,6 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--calibrate", nargs="+", metavar="INPUT", help="images for int8 calibration (default: the embedded sample)"
     )
 
+    sub.add_parser("models", help="list the shipped models: name, modality, size, licence, training data")
     p = sub.add_parser("demo", help="train the small preset on the embedded sample, evaluate, show strips")
     p.add_argument("--out", help="a new folder (default: runs/demo-<time>, so a second demo keeps the first)")
     p.add_argument("--minutes", type=float, default=3.0, help="training budget")
@@ -362,6 +367,11 @@ def _run(args: argparse.Namespace) -> int:
         return export(
             args.model, onnx=args.onnx, torchscript=args.torchscript, int8=args.int8, calibrate=args.calibrate
         )
+    if args.command == "models":
+        from .zoo import table
+
+        print(table())
+        return 0
     if args.command == "demo":
         from .evaluate import demo
 

@@ -290,6 +290,10 @@ NOT_WEIGHTS = {
 
 def _resolve_weights(path: Path) -> Path:
     """Accept a weights file, a model folder, or a training run folder (its ``model/``)."""
+    from . import zoo
+
+    if zoo.is_name(path):  # a shipped model's name (attention-unet models)
+        path = zoo.resolve(path)
     if path.suffix.lower() in NOT_WEIGHTS:
         raise FileNotFoundError(f"{path}: {NOT_WEIGHTS[path.suffix.lower()]}")
     for candidate in (path, path / WEIGHTS_NAME, path / "model" / WEIGHTS_NAME):

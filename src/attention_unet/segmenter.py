@@ -121,9 +121,9 @@ class Segmenter:
         self._with_attention: Predictor | None = None
 
     @classmethod
-    def from_pretrained(cls, **options: object) -> Segmenter:
-        """The shipped nuclei model (see MODEL.md)."""
-        return cls(None, **options)  # type: ignore[arg-type]
+    def from_pretrained(cls, name: str | None = None, **options: object) -> Segmenter:
+        """A shipped model by name (``attention-unet models``; default: 'nuclei')."""
+        return cls(name, **options)  # type: ignore[arg-type]
 
     def segment(
         self,

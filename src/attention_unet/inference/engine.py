@@ -83,20 +83,22 @@ def parse_scale(scale: str | float) -> str | float:
     return value
 
 
-def shipped_int8() -> Path | None:
-    """The shipped model's int8 ONNX (tools/ship_model.py writes it beside the weights), when it
-    was quantised from the weights shipped now (their sha256 in its metadata)."""
+def shipped_int8(weights: Path | None = None) -> Path | None:
+    """A shipped model's int8 ONNX (tools/ship_model.py writes it beside the weights; default: the
+    default model's), when it was quantised from the weights shipped now (their sha256 in its
+    metadata)."""
     import hashlib
     import importlib.util
 
     from ..export import onnx_info
     from ..model import pretrained_path
 
-    path = pretrained_path().with_suffix(".int8.onnx")
+    weights = weights or pretrained_path()
+    path = weights.with_suffix(".int8.onnx")
     if not path.is_file() or importlib.util.find_spec("onnxruntime") is None:
         return None
     made_from = onnx_info(path).get("quantised_from", "")
-    current = hashlib.sha256(pretrained_path().read_bytes()).hexdigest()
+    current = hashlib.sha256(weights.read_bytes()).hexdigest()
     if made_from != current:
         print(f"warning: {path} was quantised from other weights than the shipped ones; running torch", file=sys.stderr)
         return None
@@ -104,14 +106,17 @@ def shipped_int8() -> Path | None:
 
 
 def open_runner(model: str | Path | None, device: str, engine: str, attention: bool) -> tuple[Runner, dict]:
-    """(runner, the model's metadata) for a model path (None: the shipped model) on an engine."""
+    """(runner, the model's metadata) for a model path or shipped model's name (None: the default
+    model) on an engine; ``auto`` runs a shipped model's int8 ONNX on a CPU."""
+    from .. import zoo
     from ..model import load_model, pretrained_path
 
-    path = Path(model) if model else pretrained_path()
+    shipped = model is None or zoo.is_name(model)
+    path = zoo.resolve(model) or pretrained_path()
     if engine not in ENGINES:
         raise InputError(f"engine must be one of {', '.join(ENGINES)}, not {engine}", "engine")
     if engine == "auto":
-        int8 = shipped_int8() if not model and device == "cpu" and not attention else None
+        int8 = shipped_int8(path) if shipped and device == "cpu" and not attention else None
         path, engine = (int8, "onnx") if int8 else (path, "torch")
     if path.suffix == ".onnx" or engine == "onnx":
         from ..export import export_onnx, onnx_info, onnx_runner
