@@ -59,3 +59,41 @@ def test_a_model_without_a_licence_is_refused(tmp_path: Path, monkeypatch, tiny_
     info["card"]["licence"] = "CC0"
     save_file(tensors, str(weights / "unlicensed" / "model.safetensors"), {"attention_unet": json.dumps(info)})
     assert zoo.entries()["unlicensed"].licence == "CC0"
+
+
+def test_auto_sends_each_image_to_the_model_of_its_kind(capsys) -> None:
+    import numpy as np
+
+    from attention_unet.inference.choice import ModelChoice
+    from attention_unet.inference.pipeline import make_predictor
+
+    from .conftest import brightness_runner
+
+    loads: list[str] = []
+
+    def load(name: str):
+        loads.append(name)
+        return make_predictor(brightness_runner, name=name)
+
+    choice = ModelChoice(load, {"stained": "he"}, "nuclei")
+    fluorescence = np.zeros((32, 32, 3), np.uint8)
+    fluorescence[8:16, 8:16] = 200
+    stained = np.full((32, 32, 3), (230, 200, 220), np.uint8)
+    stained[8:16, 8:16] = (80, 40, 120)
+    assert choice.for_image(fluorescence).name == "nuclei" and choice.for_image(stained).name == "he"
+    assert choice.for_image(stained).name == "he" and loads == ["nuclei", "he"]  # each loaded once
+    assert choice.for_image(np.full((32, 32), 200, np.uint8)).name == "nuclei"  # no colour axis: the default, noted
+    assert "note: image kind unknown" in capsys.readouterr().err
+
+
+def test_predict_auto_names_the_model_and_its_licence(tmp_path: Path, capsys) -> None:
+    import csv
+
+    from attention_unet.data import SAMPLE_DIR
+
+    image = sorted((SAMPLE_DIR / "images").iterdir())[0]
+    assert main(["predict", str(image), "--model", "auto", "--out", str(tmp_path)]) == 0
+    with open(tmp_path / "summary.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert rows[0]["model"] == zoo.DEFAULT
+    assert f"model {zoo.DEFAULT}: licence MIT" in capsys.readouterr().err

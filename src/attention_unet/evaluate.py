@@ -89,7 +89,8 @@ def score_records(
     rows = []
     for r in tqdm(records, desc=f"evaluate ({protocol})", unit="image", file=sys.stderr):
         image, labels = zoomed(*data.protocol_view(r, protocol), zoom)
-        probs = predictor.probabilities(image)[0]
+        chosen = predictor.for_image(image)
+        probs = chosen.probabilities(image)[0]
         pred = probs[0] > 0.5
         row: dict[str, Any] = {
             "id": r.id,
@@ -98,7 +99,8 @@ def score_records(
             "width": r.image.shape[1],
         }
         row.update(metrics.pixel_scores(pred, labels > 0))
-        row.update(metrics.object_scores(labels, predictor.labels(probs)))
+        row.update(metrics.object_scores(labels, chosen.labels(probs)))
+        row["model"] = chosen.name
         rows.append(row)
         if save_strip is not None:
             save_strip(r.id, strip(image, labels, pred))

@@ -14,9 +14,19 @@ from pathlib import Path
 import numpy as np
 
 from . import data, limits
-from .blockwise import BlockSettings, block_shapes, dask_client, open_lazy, predictor_shared, prepare, segment
+from .blockwise import (
+    BlockSettings,
+    block_shapes,
+    dask_client,
+    open_lazy,
+    predictor_shared,
+    prepare,
+    sample_mosaic,
+    segment,
+)
 from .errors import InputError
 from .images import check_pixel_size, find_inputs, heat_map, is_zarr, open_image, overlay
+from .inference.choice import AUTO
 from .inference.engine import ENGINES, MAX_SCALE, load_predictor, scale_for_diameter
 from .inference.pipeline import Predictor
 from .measure import MeasureSettings, geojson_features, keep, measurements, outlines, write_geojson
@@ -25,6 +35,7 @@ from .measure import write_table as write_measurement_csv
 from .outputs import OutputFolder, from_spreadsheet_cell, spreadsheet_cell, written_by_a_run
 from .reports import predict_index
 from .settings import check_threshold
+from .zoo import licence_notes
 
 BLOCKWISE = ("auto", "always", "never")
 __all__ = ["ENGINES", "MAX_SCALE", "PredictOptions", "load_predictor", "predict_files"]
@@ -188,6 +199,8 @@ def _predict_files(
     finally:
         folder.release()  # also when interrupted: a rerun in this process may lock it again
     print(f"{len(files) - len(summary.failed)} file(s) segmented, outputs in {out}", file=sys.stderr)
+    for line in licence_notes({str(row.get("model", "")) for row in summary.rows}):
+        print(line, file=sys.stderr)
     if summary.failed:
         print(f"{len(summary.failed)} file(s) failed: " + ", ".join(summary.failed), file=sys.stderr)
         return 2 if len(summary.failed) == len(files) else 1  # nothing done: as a bad option; else partly done
@@ -269,7 +282,7 @@ def predict_file(
     if channel is None and source.n_channels > 1 and not source.rgb:
         names = f" ({', '.join(source.channel_names)})" if any(source.channel_names) else ""
         raise InputError(f"{path}: {source.n_channels} channels{names}: give --channel (the one that holds the nuclei)")
-    predictor = for_diameter(predictor, diameter, source.pixel_size, path)
+    chooser = predictor
     names = (
         [n or f"ch{c}" for c, n in enumerate(source.channel_names)]
         if len(source.channel_names) == source.n_channels
@@ -292,6 +305,7 @@ def predict_file(
                     "--channel N segments it (0 red, 1 green, 2 blue)",
                     file=sys.stderr,
                 )
+            predictor = for_diameter(chooser.for_image(image), diameter, source.pixel_size, path)
             probs, gates = predictor.probabilities(image)
             labels = keep(
                 predictor.labels(probs, options.threshold),
@@ -306,7 +320,7 @@ def predict_file(
                 rois.extend(roi_set(shapes, plane=k + 1 if stack else None))
             if options.geojson:
                 features.extend(geojson_features(shapes, table, where))
-            rows.append({**summarise(stem, labels), **({"plane": k} if stack else {})})
+            rows.append({**summarise(stem, labels), **({"plane": k} if stack else {}), "model": predictor.name})
             if not stack:
                 write_picture_outputs(folder, target, image, probs[0], labels, gates, options, source.pixel_size)
             elif options.save_prob:
@@ -404,6 +418,8 @@ def predict_blockwise(
         source = open_lazy(path, channel=info.channel_index(options.channel), axes=info.axes)
         pixel_size = info.pixel_size
     limits.check_pixels(*source.shape_yx, str(path), limit=limits.BLOCKWISE_MAX_PIXELS)
+    predictor = predictor.for_image(sample_mosaic(source)) if predictor.name == AUTO else predictor
+    recipe = {**recipe, "model": predictor.name} if recipe.get("model") == AUTO else recipe
     predictor = for_diameter(predictor, diameter, pixel_size, path)
     target = folder.root / stem
     work = folder.claim(Path(f"{target}.partial"))
@@ -442,7 +458,7 @@ def predict_blockwise(
         write_shapes(folder, target, rois, features, options)
     folder.write(Path(f"{target}_nuclei.csv"), lambda t: write_measurement_csv(t, [({}, table)]))
     shutil.rmtree(work, ignore_errors=True)
-    return [summary_row(stem, source.shape_yx, table["area"])]
+    return [{**summary_row(stem, source.shape_yx, table["area"]), "model": predictor.name}]
 
 
 def _empty_zip(path: Path) -> None:

@@ -153,10 +153,11 @@ class Segmenter:
         as given, µm too with ``pixel_size``)."""
         check_threshold(threshold, "threshold")
         check_pixel_size(pixel_size, "pixel_size")
-        predictor = self.predictor
+        array = as_image(image, axes=axes, channel=channel)
+        predictor = self.predictor.for_image(array)
         if attention:
             self._with_attention = self._with_attention or load_predictor(self.model, attention=True, **self._options)
-            predictor = self._with_attention
+            predictor = self._with_attention.for_image(array)
         changes: dict[str, object] = {"tta": tta, "tta_views": tta_views, "min_confidence": min_confidence}
         if diameter is not None:
             changes["scale"] = scale_for_diameter(predictor.settings.target_diameter, diameter)
@@ -166,7 +167,7 @@ class Segmenter:
             check_smoothing(smoothing, "smoothing")
             predictor = dataclasses.replace(predictor, smoothing=smoothing)
         predictor = predictor.with_settings(**{k: v for k, v in changes.items() if v is not None})
-        probs, gates = predictor.probabilities(as_image(image, axes=axes, channel=channel))
+        probs, gates = predictor.probabilities(array)
         labels = predictor.labels(probs, threshold)
         table = None
         if measure:

@@ -25,6 +25,7 @@ class Entry:
     licence: str
     trained_on: str
     credit: str = ""
+    route: tuple[str, ...] = ()  # the kinds of image (data.modality) --model auto sends to it
 
     @property
     def size_mb(self) -> float:
@@ -38,7 +39,8 @@ def _entry(weights: Path) -> Entry:
     missing = [k for k in CARD_KEYS if not card.get(k)]
     if missing:
         raise InputError(f"{weights}: a shipped model needs {', '.join(missing)} in its card; refusing it")
-    return Entry(weights=weights, credit=card.get("credit", ""), **{k: str(card[k]) for k in CARD_KEYS})
+    route = tuple(card.get("route") or ())
+    return Entry(weights=weights, credit=card.get("credit", ""), route=route, **{k: str(card[k]) for k in CARD_KEYS})
 
 
 def entries() -> dict[str, Entry]:
@@ -46,6 +48,11 @@ def entries() -> dict[str, Entry]:
     folders = [WEIGHTS, *sorted(p for p in WEIGHTS.iterdir() if p.is_dir())]
     found = [_entry(f / "model.safetensors") for f in folders if (f / "model.safetensors").is_file()]
     return {e.name: e for e in found}
+
+
+def routes() -> dict[str, str]:
+    """Image kind -> the shipped model ``--model auto`` sends it to (kinds no card claims: DEFAULT)."""
+    return {kind: e.name for e in entries().values() for kind in e.route}
 
 
 def is_name(model: str | Path | None) -> bool:
@@ -71,3 +78,13 @@ def table() -> str:
     rows += [(e.name, e.modality, f"{e.size_mb:.1f} MB", e.licence, e.trained_on) for e in entries().values()]
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r[:4], widths)) + "  " + r[4] for r in rows)
+
+
+def licence_notes(names: set[str]) -> list[str]:
+    """One line per shipped model among ``names`` (a run's models): its licence, once per run."""
+    known = entries()
+    return [
+        f"model {n}: licence {known[n].licence}" + (f"; credit {known[n].credit}" if known[n].credit else "")
+        for n in sorted(names)
+        if n in known
+    ]

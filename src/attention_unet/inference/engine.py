@@ -11,8 +11,10 @@ from typing import Any
 
 import numpy as np
 
+from .. import zoo
 from ..errors import InputError
 from ..settings import InferenceSettings, check_min_confidence, check_smoothing
+from .choice import AUTO, ModelChoice
 from .decode import OUTPUTS
 from .pipeline import Predictor
 from .tiles import Runner, Tiling
@@ -108,7 +110,6 @@ def shipped_int8(weights: Path | None = None) -> Path | None:
 def open_runner(model: str | Path | None, device: str, engine: str, attention: bool) -> tuple[Runner, dict]:
     """(runner, the model's metadata) for a model path or shipped model's name (None: the default
     model) on an engine; ``auto`` runs a shipped model's int8 ONNX on a CPU."""
-    from .. import zoo
     from ..model import load_model, pretrained_path
 
     shipped = model is None or zoo.is_name(model)
@@ -147,7 +148,8 @@ def load_predictor(
     smoothing: float | None = None,
     **settings: Any,
 ) -> Predictor:
-    """A Predictor for a model file, folder or run folder (None: the shipped model). An .onnx model
+    """A Predictor for a model file, folder, run folder or shipped model's name (None: the default
+    shipped model; "auto": a :class:`.choice.ModelChoice` of the shipped models by image). An .onnx model
     runs on ONNX Runtime; any other on torch (BatchNorm folded) unless ``engine="onnx"`` asks for
     an export first; ``engine="auto"`` (predict's default) runs the shipped model's int8 ONNX on a
     CPU when there is one for these weights, else torch. Normalisation, outputs and inference
@@ -155,6 +157,14 @@ def load_predictor(
     ``tta``, ``min_confidence``, ...; None keeps the model's) replace them; ``diameter`` (the
     nuclei's size in pixels, as Cellpose's) sets the scale that brings them to the size the model
     learnt; ``smoothing`` smooths every image by this Gaussian sigma instead of the stain policy."""
+    if str(model) == AUTO:
+
+        def load(name: str) -> Predictor:
+            return load_predictor(name, device=device, tile=tile, batch_size=batch_size, engine=engine, **keywords)
+
+        keywords = {"attention": attention, "diameter": diameter, "smoothing": smoothing, **settings}
+        load(zoo.DEFAULT)  # a bad option is one line now, not at the first image
+        return ModelChoice(load, zoo.routes(), zoo.DEFAULT)  # type: ignore[return-value]
     check_device(device)
     given = {k: v for k, v in settings.items() if v is not None}
     unknown = set(given) - set(InferenceSettings.__dataclass_fields__)
@@ -172,4 +182,5 @@ def load_predictor(
         given["scale"] = scale_for_diameter(own.target_diameter, diameter)
     given["scale"] = parse_scale(given.get("scale", own.scale))
     outputs = OUTPUTS[:1] + ("contour",) * bool(train.get("contour")) + ("distance",) * bool(train.get("distance"))
-    return Predictor(run, train.get("norm", "fixed"), replace(own, **given), tiling, outputs, smoothing)
+    name = str(model) if model is not None else zoo.DEFAULT
+    return Predictor(run, train.get("norm", "fixed"), replace(own, **given), tiling, outputs, smoothing, name=name)

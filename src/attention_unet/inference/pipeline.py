@@ -27,6 +27,7 @@ class Predictor:
     outputs: tuple[str, ...] = OUTPUTS
     smoothing: float | None = None
     scale_policy: ScalePolicy | None = None  # its ranges (None: the defaults); its settings are always ``settings``
+    name: str = ""  # the model's name in the zoo, else its path (summary.csv's model column)
 
     def __post_init__(self) -> None:
         check_tta_views(self.settings.tta_views, "tta_views")
@@ -44,6 +45,10 @@ class Predictor:
     @property
     def stain(self) -> StainPolicy:
         return StainPolicy(self.settings, self.norm)
+
+    def for_image(self, image: np.ndarray) -> Predictor:
+        """The predictor for this image: this one (:class:`.choice.ModelChoice` picks among several)."""
+        return self
 
     def with_settings(self, **changes: Any) -> Predictor:
         """The same model with some inference settings changed (``scale``, ``tta``, ...)."""

@@ -1,0 +1,45 @@
+"""``--model auto``: each image goes to the shipped model of its kind. A model's card says which
+kinds of image it is for (``route``: kinds of :func:`attention_unet.data.modality`); an image of
+a kind no card claims, or one that cannot be classified, goes to the default model."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .. import data
+from .pipeline import Predictor
+
+AUTO = "auto"
+
+
+@dataclass
+class ModelChoice:
+    """Predictors by model name, loaded on first use, and the rule that picks one per image."""
+
+    load: Callable[[str], Predictor]
+    routes: dict[str, str]  # image kind -> model name
+    default: str
+    loaded: dict[str, Predictor] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return AUTO
+
+    def name_for(self, image: np.ndarray) -> str:
+        """The model for an image of this kind (the default for a kind no model claims)."""
+        try:
+            kind = data.modality(image)
+        except (ValueError, TypeError) as exc:  # an array modality cannot read: stated, never a crash
+            print(f"note: image kind unknown ({exc}); using model {self.default}", file=sys.stderr)
+            return self.default
+        return self.routes.get(kind, self.default)
+
+    def for_image(self, image: np.ndarray) -> Predictor:
+        name = self.name_for(image)
+        if name not in self.loaded:
+            self.loaded[name] = self.load(name)
+        return self.loaded[name]
