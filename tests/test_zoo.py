@@ -91,7 +91,7 @@ def test_predict_auto_names_the_model_and_its_licence(tmp_path: Path, capsys) ->
 
     from attention_unet.data import SAMPLE_DIR
 
-    image = sorted((SAMPLE_DIR / "images").iterdir())[0]
+    image = min((SAMPLE_DIR / "images").iterdir())
     assert main(["predict", str(image), "--model", "auto", "--out", str(tmp_path)]) == 0
     with open(tmp_path / "summary.csv", newline="") as f:
         rows = list(csv.DictReader(f))
