@@ -79,9 +79,12 @@ def test_evaluate_prints_the_table_and_writes_scores(run_dir: Path, tiny_dataset
         "dsb_score",
         "tp_fp_fn_ratio_at_0.5",
         "relative_count_error",
+        "f1d",
+        "aji",
+        "pq",
     }
     rows = (tmp_path / "score.csv").read_text().splitlines()
-    assert len(rows) == 3 and "dsb_score" in rows[0]
+    assert len(rows) == 3 and all(k in rows[0] for k in ("dsb_score", "f1d", "aji", "pq", "model"))
     assert len(list((tmp_path / "strips").glob("*.png"))) == 2
     assert (
         main(

@@ -482,3 +482,25 @@ def test_strip_validation_needs_images_large_enough(tiny_dataset: Path, tmp_path
     )
     assert main(["finetune", str(tiny_dataset), "--out", str(tmp_path / "f")]) == 2  # no --valid-strip given there
     assert "the largest here is 48 x 64" in capsys.readouterr().err
+
+
+def test_every_training_option_is_a_flag_generated_from_the_config() -> None:
+    """train's flags come from TrainConfig's fields: a new option is written once, and parses to its field."""
+    from dataclasses import fields
+
+    from attention_unet.cli import build_parser
+    from attention_unet.training.config import TrainConfig
+
+    parser = build_parser()
+    train = next(a for a in parser._actions if a.dest == "command").choices["train"]
+    dests = {a.dest for a in train._actions}
+    assert {f.name for f in fields(TrainConfig)} <= dests
+    args = parser.parse_args(["train", "--stain-jitter", "0.2", "--no-attention", "--scale", "0.5", "3", "--balance"])
+    assert (args.stain_jitter, args.attention, args.scale, args.balance, args.epochs) == (
+        0.2,
+        False,
+        [0.5, 3.0],
+        True,
+        None,
+    )
+    assert parser.parse_args(["train", "--resume"]).resume == "last"

@@ -14,113 +14,17 @@ from . import __version__
 from .errors import InputError
 from .settings import TTA_VIEWS
 
-PRESET_NAMES = ("seed", "medium", "small")
-
 
 def _train_parser(sub: Any) -> None:
+    from .training.config import add_flags
+
     p = sub.add_parser(
         "train",
         help="train a model",
         description="Train an Attention U-Net. Defaults reproduce the reference report; flags override --config.",
     )
-    # defaults are None so that only the flags given override the YAML file and TrainConfig defaults
     p.add_argument("--config", help="YAML file of options (keys as the long flags, with underscores)")
-    p.add_argument(
-        "--data", nargs="+", help="dataset folders or .zips, each with its own split (default: the embedded sample)"
-    )
-    p.add_argument(
-        "--init-from",
-        metavar="MODEL",
-        help="start from these weights: 'pretrained' (the shipped model), a model file, "
-        "model folder or run folder; its network and normalisation unless given",
-    )
-    p.add_argument(
-        "--freeze-encoder", action="store_const", const=True, help="train only the decoder (with --init-from)"
-    )
-    p.add_argument("--preset", choices=PRESET_NAMES)
-    p.add_argument("--gate", choices=("channel", "scalar"))
-    p.add_argument(
-        "--no-attention", dest="attention", action="store_const", const=False, help="plain U-Net of the same widths"
-    )
-    p.add_argument(
-        "--no-channels-last",
-        dest="channels_last",
-        action="store_const",
-        const=False,
-        help="keep the default NCHW memory layout (slower on CPU)",
-    )
-    p.add_argument("--width", type=int)
-    p.add_argument("--depth", type=int)
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--lr", type=float)
-    p.add_argument("--optimizer", choices=("adam", "adamw", "sgd"))
-    p.add_argument("--loss", choices=("bce", "dice", "bce+dice", "bce+image-dice"))
-    p.add_argument("--input", help="resize256 (report) or crop:N (native-resolution crops, scale-jittered)")
-    p.add_argument(
-        "--scale", type=float, nargs=2, metavar=("MIN", "MAX"), help="crop-mode scale range (default 0.25 2)"
-    )
-    p.add_argument(
-        "--augment", choices=("none", "geometric", "full", "robust"), help="robust: full + H&E stain jitter and noise"
-    )
-    p.add_argument("--balance", action="store_const", const=True, help="oversample rare modalities")
-    p.add_argument(
-        "--pseudo-stain", type=float, metavar="P", help="render this share of fluorescence crops as H&E (default 0)"
-    )
-    p.add_argument(
-        "--stain-grain",
-        type=float,
-        metavar="P",
-        help="blur or sharpen this share of stained crops, as scanners of other sharpness would (default 0)",
-    )
-    p.add_argument(
-        "--stain-jitter",
-        type=float,
-        metavar="SIGMA",
-        help="H&E stain jitter of --augment robust: each stain scaled by 1 +- SIGMA, shifted by +- SIGMA of its range"
-        " (default 0.1)",
-    )
-    p.add_argument(
-        "--contour", action="store_const", const=True, help="also predict nucleus contours (separates touching nuclei)"
-    )
-    p.add_argument(
-        "--distance",
-        action="store_const",
-        const=True,
-        help="also predict each nucleus's normalised distance to its rim (seeds for instances)",
-    )
-    p.add_argument("--samples-per-epoch", type=int)
-    p.add_argument("--norm", choices=("fixed", "percentile", "polarity", "stain"))
-    p.add_argument("--scheduler", choices=("plateau", "cosine"))
-    p.add_argument("--monitor", choices=("val_loss", "val_f1"))
-    p.add_argument("--early-stopping", type=int, help="patience in epochs")
-    p.add_argument("--max-minutes", type=float, help="wall-clock budget")
-    p.add_argument("--seed", type=int)
-    p.add_argument("--out", help="run folder (default: runs/<time>)")
-    p.add_argument(
-        "--resume", nargs="?", const="last", help="resume from a checkpoint (default: OUT/checkpoints/last.ckpt)"
-    )
-    p.add_argument("--split-file", help="reuse a split.json")
-    p.add_argument(
-        "--valid-strip",
-        type=int,
-        metavar="ROWS",
-        help="validate on each image's bottom ROWS rows, train on the rest (a handful of images)",
-    )
-    p.add_argument("--workers", type=int, help="data-loader worker processes")
-    p.add_argument("--accelerator", choices=("cpu", "gpu", "mps", "auto"))
-    p.add_argument("--devices", help="number of devices or 'auto'")
-    p.add_argument("--num-nodes", type=int)
-    p.add_argument("--strategy", help="auto, ddp, ddp_spawn, ...")
-    p.add_argument("--sync-bn", action="store_const", const=True, help="SyncBatchNorm across processes")
-    p.add_argument("--precision", help="32-true, bf16-mixed, 16-mixed")
-    p.add_argument(
-        "--force",
-        action="store_const",
-        const=True,
-        help="train even above the memory estimate (README: Safety and limits)",
-    )
-    p.add_argument("--limit-batches", type=float, help=argparse.SUPPRESS)
+    add_flags(p)  # one flag per TrainConfig field
 
 
 def _model_args(p: argparse.ArgumentParser) -> None:

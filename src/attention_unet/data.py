@@ -33,10 +33,10 @@ from scipy import ndimage
 
 from . import limits
 from .errors import InputError, unreadable
+from .settings import NORMALISATIONS
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 CELLPOSE_MASK = "_masks"  # Cellpose's layout: <name>.tif beside <name>_masks.tif
-NORMALISATIONS = ("fixed", "percentile", "polarity", "stain")
 SAMPLE_DIR = Path(__file__).parent / "sample"
 
 

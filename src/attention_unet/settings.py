@@ -9,6 +9,9 @@ from typing import Any
 
 from .errors import InputError
 
+# how a model's input is mapped to 0..1 (data.normalisation_range), recorded with its training options
+NORMALISATIONS = ("fixed", "percentile", "polarity", "stain")
+
 # The views test-time augmentation averages, as (quarter turns, then mirrored left-right); each
 # set a group, so that every orientation's counterpart is in it. 2 views: the image and its mirror
 # across the anti-diagonal (on valid, MODEL.md, they gave more than the image and its vertical mirror).

@@ -15,7 +15,7 @@ import time
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -29,234 +29,23 @@ from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 from . import allocator, data
 from .errors import InputError
 from .instances import targets
-from .model import PRESETS, AttentionUNet, ModelConfig, read_model_info, save_model
-
-LOSSES = ("bce", "dice", "bce+dice", "bce+image-dice")
-SCHEDULERS = ("plateau", "cosine")
-OPTIMIZERS = ("adam", "adamw", "sgd")
-AUGMENTS = ("none", "geometric", "full", "robust")
-# Keys an --init-from model decides unless given: its network and the normalisation it learnt with.
-INIT_KEYS = ("preset", "gate", "attention", "width", "depth", "contour", "distance", "norm")
-EVAL_SIZE = (256, 256)  # the report's resize256 protocol, used for validation
-# `attention-unet finetune`: the TrainConfig options for a handful of one's own images (MODEL.md
-# measures it: a few minutes on 2 CPU cores); validation on a strip of each image, as there is
-# no image to spare.
-FINETUNE: dict[str, Any] = {
-    "init_from": "pretrained",
-    "input": "crop:128",
-    "scale": (0.5, 2.0),
-    "augment": "robust",
-    "loss": "bce+dice",
-    "lr": 2e-4,
-    "scheduler": "cosine",
-    "epochs": 10,
-    "samples_per_epoch": 256,
-    "monitor": "val_f1",
-    "early_stopping": 10,
-    "max_minutes": 4.5,
-    "valid_strip": 128,
-}
-
-
-@dataclass
-class TrainConfig:
-    """Every training option; defaults reproduce the reference report."""
-
-    data: list[str] = field(
-        default_factory=list
-    )  # dataset folders or .zips, each with its own split; empty = the sample
-    init_from: str = ""  # start from these weights: "pretrained" (the shipped model), a model file or a run folder
-    freeze_encoder: bool = False  # keep the encoder and bridge (weights and BatchNorm statistics) as they start
-    preset: str = "seed"
-    gate: str | None = None  # override the preset's gate kind
-    attention: bool = True  # False trains a plain U-Net of the same widths
-    width: int | None = None  # override the preset's width
-    depth: int | None = None  # override the preset's depth
-    epochs: int = 100
-    batch_size: int = 8
-    lr: float = 1e-4
-    optimizer: str = "adam"  # report: Adam; adamw (weight decay 1e-4) or sgd (momentum 0.9)
-    loss: str = "bce"
-    input: str = "resize256"  # or "crop:N": random N x N crops at native resolution, scale-jittered
-    scale: tuple[float, float] = (0.25, 2.0)  # crop-mode scale range (log-uniform), covers resize256 views
-    augment: str = "none"  # none (report), geometric (flips, 90-degree turns), full (+ colour, grey, invert), robust (+ H&E stain, noise)
-    pseudo_stain: float = 0.0  # share of fluorescence crops rendered as H&E (haematoxylin nuclei on eosin tissue)
-    stain_grain: float = 0.0  # share of stained crops (real or rendered) blurred or sharpened: scan sharpness varies
-    stain_jitter: float = 0.1  # H&E stain jitter strength (augment robust): Tellez et al. 2018's light 0.05, strong 0.2
-    balance: bool = False  # oversample rare (dataset, modality) groups: each gets a share ~ the square root of its size
-    samples_per_epoch: int = 0  # crop mode: crops per epoch; 0 = one per training image
-    norm: str = "fixed"  # report: /255; or "percentile", or "polarity" (percentile, nuclei made bright)
-    contour: bool = False  # a second output channel: nucleus contours, to separate touching nuclei
-    distance: bool = False  # a further output channel: each nucleus's distance to its rim, 1 at its centre
-    scheduler: str = "plateau"  # report: ReduceLROnPlateau(0.1, 5, 1e-7); or cosine to lr/100
-    monitor: str = "val_loss"  # checkpoint and early-stopping metric (val_loss or val_f1)
-    early_stopping: int = 20
-    max_minutes: float = 0.0  # wall-clock budget (0 = none); Lightning stops at the end of it
-    seed: int = 42
-    out: str = ""
-    resume: str = ""  # a checkpoint, or "last" for OUT/checkpoints/last.ckpt
-    split_file: str = ""
-    valid_strip: int = (
-        0  # > 0: validate on each image's bottom N rows (at most a quarter; squares, native), train on the rest
-    )
-    workers: int = 0
-    channels_last: bool = True  # ~30% faster training on CPU
-    accelerator: str = "auto"
-    devices: str = "auto"
-    num_nodes: int = 1
-    strategy: str = "auto"
-    sync_bn: bool = False
-    precision: str = "32-true"
-    limit_batches: float = 1.0  # fraction or count of batches per epoch (tests)
-    force: bool = False  # train even when the memory estimate exceeds the machine's memory
-
-    def model_config(self) -> ModelConfig:
-        if self.init_from:
-            return self._init_model_config()
-        if self.preset not in PRESETS:
-            raise InputError(f"unknown preset '{self.preset}' (choose from {', '.join(PRESETS)})")
-        base = asdict(PRESETS[self.preset])
-        for key in ("gate", "width", "depth"):
-            if getattr(self, key) is not None:
-                base[key] = getattr(self, key)
-        base["attention"] = self.attention
-        base["out_channels"] = 1 + self.contour + self.distance
-        return ModelConfig(**base)
-
-    def _init_model_config(self) -> ModelConfig:
-        """The --init-from model's network; an explicit option that contradicts it is an error."""
-        config = ModelConfig.from_dict(read_model_info(init_path(self.init_from))["model"])
-        wanted = {
-            "gate": self.gate,
-            "width": self.width,
-            "depth": self.depth,
-            "attention": self.attention,
-            "out_channels": 1 + self.contour + self.distance,
-        }
-        for key, value in wanted.items():
-            if value is not None and value != getattr(config, key):
-                flag = "--contour/--distance" if key == "out_channels" else f"--{key}"
-                raise InputError(
-                    f"{flag} gives {key} {value}, but the --init-from model {self.init_from} has {getattr(config, key)}"
-                )
-        return config
-
-    def crop_size(self) -> int | None:
-        if self.input == "resize256":
-            return None
-        if self.input.startswith("crop:") and self.input[5:].isdigit() and int(self.input[5:]) >= 16:
-            return int(self.input[5:])
-        raise InputError(f"--input must be 'resize256' or 'crop:N' with N >= 16, not '{self.input}'")
-
-    def validate(self) -> None:
-        self._check_types()
-        for name, value, low, high in (
-            ("epochs", self.epochs, 1, 100_000),
-            ("batch-size", self.batch_size, 1, 4096),
-            ("lr", self.lr, 1e-12, 10.0),
-            ("max-minutes", self.max_minutes, 0, 1e7),
-            ("samples-per-epoch", self.samples_per_epoch, 0, 10_000_000),
-            ("pseudo-stain", self.pseudo_stain, 0.0, 1.0),
-            ("stain-grain", self.stain_grain, 0.0, 1.0),
-            ("stain-jitter", self.stain_jitter, 0.0, 0.5),
-            ("early-stopping", self.early_stopping, 1, 100_000),
-            ("workers", self.workers, 0, 256),
-            ("num-nodes", self.num_nodes, 1, 100_000),
-            ("limit-batches", self.limit_batches, 1e-9, 1e9),
-            ("scale", min(self.scale), 1e-3, 64.0),
-            ("scale", max(self.scale), 1e-3, 64.0),
-        ):
-            if not (low <= value <= high):  # also refuses NaN
-                raise InputError(f"--{name} must lie between {low:g} and {high:g}, not {value}")
-        if self.scale[0] > self.scale[1]:
-            raise InputError(f"--scale MIN MAX needs MIN <= MAX, not {self.scale[0]:g} {self.scale[1]:g}")
-        self.crop_size()
-        if self.valid_strip and self.valid_strip < 16:
-            raise InputError(
-                f"--valid-strip must be 0 (the dataset's valid split) or at least 16 rows, not {self.valid_strip}"
-            )
-        self.model_config()
-        for name, value, allowed in (
-            ("loss", self.loss, LOSSES),
-            ("scheduler", self.scheduler, SCHEDULERS),
-            ("optimizer", self.optimizer, OPTIMIZERS),
-            ("augment", self.augment, AUGMENTS),
-            ("norm", self.norm, data.NORMALISATIONS),
-            ("monitor", self.monitor, ("val_loss", "val_f1")),
-        ):
-            if value not in allowed:
-                raise InputError(f"--{name} must be one of {', '.join(allowed)}, not '{value}'")
-
-    def _check_types(self) -> None:
-        """Each option of the type its default has (a YAML ``epochs: ten`` is one line, not a crash)."""
-        for f in fields(self):
-            value, default = getattr(self, f.name), f.default if f.default_factory is MISSING else f.default_factory()
-            if default is None and value is None:
-                continue
-            if isinstance(default, bool):
-                ok, kind = isinstance(value, bool), "true or false"
-            elif isinstance(default, int) or (default is None and f.name in ("width", "depth")):
-                ok, kind = isinstance(value, int) and not isinstance(value, bool), "a whole number"
-            elif isinstance(default, float):
-                ok, kind = isinstance(value, (int, float)) and not isinstance(value, bool), "a number"
-            elif isinstance(default, (str, type(None))):
-                ok, kind = isinstance(value, str), "text"
-            elif isinstance(default, tuple):
-                numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
-                ok, kind = len(value) == 2 and numbers, "two numbers"
-            else:
-                ok, kind = isinstance(value, list) and all(isinstance(v, str) for v in value), "a list of paths"
-            if not ok:
-                raise InputError(f"option {f.name}: {value!r} is not {kind}")
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any], source: str = "config") -> TrainConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise InputError(f"{source}: unknown option(s) {', '.join(unknown)}")
-        values = dict(values)
-        if "scale" in values:
-            values["scale"] = tuple(values["scale"])
-        if isinstance(values.get("data"), str):
-            values["data"] = [values["data"]] if values["data"] else []
-        if values.get("init_from"):
-            values = {**init_defaults(values["init_from"]), **values}
-        return cls(**values)
-
-
-# what --resume may change from the run's saved options: how long and where it runs, not what it learns
-RESUME_MAY_CHANGE = (
-    "epochs",
-    "max_minutes",
-    "early_stopping",
-    "workers",
-    "accelerator",
-    "devices",
-    "num_nodes",
-    "strategy",
-    "resume",
-    "out",
-    "limit_batches",
-    "force",
+from .model import AttentionUNet, ModelConfig, read_model_info, save_model
+from .training.config import (  # noqa: F401 - also train's public names, as before the move
+    AUGMENTS,
+    FINETUNE,
+    INIT_KEYS,
+    LOSSES,
+    OPTIMIZERS,
+    RESUME_MAY_CHANGE,
+    SCHEDULERS,
+    TrainConfig,
+    init_defaults,
+    init_path,
+    init_record,
+    resumed_options,
 )
 
-
-def resumed_options(saved: dict[str, Any], given: dict[str, Any], source: Path) -> dict[str, Any]:
-    """A run's own options (its config.yaml) for --resume, with the given ones on top where they
-    are safe; one that would change what the run learns is an error naming it."""
-    for key, value in given.items():
-        if key not in RESUME_MAY_CHANGE and key in saved:
-            old = tuple(saved[key]) if isinstance(saved[key], list) and key == "scale" else saved[key]
-            new = tuple(value) if isinstance(value, list) and key == "scale" else value
-            if old != new:
-                flag = "--" + key.replace("_", "-")
-                raise InputError(
-                    f"--resume continues {source.parent} as it was configured ({source}): {flag} {value} differs from its {old}"
-                )
-    return {**saved, **given}
-
-
+EVAL_SIZE = (256, 256)  # the report's resize256 protocol, used for validation
 # Peak training memory per batch pixel and unit of width, measured: the presets at 256 x 256, batch 8
 # (BENCHMARKS.md, train RSS 5.49 / 2.83 / 1.53 GB for widths 64 / 32 / 16): 164-182 bytes.
 TRAIN_BYTES_PER_PIXEL_WIDTH = 180
@@ -287,35 +76,6 @@ def check_training_memory(cfg: TrainConfig) -> None:
             f"this training needs about {need / 2**30:.1f} GiB (batch {cfg.batch_size}, {cfg.crop_size() or EVAL_SIZE[0]}^2 pixels, "
             f"width {cfg.model_config().width}) and the machine has {total / 2**30:.1f} GiB: lower --batch-size or the crop, or give --force"
         )
-
-
-def init_path(init_from: str) -> Path:
-    """The weights that --init-from names: "pretrained" is the shipped model."""
-    from .model import _resolve_weights, pretrained_path
-
-    return pretrained_path() if init_from == "pretrained" else _resolve_weights(Path(init_from))
-
-
-def init_defaults(init_from: str) -> dict[str, Any]:
-    """The options an --init-from model sets unless given: its network and normalisation."""
-    try:
-        info = read_model_info(init_path(init_from))
-    except (FileNotFoundError, ValueError) as exc:
-        raise InputError(str(exc)) from None  # it names the file
-    train = info.get("train", {})
-    return {key: train[key] for key in INIT_KEYS if key in train}
-
-
-def init_record(init_from: str) -> dict[str, Any]:
-    """What a fine-tuned model records about its start: the name, version and weights checksum."""
-    import hashlib
-
-    path = init_path(init_from)
-    return {
-        "from": init_from,
-        "version": read_model_info(path).get("version"),
-        "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
-    }
 
 
 # ------------------------------------------------------------------------------------- datasets
