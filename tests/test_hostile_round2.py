@@ -13,8 +13,12 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 import tifffile
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from attention_unet.cli import main
+from attention_unet.errors import InputError
+from attention_unet.settings import InferenceSettings
 
 from .conftest import synthetic
 
@@ -131,3 +135,44 @@ def test_spreadsheet_cells_round_trip(value: str) -> None:
     cell = spreadsheet_cell(value)
     assert isinstance(cell, str) and cell.startswith("'") and from_spreadsheet_cell(cell) == value
     assert spreadsheet_cell(np.float64(-2.5)) == -2.5
+
+
+@pytest.mark.parametrize(
+    ("inference", "expected"),
+    [
+        ({"h": float("nan")}, "h must lie between 0 and 1000, not nan"),
+        ({"target_diameter": 0}, "target_diameter must lie between 1 and 1000"),
+        ({"target_diameter": -5}, "target_diameter must lie between"),
+        ({"target_diameter": float("inf")}, "target_diameter must lie between"),
+        ({"target_diameter": 1e9}, "target_diameter must lie between"),
+        ({"h": -1}, "h must lie between"),
+        (None, "inference settings must be a mapping"),
+        ({"min_area": 10**400}, "min_area must lie between 0 and 1e+07"),
+        ({"tta": "false"}, "tta must be true or false, not 'false'"),
+    ],
+)
+def test_hostile_model_metadata_is_one_line(tmp_path: Path, inference: object, expected: str, capsys) -> None:
+    """Model metadata values that hung, crashed or silently turned TTA on: one line, exit 2."""
+    from attention_unet.model import AttentionUNet, ModelConfig, save_model
+
+    save_model(AttentionUNet(ModelConfig(width=4, depth=2)).eval(), tmp_path / "m", {"inference": inference})
+    _image(tmp_path / "a.png")
+    argv = ["predict", str(tmp_path / "a.png"), "--model", str(tmp_path / "m"), "--out", str(tmp_path / "o")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert expected in err and "Traceback" not in err
+
+
+@given(
+    st.dictionaries(
+        st.sampled_from(sorted(InferenceSettings.__dataclass_fields__)),
+        st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=8), st.lists(st.integers())),
+        max_size=4,
+    )
+)
+@settings(max_examples=300, deadline=None, derandomize=True)
+def test_fuzzed_model_metadata_is_accepted_or_one_clear_error(values: dict) -> None:
+    try:
+        InferenceSettings.from_metadata(values)
+    except InputError as exc:
+        assert str(exc).startswith("the model's inference setting")

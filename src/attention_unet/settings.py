@@ -4,6 +4,7 @@ its metadata under ``inference``; ``predict``, ``evaluate`` and :class:`Segmente
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -91,42 +92,55 @@ class InferenceSettings:
     fragments_by_confidence: bool = False
 
     @classmethod
-    def from_metadata(cls, values: dict[str, Any]) -> InferenceSettings:
-        """The settings a model's metadata records (missing keys take the defaults)."""
-        types = {
-            "tta": bool,
-            "tta_views": int,
-            "contours": bool,
-            "distances": bool,
-            "target_diameter": float,
-            "contour_threshold": float,
-            "h": float,
-            "min_area": int,
-            "min_confidence": float,
-            "stain_smoothing": float,
-            "stain_sharpness": float,
-            "fragments_ratio": float,
-            "fragments_count": int,
-            "fragments_solidity": float,
-            "shrink_above": float,
-            "shrink_margin": float,
-            "fragments_by_confidence": bool,
-        }
-        known = {f.name for f in fields(cls)}
-        try:
-            given = {k: (types[k](v) if k in types else v) for k, v in values.items() if k in known}
-        except (TypeError, ValueError) as exc:
-            raise InputError(f"the model's inference settings are malformed ({exc})") from None
-        scale = given.get("scale", 1.0)
-        if scale != "auto":
-            try:
-                given["scale"] = float(scale)
-            except (TypeError, ValueError):
-                raise InputError(f"the model's inference scale must be 'auto' or a number, not {scale!r}") from None
-        check_tta_views(given.get("tta_views", cls.tta_views), "the model's tta_views")
-        check_min_confidence(given.get("min_confidence", cls.min_confidence), "the model's min_confidence")
-        check_smoothing(given.get("stain_smoothing", cls.stain_smoothing), "the model's stain_smoothing")
+    def from_metadata(cls, values: Any) -> InferenceSettings:
+        """The settings a model's metadata records (missing keys take the defaults), each checked
+        for its type (from the field) and range (:data:`RANGES`): a damaged or hostile model file is
+        one line, never a hang, a crash or a silently different setting (``tta: "false"``)."""
+        if not isinstance(values, dict):
+            raise InputError(f"the model's inference settings must be a mapping, not {type(values).__name__}")
+        kinds = {f.name: f.type for f in fields(cls)}
+        given = {k: _checked(k, v, kinds[k]) for k, v in values.items() if k in kinds}
         return cls(**given)
 
     def to_metadata(self) -> dict[str, Any]:
         return asdict(self)
+
+
+# each number's range in a model's metadata (inclusive); contour_threshold and min_confidence have their own checks
+RANGES: dict[str, tuple[float, float]] = {
+    "target_diameter": (1.0, 1000.0),
+    "h": (0.0, 1000.0),
+    "min_area": (0, 10_000_000),
+    "stain_sharpness": (0.0, 10.0),
+    "fragments_ratio": (0.0, 100.0),
+    "fragments_count": (0, 10_000_000),
+    "fragments_solidity": (0.0, 1.0),
+    "shrink_above": (0.0, 100.0),
+    "shrink_margin": (0.0, 1.0),
+}
+MAX_SCALE = 8.0  # a larger factor multiplies the work by its square for no nucleus size the model serves
+
+
+def _checked(name: str, value: Any, kind: str) -> Any:
+    """One metadata value, of its field's type and in its range, or one line naming it."""
+    what = f"the model's inference setting {name}"
+    if name == "scale":
+        if value == "auto":
+            return value
+        kind = "float"
+    if kind == "bool":
+        if not isinstance(value, bool):
+            raise InputError(f"{what} must be true or false, not {value!r}")
+        return value
+    if kind == "int" and isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        value = int(value)  # 16.0 from a JSON writer that keeps every number as a float
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind == "int" and not isinstance(value, int)):
+        raise InputError(f"{what} must be {'a whole number' if kind == 'int' else 'a number'}, not {value!r}")
+    low, high = (1e-3, MAX_SCALE) if name == "scale" else RANGES.get(name, (-math.inf, math.inf))
+    if not (low <= value <= high):  # also refuses NaN and infinity
+        raise InputError(f"{what} must lie between {low:g} and {high:g}, not {str(value)[:24]}")
+    checks = {"tta_views": check_tta_views, "min_confidence": check_min_confidence, "stain_smoothing": check_smoothing}
+    checks.get(name, lambda v, w: None)(value, what)
+    if name == "contour_threshold":
+        check_threshold(value, what)
+    return float(value) if kind == "float" else value

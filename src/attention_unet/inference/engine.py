@@ -13,13 +13,12 @@ import numpy as np
 
 from .. import zoo
 from ..errors import InputError
-from ..settings import InferenceSettings, check_min_confidence, check_smoothing
+from ..settings import MAX_SCALE, InferenceSettings, check_min_confidence, check_smoothing
 from .choice import AUTO, ModelChoice
 from .decode import OUTPUTS
 from .pipeline import Predictor
 from .tiles import Runner, Tiling
 
-MAX_SCALE = 8.0  # a larger factor multiplies the work by its square for no nucleus size the model serves
 ENGINES = ("auto", "torch", "onnx")
 
 
