@@ -2,6 +2,7 @@
 block border, the same labels on a dask.distributed cluster, zarr in and out, resumption."""
 
 import json
+import os
 import re
 from pathlib import Path
 
@@ -322,3 +323,32 @@ def test_one_colour_reads_as_its_grey_and_channel_picks_a_colour(tmp_path: Path)
         assert main(["predict", str(tmp_path / f"{name}.tif"), "--out", str(out), *common, *extra]) == 0
         labels[out.name] = read_zarr_labels(out / f"{name}_labels.zarr")
         assert labels[out.name].max() > 50 and np.array_equal(labels[out.name], labels["grey0"])
+
+
+def test_a_replaced_input_restarts_an_interrupted_run_instead_of_mixing_blocks(
+    tmp_path: Path, tiny_model: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """After a kill, the input replaced by another image of the same path and shape: its blocks
+    were mixed with the old ones (exit 0). Now the run starts afresh, with a note, and equals a
+    fresh run on the new image."""
+    rng = np.random.default_rng(0)
+    tifffile.imwrite(tmp_path / "img.tif", rng.integers(0, 255, (600, 600), np.uint8), tile=(256, 256))
+    args = ["predict", str(tmp_path / "img.tif"), "--model", str(tiny_model), "--blockwise", "always"]
+    args += ["--block-size", "256", "--scale", "1", "--out", str(tmp_path / "out")]
+    real = blockwise.instance_block
+    monkeypatch.setattr(blockwise, "instance_block", lambda job, y, x: (_ for _ in ()).throw(KeyboardInterrupt))
+    assert main(args) == 130
+    assert len(list((tmp_path / "out" / "img.partial" / "done").glob("prob-*"))) == 9
+    monkeypatch.setattr(blockwise, "instance_block", real)
+    new = rng.integers(0, 255, (600, 600), np.uint8)
+    tifffile.imwrite(tmp_path / "img.tif", new, tile=(256, 256))
+    os.utime(tmp_path / "img.tif", ns=(10**9, 10**9))  # same path, shape and size; another time
+    assert main(args) == 0
+    assert "changed since the interrupted run; starting afresh" in capsys.readouterr().err
+    tifffile.imwrite(tmp_path / "fresh.tif", new, tile=(256, 256))
+    fresh = ["predict", str(tmp_path / "fresh.tif"), *args[2:-1], str(tmp_path / "fresh")]
+    assert main(fresh) == 0
+    np.testing.assert_array_equal(
+        read_zarr_labels(tmp_path / "out" / "img_labels.zarr"),
+        read_zarr_labels(tmp_path / "fresh" / "fresh_labels.zarr"),
+    )

@@ -492,6 +492,32 @@ def strided_sample(job_source: LazySource, block: int) -> np.ndarray:
     return np.concatenate(rows, axis=0)
 
 
+def content_key(path: Path) -> dict[str, int]:
+    """What tells a changed input from the one an interrupted run began: a file's size and
+    modification time; a folder's (zarr) file count, total size and latest modification time."""
+    if path.is_file():
+        stat = path.stat()
+        return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    files = [p.stat() for p in path.rglob("*") if p.is_file()]
+    return {
+        "files": len(files),
+        "size": sum(s.st_size for s in files),
+        "mtime_ns": max((s.st_mtime_ns for s in files), default=0),
+    }
+
+
+def model_fingerprint(model: str | None) -> str:
+    """The sha256 of the model file a recipe names (a shipped name, a path, None: the default)."""
+    import hashlib
+
+    from . import zoo
+    from .model import _resolve_weights, pretrained_path
+
+    path = zoo.resolve(model) or pretrained_path()
+    weights = path if path.suffix == ".onnx" else _resolve_weights(path)
+    return hashlib.sha256(weights.read_bytes()).hexdigest()
+
+
 def prepare(
     source: LazySource,
     *,
@@ -534,6 +560,7 @@ def prepare(
     )
     stamp = json.dumps(
         {"source": dataclasses.asdict(source), "recipe": recipe, "scale": job.scale, "range": job.value_range}
+        | {"input": content_key(Path(source.path)), "model_sha256": model_fingerprint(recipe.get("model"))}
         | {"smoothing": job.smoothing}
         | {k: v for k, v in dataclasses.asdict(settings).items() if k in ("block", "context", "halo", "chunk")}
         | {"threshold": threshold, "pixel_size": pixel_size},
@@ -542,6 +569,11 @@ def prepare(
     )
     if (work / "job.json").is_file() and (work / "job.json").read_text() == stamp:
         return job  # an interrupted run of the same job: continue
+    if (work / "job.json").is_file():
+        print(
+            f"note: {source.path}: the input, model or options changed since the interrupted run; starting afresh",
+            file=sys.stderr,
+        )
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     height, width = source.shape_yx
