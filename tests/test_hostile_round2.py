@@ -176,3 +176,14 @@ def test_fuzzed_model_metadata_is_accepted_or_one_clear_error(values: dict) -> N
         InferenceSettings.from_metadata(values)
     except InputError as exc:
         assert str(exc).startswith("the model's inference setting")
+
+
+def test_a_glob_that_climbs_out_of_its_root_writes_inside_out(tmp_path: Path, tiny_model: Path, monkeypatch) -> None:
+    """'data/*/../../shared/img.png' wrote its outputs into shared/ (beside the input), not --out."""
+    (tmp_path / "data" / "x").mkdir(parents=True)
+    (tmp_path / "shared").mkdir()
+    _image(tmp_path / "shared" / "img.png")
+    monkeypatch.chdir(tmp_path)
+    assert main(["predict", "data/*/../../shared/img.png", "--model", str(tiny_model), "--out", "out"]) == 0
+    assert sorted(p.name for p in (tmp_path / "shared").iterdir()) == ["img.png"]
+    assert (tmp_path / "out" / "img_labels.tif").is_file()

@@ -46,9 +46,21 @@ def find_inputs(inputs: list[str]) -> Iterator[tuple[Path, Path]]:
             parts = Path(item).parts
             fixed = next((k for k, part in enumerate(parts) if glob.has_magic(part)), len(parts))
             base = Path(*parts[:fixed]) if fixed else Path()
-            yield from once((f, f.relative_to(base)) for f in matches)
+            yield from once((f, _inside(f.relative_to(base), f)) for f in matches)
         else:
             raise InputError(f"{item}: no such file or folder")
+
+
+def _inside(rel: Path, file: Path) -> Path:
+    """An input's path relative to its root, as the outputs mirror it; a glob that climbs out of
+    its root (``data/*/../../shared/img.png``) gives the file's name alone, so no output lands
+    outside --out.
+
+    >>> _inside(Path("x/../../shared/img.png"), Path("data/x/../../shared/img.png")), _inside(Path("a/b.png"), Path("b.png"))
+    (PosixPath('img.png'), PosixPath('a/b.png'))
+    """
+    normal = Path(os.path.normpath(rel))
+    return Path(file.name) if normal.is_absolute() or ".." in normal.parts else normal
 
 
 def is_zarr(path: Path) -> bool:

@@ -118,6 +118,8 @@ class OutputFolder:
     def check(self, path: Path, doing: str = "replacing") -> str:
         """``path`` relative to the folder; one line if something is there that this tool did not write."""
         relative = path.relative_to(self.root).as_posix()
+        if ".." in Path(relative).parts:  # never outside the folder, whatever a name holds
+            raise InputError(f"{path}: lies outside --out {self.root}; not writing there")
         if path.exists() and relative not in self.ours:
             raise InputError(
                 f"{path}: exists and was not written by attention-unet; not {doing} it (choose another --out)"
