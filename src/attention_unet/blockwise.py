@@ -300,7 +300,7 @@ def probability_block(job: Job, y: int, x: int) -> None:
     y0, y1, x0, x1 = job.core(y, x)
     if abs(job.scale - 1.0) < 1e-3:
         # the whole image's tiles that touch the block: its pixels come out as a whole-image pass's
-        ys, xs, th, tw = predictor.tile_grid(*job.source.shape_yx)
+        ys, xs, th, tw = predictor.tiling.grid(*job.source.shape_yx)
         ys, xs = [t for t in ys if t < y1 and t + th > y0], [t for t in xs if t < x1 and t + tw > x0]
         wy0, wy1, wx0, wx1 = ys[0], ys[-1] + th, xs[0], xs[-1] + tw
         image = job.source.read(job.source.open(), wy0, wy1, wx0, wx1)

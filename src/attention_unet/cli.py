@@ -99,8 +99,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = parser.add_subparsers(dest="command", required=True)
-    _train_parser(sub)
+    for add in (_train_parser, _finetune_parser, _evaluate_parser, _predict_parser, _export_parser, _other_parsers):
+        add(sub)
+    for name in ("train", "finetune", "evaluate", "predict", "export"):
+        _limit_args(sub.choices[name])
+    return parser
 
+
+def _finetune_parser(sub: Any) -> None:
     p = sub.add_parser(
         "finetune",
         help="fine-tune a model on a few annotated images of your own",
@@ -120,6 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--freeze-encoder", action="store_const", const=True, help="train only the decoder")
     p.add_argument("--seed", type=int)
 
+
+def _evaluate_parser(sub: Any) -> None:
     p = sub.add_parser("evaluate", help="score a model on a dataset split")
     _model_args(p)
     p.add_argument(
@@ -136,6 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _inference_args(p)
 
+
+def _predict_parser(sub: Any) -> None:
     p = sub.add_parser("predict", help="segment images")
     p.add_argument("inputs", nargs="+", help="files, folders (recursive) or globs")
     p.add_argument("--out", required=True, help="output folder (mirrors the inputs' relative paths)")
@@ -170,6 +180,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="auto: the shipped model's int8 ONNX on a CPU (BENCHMARKS.md), torch otherwise",
     )
     p.add_argument("--threshold", type=float, default=0.5)
+    _block_args(p)
+
+
+def _block_args(p: argparse.ArgumentParser) -> None:
     blocks = p.add_argument_group("large images (block-wise; README: Whole slides)")
     blocks.add_argument(
         "--blockwise",
@@ -189,6 +203,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--dask-scheduler", metavar="ADDRESS", help="run blocks on a dask.distributed cluster (tcp://host:8786)"
     )
 
+
+def _export_parser(sub: Any) -> None:
     p = sub.add_parser("export", help="export a model to ONNX or TorchScript")
     _model_args(p)
     p.add_argument("--onnx", help="output .onnx path")
@@ -198,89 +214,77 @@ def build_parser() -> argparse.ArgumentParser:
         "--calibrate", nargs="+", metavar="INPUT", help="images for int8 calibration (default: the embedded sample)"
     )
 
+
+def _other_parsers(sub: Any) -> None:
     sub.add_parser("models", help="list the shipped models: name, modality, size, licence, training data")
     p = sub.add_parser("demo", help="train the small preset on the embedded sample, evaluate, show strips")
     p.add_argument("--out", help="a new folder (default: runs/demo-<time>, so a second demo keeps the first)")
     p.add_argument("--minutes", type=float, default=3.0, help="training budget")
-    for name in ("train", "finetune", "evaluate", "predict", "export"):
-        _limit_args(sub.choices[name])
-    return parser
+
+
+def _train(args: argparse.Namespace) -> int:
+    from .train import TrainConfig, fit
+
+    given = {
+        k: v for k, v in vars(args).items() if v is not None and k not in ("command", "config", "debug", "max_pixels")
+    }
+    values = _read_yaml(args.config) if args.config else {}
+    saved = Path(args.out or "") / "config.yaml"
+    if args.resume and args.out and saved.is_file():
+        from .train import resumed_options
+
+        values = resumed_options(_read_yaml(str(saved)), {**values, **given}, saved)
+    values.update(given)
+    run_dir = fit(TrainConfig.from_dict(values, args.config or "options"))
+    from lightning.pytorch.utilities.rank_zero import rank_zero_only
+
+    if rank_zero_only.rank == 0:
+        print(f"run folder: {run_dir}  (model: {run_dir / 'model'})")
+    return 0
+
+
+def _finetune(args: argparse.Namespace) -> int:
+    from .train import FINETUNE, TrainConfig, fit
+
+    given = {
+        k: v for k, v in vars(args).items() if v is not None and k not in ("command", "debug", "model", "max_pixels")
+    }
+    run_dir = fit(TrainConfig.from_dict({**FINETUNE, "init_from": args.model, **given}, "finetune options"))
+    print(f"run folder: {run_dir}  (model: {run_dir / 'model'}; use it with predict --model {run_dir})")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from .evaluate import evaluate_datasets
+
+    keys = ("out", "split", "protocol", "split_file", "strips", "tile", "batch_size", "tta", "tta_views", "device")
+    keys += ("scale", "diameter", "zoom", "min_confidence", "smoothing")
+    return evaluate_datasets(args.model, args.data, json_lines=args.json, **{k: getattr(args, k) for k in keys})
+
+
+def _export(args: argparse.Namespace) -> int:
+    from .export import export
+
+    return export(args.model, onnx=args.onnx, torchscript=args.torchscript, int8=args.int8, calibrate=args.calibrate)
+
+
+def _models(args: argparse.Namespace) -> int:
+    from .zoo import table
+
+    print(table())
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from .evaluate import demo
+
+    return demo(args.out, args.minutes)
 
 
 def _run(args: argparse.Namespace) -> int:
-    if args.command == "train":
-        from .train import TrainConfig, fit
-
-        given = {
-            k: v
-            for k, v in vars(args).items()
-            if v is not None and k not in ("command", "config", "debug", "max_pixels")
-        }
-        values = _read_yaml(args.config) if args.config else {}
-        saved = Path(args.out or "") / "config.yaml"
-        if args.resume and args.out and saved.is_file():
-            from .train import resumed_options
-
-            values = resumed_options(_read_yaml(str(saved)), {**values, **given}, saved)
-        values.update(given)
-        run_dir = fit(TrainConfig.from_dict(values, args.config or "options"))
-        from lightning.pytorch.utilities.rank_zero import rank_zero_only
-
-        if rank_zero_only.rank == 0:
-            print(f"run folder: {run_dir}  (model: {run_dir / 'model'})")
-        return 0
-    if args.command == "finetune":
-        from .train import FINETUNE, TrainConfig, fit
-
-        given = {
-            k: v
-            for k, v in vars(args).items()
-            if v is not None and k not in ("command", "debug", "model", "max_pixels")
-        }
-        run_dir = fit(TrainConfig.from_dict({**FINETUNE, "init_from": args.model, **given}, "finetune options"))
-        print(f"run folder: {run_dir}  (model: {run_dir / 'model'}; use it with predict --model {run_dir})")
-        return 0
-    if args.command == "evaluate":
-        from .evaluate import evaluate_datasets
-
-        return evaluate_datasets(
-            args.model,
-            args.data,
-            out=args.out,
-            json_lines=args.json,
-            split=args.split,
-            protocol=args.protocol,
-            split_file=args.split_file,
-            strips=args.strips,
-            tile=args.tile,
-            batch_size=args.batch_size,
-            tta=args.tta,
-            tta_views=args.tta_views,
-            device=args.device,
-            scale=args.scale,
-            diameter=args.diameter,
-            zoom=args.zoom,
-            min_confidence=args.min_confidence,
-            smoothing=args.smoothing,
-        )
-    if args.command == "predict":
-        return _predict(args)
-    if args.command == "export":
-        from .export import export
-
-        return export(
-            args.model, onnx=args.onnx, torchscript=args.torchscript, int8=args.int8, calibrate=args.calibrate
-        )
-    if args.command == "models":
-        from .zoo import table
-
-        print(table())
-        return 0
-    if args.command == "demo":
-        from .evaluate import demo
-
-        return demo(args.out, args.minutes)
-    raise AssertionError(args.command)
+    commands = {"train": _train, "finetune": _finetune, "evaluate": _evaluate, "predict": _predict}
+    commands |= {"export": _export, "models": _models, "demo": _demo}
+    return commands[args.command](args)
 
 
 def _read_yaml(path: str) -> dict[str, Any]:

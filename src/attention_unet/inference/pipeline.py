@@ -90,10 +90,6 @@ class Predictor:
         """Instance labels from :meth:`probabilities`' output (:class:`.decode.Decoder`)."""
         return self.decoder.labels(probs, threshold)
 
-    def tile_grid(self, height: int, width: int) -> tuple[list[int], list[int], int, int]:
-        """(tile rows, tile columns, tile height, tile width) of an image of this size at scale 1."""
-        return self.tiling.grid(height, width)
-
     def window_probabilities(
         self,
         window: np.ndarray,
@@ -103,9 +99,8 @@ class Predictor:
         tile_shape: tuple[int, int],
         sigma: float = 0.0,
     ) -> np.ndarray:
-        """C x h x w probabilities of a window of a larger image at scale 1, from the tiles of the
-        whole image's grid at ``origins`` (relative to the window): where the window holds every
-        tile that covers a pixel, the pixel's value is the whole image's, bit for bit."""
+        """C x h x w probabilities of a window of a larger image at scale 1 from the whole image's
+        tiles at ``origins`` (relative to the window): bit for bit the whole image's pixels."""
         with allocator.kept():
             return self._tiles(window, value_range, sigma, origins=origins, tile_shape=tile_shape)[0]
 
