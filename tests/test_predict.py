@@ -156,7 +156,8 @@ def test_predict_writes_every_output_and_mirrors_folders(tmp_path: Path, tiny_mo
     )
     assert not (out / "sub/c_mask.png").exists()  # a stack's planes are not written as unrelated images
     lines = (out / "summary.csv").read_text().splitlines()
-    assert lines[0] == "input,file,height,width,nucleus_count,foreground_fraction,mean_area_px,median_area_px,plane"
+    header = "input,file,model,height,width,nucleus_count,foreground_fraction,mean_area_px,median_area_px,plane"
+    assert lines[0] == header
     assert len(lines) == 1 + 2 + 5
 
 

@@ -10,6 +10,7 @@ import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -82,15 +83,16 @@ class Summary:
     failed: dict[str, str] = field(default_factory=dict)  # input -> why it was not segmented
 
 
-def summarise(name: str, labels: np.ndarray) -> dict:
+def summarise(name: str, labels: np.ndarray, model: str = "") -> dict:
     areas = np.bincount(labels.ravel())[1:]
-    return summary_row(name, labels.shape, areas[areas > 0])
+    return summary_row(name, labels.shape, areas[areas > 0], model)
 
 
-def summary_row(name: str, shape: tuple[int, ...], areas: np.ndarray) -> dict:
-    """summary.csv's row for an image of ``shape`` whose nuclei have these areas (pixels)."""
+def summary_row(name: str, shape: tuple[int, ...], areas: np.ndarray, model: str = "") -> dict:
+    """summary.csv's row for an image of ``shape`` whose nuclei have these areas (pixels), and the model used."""
     return {
         "file": name,
+        "model": model,
         "height": shape[0],
         "width": shape[1],
         "nucleus_count": len(areas),
@@ -266,6 +268,48 @@ def write_summary(folder: OutputFolder, rows: list[dict], failed: dict[str, str]
     folder.write(folder.root / "index.html", lambda t: t.write_text(index, encoding="utf-8"))
 
 
+@dataclass
+class Collected:
+    """What one file's planes add up to: summary rows, measurement tables, ROIs, GeoJSON features."""
+
+    rows: list[dict] = field(default_factory=list)
+    tables: list = field(default_factory=list)
+    rois: list = field(default_factory=list)
+    features: list = field(default_factory=list)
+
+    def add(self, k: int, where: dict, labels: np.ndarray, table: dict, options: PredictOptions) -> None:
+        stack = bool(where)
+        self.tables.append((where, table))
+        shapes = outlines(labels) if options.rois or options.geojson else {}
+        if options.rois:
+            self.rois.extend(roi_set(shapes, plane=k + 1 if stack else None))
+        if options.geojson:
+            self.features.extend(geojson_features(shapes, table, where))
+
+
+def nuclei_channel(source: Any, path: Path, options: PredictOptions) -> int | None:
+    """The channel that holds the nuclei (None: the image's colour); one line when it must be given."""
+    channel = source.channel_index(options.channel)
+    if channel is None and source.n_channels > 1 and not source.rgb:
+        names = f" ({', '.join(source.channel_names)})" if any(source.channel_names) else ""
+        raise InputError(f"{path}: {source.n_channels} channels{names}: give --channel (the one that holds the nuclei)")
+    return channel
+
+
+def plane_image(plane: Any, channel: int | None, path: Path, first: bool) -> np.ndarray:
+    """The RGB image the network sees of one plane; on the first, a note for a composite of colours."""
+    image = data.to_rgb(plane.channels[..., channel] if channel is not None else plane.channels, str(path))
+    if first and channel is None and data.several_colours(image):
+        from tqdm import tqdm
+
+        tqdm.write(
+            f"note: {path}: fluorescence in several colours; if one holds the nuclei, "
+            "--channel N segments it (0 red, 1 green, 2 blue)",
+            file=sys.stderr,
+        )
+    return image
+
+
 def predict_file(
     path: Path,
     *,
@@ -276,80 +320,69 @@ def predict_file(
     diameter: tuple[float, str] | None,
 ) -> list[dict]:
     """Segment one file (every plane of a stack) and write its outputs; its summary rows."""
-
     source = open_image(path, axes=options.axes, pixel_size=options.pixel_size)
-    channel = source.channel_index(options.channel)
-    if channel is None and source.n_channels > 1 and not source.rgb:
-        names = f" ({', '.join(source.channel_names)})" if any(source.channel_names) else ""
-        raise InputError(f"{path}: {source.n_channels} channels{names}: give --channel (the one that holds the nuclei)")
-    chooser = predictor
-    names = (
-        [n or f"ch{c}" for c, n in enumerate(source.channel_names)]
-        if len(source.channel_names) == source.n_channels
-        else None
-    )
+    channel = nuclei_channel(source, path, options)
+    names = [n or f"ch{c}" for c, n in enumerate(source.channel_names)]
+    names = names if len(source.channel_names) == source.n_channels else None
     stack = bool(source.stack_axes)
     target = folder.root / stem
-    rows, tables, features, rois = [], [], [], []
-    probs_writer = None
+    collected, writers = Collected(), {}
 
     def segmented() -> Iterator[np.ndarray]:
-        nonlocal probs_writer
         for k, plane in enumerate(source.planes()):
-            image = data.to_rgb(plane.channels[..., channel] if channel is not None else plane.channels, str(path))
-            if k == 0 and channel is None and data.several_colours(image):
-                from tqdm import tqdm
-
-                tqdm.write(
-                    f"note: {path}: fluorescence in several colours; if one holds the nuclei, "
-                    "--channel N segments it (0 red, 1 green, 2 blue)",
-                    file=sys.stderr,
-                )
-            predictor = for_diameter(chooser.for_image(image), diameter, source.pixel_size, path)
-            probs, gates = predictor.probabilities(image)
+            image = plane_image(plane, channel, path, first=k == 0)
+            chosen = for_diameter(predictor.for_image(image), diameter, source.pixel_size, path)
+            probs, gates = chosen.probabilities(image)
+            measure = options.measure
             labels = keep(
-                predictor.labels(probs, options.threshold),
-                min_size=options.measure.min_size,
-                exclude_edges=options.measure.exclude_edges,
+                chosen.labels(probs, options.threshold), min_size=measure.min_size, exclude_edges=measure.exclude_edges
             )
             where = {"plane": k, **{axis.lower(): v for axis, v in plane.position.items()}} if stack else {}
             table = measurements(labels, plane.channels, channel_names=names, pixel_size=source.pixel_size)
-            tables.append((where, table))
-            shapes = outlines(labels) if options.rois or options.geojson else {}
-            if options.rois:
-                rois.extend(roi_set(shapes, plane=k + 1 if stack else None))
-            if options.geojson:
-                features.extend(geojson_features(shapes, table, where))
-            rows.append({**summarise(stem, labels), **({"plane": k} if stack else {}), "model": predictor.name})
+            collected.add(k, where, labels, table, options)
+            collected.rows.append({**summarise(stem, labels, chosen.name), **({"plane": k} if stack else {})})
             if not stack:
                 write_picture_outputs(folder, target, image, probs[0], labels, gates, options, source.pixel_size)
             elif options.save_prob:
-                probs_writer.write(probs[0].astype(np.float32), contiguous=True)
+                writers["prob"].write(probs[0].astype(np.float32), contiguous=True)
             yield labels
 
-    if stack:
-        import tifffile
+    write_label_planes(folder, target, source, segmented, writers, options, path)
+    write_shapes(folder, target, collected.rois, collected.features, options)
+    # last: its presence marks the file as finished (--skip-existing)
+    folder.write(Path(f"{target}_nuclei.csv"), lambda t: write_measurement_csv(t, collected.tables))
+    return collected.rows
 
-        with contextlib.ExitStack() as stack_files:
-            if options.save_prob:
-                probs_path = stack_files.enter_context(folder.writing(Path(f"{target}_prob.tif")))
-                probs_writer = stack_files.enter_context(tifffile.TiffWriter(probs_path))
-            shape = (*source.stack_shape, *source.shape_yx)
-            planes = (labels_dtype(labels, path) for labels in segmented())
-            folder.write(
-                Path(f"{target}_labels.tif"),
-                lambda t: write_labels(t, planes, shape, source.pixel_size, source.stack_axes),
-            )
-    else:
+
+def write_label_planes(
+    folder: OutputFolder,
+    target: Path,
+    source: Any,
+    segmented: Any,
+    writers: dict,
+    options: PredictOptions,
+    path: Path,
+) -> None:
+    """``<target>_labels.tif`` as the planes are segmented: one ImageJ hyperstack for a stack (with
+    ``<target>_prob.tif`` beside it when asked), else the one plane."""
+    if not source.stack_axes:
         for labels in segmented():
             folder.write(
                 Path(f"{target}_labels.tif"),
                 lambda t, labels=labels: write_labels(t, labels, labels.shape, source.pixel_size, ""),
             )
-    write_shapes(folder, target, rois, features, options)
-    # last: its presence marks the file as finished (--skip-existing)
-    folder.write(Path(f"{target}_nuclei.csv"), lambda t: write_measurement_csv(t, tables))
-    return rows
+        return
+    import tifffile
+
+    with contextlib.ExitStack() as stack_files:
+        if options.save_prob:
+            probs_path = stack_files.enter_context(folder.writing(Path(f"{target}_prob.tif")))
+            writers["prob"] = stack_files.enter_context(tifffile.TiffWriter(probs_path))
+        shape = (*source.stack_shape, *source.shape_yx)
+        planes = (labels_dtype(labels, path) for labels in segmented())
+        folder.write(
+            Path(f"{target}_labels.tif"), lambda t: write_labels(t, planes, shape, source.pixel_size, source.stack_axes)
+        )
 
 
 def write_shapes(
@@ -458,7 +491,7 @@ def predict_blockwise(
         write_shapes(folder, target, rois, features, options)
     folder.write(Path(f"{target}_nuclei.csv"), lambda t: write_measurement_csv(t, [({}, table)]))
     shutil.rmtree(work, ignore_errors=True)
-    return [{**summary_row(stem, source.shape_yx, table["area"]), "model": predictor.name}]
+    return [summary_row(stem, source.shape_yx, table["area"], predictor.name)]
 
 
 def _empty_zip(path: Path) -> None:
