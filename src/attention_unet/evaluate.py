@@ -141,19 +141,12 @@ def evaluate(
     out: str | Path = "evaluation",
     split_file: str | None = None,
     strips: bool = True,
-    tile: int = 512,
-    batch_size: int | None = None,
-    tta: bool | None = None,
-    tta_views: int | None = None,
-    device: str = "cpu",
-    scale: str | None = None,
-    diameter: float | None = None,
     zoom: float = 1.0,
-    min_confidence: float | None = None,
-    smoothing: float | None = None,
+    **predictor: Any,
 ) -> dict[str, Any]:
     """Score a model; writes score.csv, summary.json and strips/ under ``out``; returns the summary.
-    ``zoom`` resizes each image and its labels first (see :func:`zoomed`)."""
+    ``zoom`` resizes each image and its labels first (see :func:`zoomed`); ``predictor`` holds
+    :func:`~attention_unet.inference.engine.load_predictor`'s keywords (device, tile, tta, scale, ...)."""
     if not zoom > 0:
         raise InputError(f"--zoom must be a positive factor, not {zoom}")
     data_path = data_path or data.default_data()
@@ -167,49 +160,45 @@ def evaluate(
     if not chosen:
         raise InputError(f"{data_path}: the '{split}' part is empty")
     check_zoom(chosen, protocol, zoom)
-    predictor = load_predictor(
-        model,
-        device=device,
-        tile=tile,
-        batch_size=batch_size,
-        tta=tta,
-        tta_views=tta_views,
-        scale=scale,
-        diameter=diameter,
-        min_confidence=min_confidence,
-        smoothing=smoothing,
-    )
-    import imageio.v3 as iio
-
-    from .reports import evaluate_report
-
+    loaded = load_predictor(model, **predictor)
     # the user's own files in --out are never replaced (outputs.OutputFolder); our earlier ones are
     folder = OutputFolder(out)
     for name in ("score.csv", "summary.json", "report.html"):  # before the predictions, not after
         folder.check(folder.root / name)
     folder.lock()
     try:
-
-        def save_strip(name: str, picture: np.ndarray) -> None:
-            folder.write(folder.root / "strips" / f"{name}.png", lambda t: iio.imwrite(t, picture, extension=".png"))
-
-        rows = score_records(predictor, chosen, protocol, save_strip if strips else None, zoom)
-
-        def write_rows(path: Path) -> None:
-            with open(path, "w", newline="") as f:
-                writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-                writer.writeheader()
-                writer.writerows({k: spreadsheet_cell(v) for k, v in row.items()} for row in rows)
-
-        folder.write(folder.root / "score.csv", write_rows)
-        summary = summarise(rows, protocol)
-        summary.update({"data": str(data_path), "split": split, "zoom": zoom})
-        folder.write(folder.root / "summary.json", lambda t: t.write_text(json.dumps(summary, indent=2) + "\n"))
-        report = evaluate_report(summary, rows, strips)
-        folder.write(folder.root / "report.html", lambda t: t.write_text(report, encoding="utf-8"))
+        rows = score_records(loaded, chosen, protocol, strip_writer(folder) if strips else None, zoom)
+        summary = {**summarise(rows, protocol), "data": str(data_path), "split": split, "zoom": zoom}
+        write_scores(folder, rows, summary, strips)
     finally:
         folder.release()
     return summary
+
+
+def strip_writer(folder: OutputFolder) -> Callable[[str, np.ndarray], None]:
+    """Where each image | truth | prediction strip goes: ``strips/<id>.png``."""
+    import imageio.v3 as iio
+
+    def save_strip(name: str, picture: np.ndarray) -> None:
+        folder.write(folder.root / "strips" / f"{name}.png", lambda t: iio.imwrite(t, picture, extension=".png"))
+
+    return save_strip
+
+
+def write_scores(folder: OutputFolder, rows: list[dict[str, Any]], summary: dict[str, Any], strips: bool) -> None:
+    """score.csv (a row per image, spreadsheet-safe), summary.json and report.html."""
+    from .reports import evaluate_report
+
+    def write_rows(path: Path) -> None:
+        with open(path, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows({k: spreadsheet_cell(v) for k, v in row.items()} for row in rows)
+
+    folder.write(folder.root / "score.csv", write_rows)
+    folder.write(folder.root / "summary.json", lambda t: t.write_text(json.dumps(summary, indent=2) + "\n"))
+    report = evaluate_report(summary, rows, strips)
+    folder.write(folder.root / "report.html", lambda t: t.write_text(report, encoding="utf-8"))
 
 
 def evaluate_datasets(
