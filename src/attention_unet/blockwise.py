@@ -326,7 +326,7 @@ def instance_block(job: Job, y: int, x: int) -> dict[str, Any]:
     identities in the block and the measurements of the nuclei it owns (saved, for resumption)."""
     import zarr
 
-    from .measure import measurements, outlines
+    from .measure import outlines
 
     saved = Path(job.work) / "tables" / f"{y}-{x}.npz"
     if saved.exists():
@@ -362,20 +362,7 @@ def instance_block(job: Job, y: int, x: int) -> dict[str, Any]:
         if edge is not None:
             cut[edge] = True
     cut[0] = False
-    image = job.source.read(job.source.open(), wy0, wy1, wx0, wx1)
-    table = measurements(
-        np.where(owned[labels], labels, 0), image[..., :1] if _grey(image) else image, pixel_size=job.pixel_size
-    )
-    for key, offset in (("centroid_y", wy0), ("bbox_y0", wy0), ("bbox_y1", wy0)):
-        table[key] = table[key] + offset
-    for key, offset in (("centroid_x", wx0), ("bbox_x0", wx0), ("bbox_x1", wx0)):
-        table[key] = table[key] + offset
-    if job.pixel_size:
-        for key in ("centroid_y", "centroid_x"):
-            table[f"{key}_um"] = table[key] * job.pixel_size
-    table["touches_border"] = (
-        (table["bbox_y0"] == 0) | (table["bbox_x0"] == 0) | (table["bbox_y1"] == height) | (table["bbox_x1"] == width)
-    )
+    table = owned_table(job, np.where(owned[labels], labels, 0), (wy0, wy1, wx0, wx1))
     table["label"] = identity[table["label"]]
     result = {f"table/{k}": v for k, v in table.items()}
     if job.shapes:  # outlines of the owned nuclei, in image coordinates, flattened (npz holds no lists)
@@ -392,6 +379,28 @@ def instance_block(job: Job, y: int, x: int) -> dict[str, Any]:
         np.savez(f, **result)
     temporary.replace(saved)
     return {k: v for k, v in result.items() if not k.startswith("shapes/")}  # read back by block_shapes
+
+
+def owned_table(job: Job, owned: np.ndarray, window: tuple[int, int, int, int]) -> dict[str, np.ndarray]:
+    """The measurements of a window's owned nuclei (their labels, the rest 0) in the whole image's
+    coordinates, with ``touches_border`` of the whole image."""
+    from .measure import measurements
+
+    height, width = job.source.shape_yx
+    wy0, wy1, wx0, wx1 = window
+    image = job.source.read(job.source.open(), wy0, wy1, wx0, wx1)
+    table = measurements(owned, image[..., :1] if _grey(image) else image, pixel_size=job.pixel_size)
+    for key, offset in (("centroid_y", wy0), ("bbox_y0", wy0), ("bbox_y1", wy0)):
+        table[key] = table[key] + offset
+    for key, offset in (("centroid_x", wx0), ("bbox_x0", wx0), ("bbox_x1", wx0)):
+        table[key] = table[key] + offset
+    if job.pixel_size:
+        for key in ("centroid_y", "centroid_x"):
+            table[f"{key}_um"] = table[key] * job.pixel_size
+    table["touches_border"] = (
+        (table["bbox_y0"] == 0) | (table["bbox_x0"] == 0) | (table["bbox_y1"] == height) | (table["bbox_x1"] == width)
+    )
+    return table
 
 
 def _grey(image: np.ndarray) -> bool:
@@ -532,8 +541,6 @@ def prepare(
 ) -> Job:
     """The job for ``source`` in the work folder ``work``: an unfinished job there for the same
     image and settings is continued, any other is started afresh."""
-    import zarr
-
     settings.check()
     mosaic = sample_mosaic(source)
     if source.channel is None and (channel := data.signal_channel(mosaic)) is not None:
@@ -558,15 +565,7 @@ def prepare(
         shapes,
         float(plan.smoothing or 0.0),
     )
-    stamp = json.dumps(
-        {"source": dataclasses.asdict(source), "recipe": recipe, "scale": job.scale, "range": job.value_range}
-        | {"input": content_key(Path(source.path)), "model_sha256": model_fingerprint(recipe.get("model"))}
-        | {"smoothing": job.smoothing}
-        | {k: v for k, v in dataclasses.asdict(settings).items() if k in ("block", "context", "halo", "chunk")}
-        | {"threshold": threshold, "pixel_size": pixel_size},
-        sort_keys=True,
-        default=str,
-    )
+    stamp = job_stamp(job)
     if (work / "job.json").is_file() and (work / "job.json").read_text() == stamp:
         return job  # an interrupted run of the same job: continue
     if (work / "job.json").is_file():
@@ -575,17 +574,42 @@ def prepare(
             file=sys.stderr,
         )
     shutil.rmtree(work, ignore_errors=True)
+    create_work(work, source.shape_yx, settings.chunk_edge, len(predictor.outputs), pixel_size)
+    (work / "job.json").write_text(stamp)
+    return job
+
+
+def job_stamp(job: Job) -> str:
+    """What an interrupted job must share with a new one to be continued: the source and its
+    content's size and time, the model's sha256, the recipe, plan, normalisation and block options."""
+    settings = dataclasses.asdict(job.settings)
+    return json.dumps(
+        {
+            "source": dataclasses.asdict(job.source),
+            "recipe": job.predictor,
+            "scale": job.scale,
+            "range": job.value_range,
+        }
+        | {"input": content_key(Path(job.source.path)), "model_sha256": model_fingerprint(job.predictor.get("model"))}
+        | {"smoothing": job.smoothing}
+        | {k: v for k, v in settings.items() if k in ("block", "context", "halo", "chunk")}
+        | {"threshold": job.threshold, "pixel_size": job.pixel_size},
+        sort_keys=True,
+        default=str,
+    )
+
+
+def create_work(work: Path, shape_yx: tuple[int, int], chunk: int, channels: int, pixel_size: float | None) -> None:
+    """A fresh work folder: the probabilities, the nuclei's identities and the labels, as zarr arrays."""
+    import zarr
+
     work.mkdir(parents=True)
-    height, width = source.shape_yx
-    chunk = settings.chunk_edge
-    channels = len(predictor.outputs)
+    height, width = shape_yx
     probs = zarr.open_group(work / "prob.zarr", mode="w", attributes=ome_attributes(pixel_size, "cyx"))
     probs.create_array("0", shape=(channels, height, width), chunks=(channels, chunk, chunk), dtype="float16")
     zarr.create_array(work / "ids.zarr", shape=(height, width), chunks=(chunk, chunk), dtype="uint64", fill_value=0)
     labels = zarr.open_group(work / "labels.zarr", mode="w", attributes=ome_attributes(pixel_size))
     labels.create_array("0", shape=(height, width), chunks=(chunk, chunk), dtype="uint32", fill_value=0)
-    (work / "job.json").write_text(stamp)
-    return job
 
 
 def ome_attributes(pixel_size: float | None, axes: str = "yx") -> dict[str, Any]:
