@@ -137,55 +137,60 @@ def predict_files(
         return _predict_files(inputs, out=out, predictor=predictor, options=options, recipe=recipe, client=client)
 
 
-def _predict_files(
-    inputs: list[str], *, out: str | Path, predictor: Predictor, options: PredictOptions, recipe: dict, client: object
-) -> int:
-    from tqdm import tqdm
-
+def check_options(options: PredictOptions, predictor: Predictor) -> tuple[float, str] | None:
+    """One line for a bad option before any file is read; the parsed --diameter."""
     check_threshold(options.threshold, "--threshold")
     if options.blockwise not in BLOCKWISE:
         raise InputError(f"--blockwise must be one of {', '.join(BLOCKWISE)}, not {options.blockwise}")
     options.blocks.check()
     check_pixel_size(options.pixel_size)
     diameter = parse_diameter(options.diameter) if options.diameter is not None else None
-    if diameter is not None and diameter[1] == "px":
-        scale_for_diameter(
-            predictor.settings.target_diameter, diameter[0]
-        )  # a bad size in pixels is one line before any file
-    folder = OutputFolder(out)
+    if diameter is not None and diameter[1] == "px":  # a bad size in pixels is one line before any file
+        scale_for_diameter(predictor.settings.target_diameter, diameter[0])
+    return diameter
+
+
+def inputs_to_do(inputs: list[str], folder: OutputFolder) -> list[tuple[Path, Path]]:
+    """The input files, less those an earlier run of ours wrote (outputs are not inputs)."""
     found, manifests = list(find_inputs(inputs)), {}
     files = [(p, rel) for p, rel in found if not (folder.is_ours(p) or written_by_a_run(p, manifests))]
     if len(files) < len(found):
         print(f"left out {len(found) - len(files)} file(s) that earlier attention-unet runs wrote", file=sys.stderr)
     if not files:
         raise InputError(f"no images found in {' '.join(inputs)}")
+    return files
+
+
+def _predict_files(
+    inputs: list[str], *, out: str | Path, predictor: Predictor, options: PredictOptions, recipe: dict, client: object
+) -> int:
+    from tqdm import tqdm
+
+    diameter = check_options(options, predictor)
+    folder = OutputFolder(out)
+    files = inputs_to_do(inputs, folder)
     folder.lock()
     try:
-        stems = unique_stems([rel for _, rel in files])
         summary = Summary()
         earlier = earlier_rows(folder) if options.skip_existing else {}
         unwritten = False  # summary rows not yet in summary.csv
-        for (path, _), stem in tqdm(list(zip(files, stems)), desc="predict", unit="file", file=sys.stderr):
+        for (path, _), stem in tqdm(list(zip(files, unique_stems([r for _, r in files]))), desc="predict", unit="file"):
             if options.skip_existing and folder.done(folder.root / f"{stem}_nuclei.csv") and str(path) in earlier:
                 summary.rows += earlier[str(path)]  # the nuclei table is written last: the file was finished
                 unwritten = True
                 continue
             try:
+                given = {
+                    "folder": folder,
+                    "stem": stem,
+                    "predictor": predictor,
+                    "options": options,
+                    "diameter": diameter,
+                }
                 if wants_blocks(path, options):
-                    rows = predict_blockwise(
-                        path,
-                        folder=folder,
-                        stem=stem,
-                        predictor=predictor,
-                        options=options,
-                        diameter=diameter,
-                        recipe=recipe,
-                        client=client,
-                    )
+                    rows = predict_blockwise(path, **given, recipe=recipe, client=client)
                 else:
-                    rows = predict_file(
-                        path, folder=folder, stem=stem, predictor=predictor, options=options, diameter=diameter
-                    )
+                    rows = predict_file(path, **given)
             except InputError as exc:
                 tqdm.write(f"warning: {exc}", file=sys.stderr)  # on its own line, not after the bar
                 summary.failed[str(path)] = str(exc)
@@ -194,18 +199,21 @@ def _predict_files(
             summary.rows += [{"input": str(path), **row} for row in rows]
             write_summary(folder, summary.rows, summary.failed)  # as images finish: a stopped run keeps what it did
             unwritten = False
-        if unwritten:
-            write_summary(
-                folder, summary.rows, summary.failed
-            )  # rows --skip-existing kept, or a failure, after the last one done
+        if unwritten:  # rows --skip-existing kept, or a failure, after the last one done
+            write_summary(folder, summary.rows, summary.failed)
     finally:
         folder.release()  # also when interrupted: a rerun in this process may lock it again
-    print(f"{len(files) - len(summary.failed)} file(s) segmented, outputs in {out}", file=sys.stderr)
+    return report_run(summary, len(files), out)
+
+
+def report_run(summary: Summary, n_files: int, out: str | Path) -> int:
+    """The run's closing lines (outputs, each model's licence, the files that failed) and its exit code."""
+    print(f"{n_files - len(summary.failed)} file(s) segmented, outputs in {out}", file=sys.stderr)
     for line in licence_notes({str(row.get("model", "")) for row in summary.rows}):
         print(line, file=sys.stderr)
     if summary.failed:
         print(f"{len(summary.failed)} file(s) failed: " + ", ".join(summary.failed), file=sys.stderr)
-        return 2 if len(summary.failed) == len(files) else 1  # nothing done: as a bad option; else partly done
+        return 2 if len(summary.failed) == n_files else 1  # nothing done: as a bad option; else partly done
     return 0
 
 
@@ -440,16 +448,7 @@ def predict_blockwise(
     summary row. An interrupted run's blocks (``<stem>.partial``) are kept and continued."""
     import shutil
 
-    if is_zarr(path):
-        text = "" if options.channel is None else str(options.channel)
-        if text and not text.isdigit():
-            raise InputError(f"{path}: --channel {text}: a zarr image's channels are numbered from 0")
-        source = open_lazy(path, channel=int(text) if text else None, axes=options.axes)
-        pixel_size = options.pixel_size or source.pixel_size
-    else:
-        info = open_image(path, axes=options.axes, pixel_size=options.pixel_size, limit=False)
-        source = open_lazy(path, channel=info.channel_index(options.channel), axes=info.axes)
-        pixel_size = info.pixel_size
+    source, pixel_size = lazy_source(path, options)
     limits.check_pixels(*source.shape_yx, str(path), limit=limits.BLOCKWISE_MAX_PIXELS)
     predictor = predictor.for_image(sample_mosaic(source)) if predictor.name == AUTO else predictor
     recipe = {**recipe, "model": predictor.name} if recipe.get("model") == AUTO else recipe
@@ -482,16 +481,35 @@ def predict_blockwise(
     if options.save_prob:
         folder.place(work / "prob.zarr", Path(f"{target}_prob.zarr"))
     if options.rois or options.geojson:  # one block's outlines in memory at a time
-        rois = (roi for shapes in block_shapes(job, kept) for roi in roi_set(shapes))
-        features = (
-            feature
-            for shapes in block_shapes(job, kept)
-            for feature in geojson_features(shapes, {k: v[np.fromiter(shapes, np.int64) - 1] for k, v in table.items()})
-        )
-        write_shapes(folder, target, rois, features, options)
+        write_block_shapes(folder, target, job, kept, table, options)
     folder.write(Path(f"{target}_nuclei.csv"), lambda t: write_measurement_csv(t, [({}, table)]))
     shutil.rmtree(work, ignore_errors=True)
     return [summary_row(stem, source.shape_yx, table["area"], predictor.name)]
+
+
+def lazy_source(path: Path, options: PredictOptions) -> tuple[Any, float | None]:
+    """A large image opened for block-wise reading (zarr or TIFF) and its pixel size."""
+    if is_zarr(path):
+        text = "" if options.channel is None else str(options.channel)
+        if text and not text.isdigit():
+            raise InputError(f"{path}: --channel {text}: a zarr image's channels are numbered from 0")
+        source = open_lazy(path, channel=int(text) if text else None, axes=options.axes)
+        return source, options.pixel_size or source.pixel_size
+    info = open_image(path, axes=options.axes, pixel_size=options.pixel_size, limit=False)
+    return open_lazy(path, channel=info.channel_index(options.channel), axes=info.axes), info.pixel_size
+
+
+def write_block_shapes(
+    folder: OutputFolder, target: Path, job: Any, kept: Any, table: dict, options: PredictOptions
+) -> None:
+    """ROIs and GeoJSON of a block-wise prediction, one block's outlines in memory at a time."""
+    rois = (roi for shapes in block_shapes(job, kept) for roi in roi_set(shapes))
+    features = (
+        feature
+        for shapes in block_shapes(job, kept)
+        for feature in geojson_features(shapes, {k: v[np.fromiter(shapes, np.int64) - 1] for k, v in table.items()})
+    )
+    write_shapes(folder, target, rois, features, options)
 
 
 def _empty_zip(path: Path) -> None:
