@@ -586,17 +586,32 @@ def fit(cfg: TrainConfig) -> Path:
 
 
 def _fit(cfg: TrainConfig) -> Path:
-    from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
-    from lightning.pytorch.loggers import CSVLogger
-
     cfg.validate()
     check_training_memory(cfg)
     allocator.keep_freed_memory()  # for the whole process: every step reuses the last one's memory
+    run_dir, resume = _run_folder(cfg)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    train_loader, valid_loader = _loaders(cfg, run_dir)
+    trainer = _trainer(cfg, run_dir)
+    task = SegmentationTask(asdict(cfg.model_config()), _jsonable(asdict(cfg)))
+    if cfg.init_from:
+        from .model import load_model
+
+        task.model.load_state_dict(load_model(init_path(cfg.init_from)).state_dict())
+    earlier = _set_aside_log(run_dir) if resume and trainer.is_global_zero else None
+    trainer.fit(task, train_loader, valid_loader, ckpt_path=resume, weights_only=True)
+    if earlier is not None:
+        _merge_log(earlier, run_dir / "metrics.csv", into=run_dir / "metrics.csv")
+    return run_dir
+
+
+def _run_folder(cfg: TrainConfig) -> tuple[Path, str | None]:
+    """The run folder, made, with the resolved options in it; the checkpoint to resume from. Checked
+    before anything is written: a failed --resume must not leave a folder that a new run refuses."""
     run_dir = Path(cfg.out or f"runs/{time.strftime('%Y%m%d-%H%M%S')}")
     # an earlier run's model, or the user's own files, are not written over; checked where the run
     # is launched only (the processes a distributed run starts find the folder filled by it)
     launching = not any(os.environ.get(k) for k in ("LOCAL_RANK", "RANK", "NODE_RANK"))
-    # before anything is written: a failed --resume must not leave a folder that a new run refuses
     resume = newest_checkpoint(run_dir) if cfg.resume == "last" else (cfg.resume or None)
     if resume and not Path(resume).is_file():
         raise InputError(f"{resume}: no checkpoint to resume from")
@@ -608,8 +623,11 @@ def _fit(cfg: TrainConfig) -> Path:
     import yaml
 
     (run_dir / "config.yaml").write_text(yaml.safe_dump(_jsonable(asdict(cfg)), sort_keys=False))
-    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    return run_dir, resume
 
+
+def _loaders(cfg: TrainConfig, run_dir: Path) -> tuple[DataLoader, DataLoader]:
+    """The training loader (balanced when asked) and the validation loader, from every dataset's split."""
     datasets = load_datasets(cfg.data)
     splits = prepare_splits(datasets, cfg, run_dir)
     parts = {
@@ -631,12 +649,16 @@ def _fit(cfg: TrainConfig) -> Path:
         drop_last=len(train_set) > cfg.batch_size,
         **loader_args,
     )
-    valid_set = EvalDataset(
-        valid_records, cfg.norm, cfg.contour, cfg.distance, size=None if cfg.valid_strip else EVAL_SIZE
-    )
-    valid_loader = DataLoader(
-        valid_set, 1 if cfg.valid_strip else cfg.batch_size, **loader_args
-    )  # strips differ in size
+    size = None if cfg.valid_strip else EVAL_SIZE
+    valid_set = EvalDataset(valid_records, cfg.norm, cfg.contour, cfg.distance, size=size)
+    # strips differ in size: one at a time
+    return train_loader, DataLoader(valid_set, 1 if cfg.valid_strip else cfg.batch_size, **loader_args)
+
+
+def _trainer(cfg: TrainConfig, run_dir: Path) -> L.Trainer:
+    """Lightning's Trainer with the run's checkpoints, early stopping, LR log, export and report."""
+    from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
+    from lightning.pytorch.loggers import CSVLogger
 
     mode = "min" if cfg.monitor == "val_loss" else "max"
     checkpoint = ModelCheckpoint(run_dir / "checkpoints", filename="best-{epoch:03d}", monitor=cfg.monitor, mode=mode)
@@ -653,12 +675,11 @@ def _fit(cfg: TrainConfig) -> Path:
         TrainReport(run_dir),
     ]
     on_gpu = cfg.accelerator in ("gpu", "cuda") or (cfg.accelerator == "auto" and torch.cuda.is_available())
-    devices: Any = int(cfg.devices) if str(cfg.devices).isdigit() else cfg.devices
-    trainer = L.Trainer(
+    return L.Trainer(
         max_epochs=cfg.epochs,
         max_time={"minutes": cfg.max_minutes} if cfg.max_minutes else None,
         accelerator=cfg.accelerator,
-        devices=devices,
+        devices=int(cfg.devices) if str(cfg.devices).isdigit() else cfg.devices,
         num_nodes=cfg.num_nodes,
         strategy=cfg.strategy,
         # torch's SyncBatchNorm is GPU-only: use it there, and the all-reduce version elsewhere
@@ -673,16 +694,6 @@ def _fit(cfg: TrainConfig) -> Path:
         deterministic=False,
         enable_model_summary=False,
     )
-    task = SegmentationTask(asdict(cfg.model_config()), _jsonable(asdict(cfg)))
-    if cfg.init_from:
-        from .model import load_model
-
-        task.model.load_state_dict(load_model(init_path(cfg.init_from)).state_dict())
-    earlier = _set_aside_log(run_dir) if resume and trainer.is_global_zero else None
-    trainer.fit(task, train_loader, valid_loader, ckpt_path=resume, weights_only=True)
-    if earlier is not None:
-        _merge_log(earlier, run_dir / "metrics.csv", into=run_dir / "metrics.csv")
-    return run_dir
 
 
 def newest_checkpoint(run_dir: Path) -> str:
