@@ -187,3 +187,19 @@ def test_a_glob_that_climbs_out_of_its_root_writes_inside_out(tmp_path: Path, ti
     assert main(["predict", "data/*/../../shared/img.png", "--model", str(tiny_model), "--out", "out"]) == 0
     assert sorted(p.name for p in (tmp_path / "shared").iterdir()) == ["img.png"]
     assert (tmp_path / "out" / "img_labels.tif").is_file()
+
+
+@pytest.mark.parametrize("dtype", [np.int32, np.int64, np.uint32])
+def test_the_same_pixels_in_a_wider_integer_type_give_the_same_nuclei(
+    tmp_path: Path, tiny_model: Path, dtype: type
+) -> None:
+    """data.resize truncated int32/int64 pixels after interpolating (uint8 rounds), which moved
+    nuclei and could flip auto scale: the same 8-bit pixels stored wider now segment the same."""
+    grey = synthetic(5, (96, 120))[0]
+    tifffile.imwrite(tmp_path / "narrow.tif", grey.astype(np.uint8))
+    tifffile.imwrite(tmp_path / "wide.tif", grey.astype(dtype))
+    for name in ("narrow", "wide"):
+        argv = ["predict", str(tmp_path / f"{name}.tif"), "--model", str(tiny_model), "--scale", "0.7"]
+        assert main([*argv, "--save-prob", "--out", str(tmp_path / name)]) == 0
+    narrow, wide = (tifffile.imread(tmp_path / n / f"{n}_prob.tif") for n in ("narrow", "wide"))
+    np.testing.assert_array_equal(narrow, wide)

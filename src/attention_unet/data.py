@@ -477,11 +477,19 @@ def resize(array: np.ndarray, size: tuple[int, int], nearest: bool = False) -> n
     if array.shape[:2] == tuple(size):
         return array
     interp = cv2.INTER_NEAREST_EXACT if nearest else cv2.INTER_LINEAR
-    # OpenCV resizes these types only; the others (int64 from numpy arithmetic, uint32 and int8
-    # TIFFs, float16, int32 labels) go through float64, exact for every integer below 2**53
     native = array.dtype in (np.uint8, np.uint16, np.int16, np.float32, np.float64)
-    out = cv2.resize(array if native else array.astype(np.float64), (size[1], size[0]), interpolation=interp)
-    return out if native else out.astype(array.dtype)
+    if native:
+        return cv2.resize(array, (size[1], size[0]), interpolation=interp)
+    # OpenCV resizes those types only. Integers that fit 8 or 16 bits go through that type, so an
+    # int32 or int64 TIFF of 8-bit pixels gives what the uint8 file gives; the rest (uint32 and
+    # int64 labels, float16) through float64, exact below 2**53, rounded back, never truncated
+    if np.issubdtype(array.dtype, np.integer) and array.size and array.min() >= 0:
+        for small in (np.uint8, np.uint16):
+            if array.max() <= np.iinfo(small).max:
+                out = cv2.resize(array.astype(small), (size[1], size[0]), interpolation=interp)
+                return out.astype(array.dtype)
+    out = cv2.resize(array.astype(np.float64), (size[1], size[0]), interpolation=interp)
+    return np.rint(out).astype(array.dtype) if np.issubdtype(array.dtype, np.integer) else out.astype(array.dtype)
 
 
 def protocol_view(record: Record, protocol: str) -> tuple[np.ndarray, np.ndarray]:
