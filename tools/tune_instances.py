@@ -2,7 +2,8 @@
 seed depth h of the watershed, the smallest object kept, the weakest (mean probability) kept, and, for a model with those outputs, the
 contour threshold and the watershed on the distance output, against the watershed on the mask
 alone and plain connected components. Probabilities are computed once
-(with the model's own TTA and scale settings); prints the mean per-image DSB-2018 score of each.
+(with the model's own TTA settings and its scale, or --scale); prints the mean per-image DSB-2018
+score of each, and pathology's F1d and AJI beside it.
 
     python tools/tune_instances.py MODEL DATA [--protocol resize256] [--hs 0.5 1 2] [--min-areas 8]
         [--min-confidences 0 0.8 0.85] [--split-file SPLIT --part valid] [--zoom 0.4]
@@ -20,8 +21,8 @@ from scipy import ndimage
 
 from attention_unet import data, metrics
 from attention_unet.evaluate import zoomed
+from attention_unet.inference.engine import load_predictor
 from attention_unet.instances import instances
-from attention_unet.predict import load_predictor
 
 
 def main() -> None:
@@ -37,8 +38,9 @@ def main() -> None:
     parser.add_argument("--split-file", help="default: the data's own default split")
     parser.add_argument("--part", default="valid", help="valid, train or all; never test")
     parser.add_argument("--zoom", type=float, default=1.0, help="images and labels resized first (evaluate's)")
+    parser.add_argument("--scale", help="'auto' or a factor (default: the model's)")
     args = parser.parse_args()
-    predictor = load_predictor(args.model)
+    predictor = load_predictor(args.model, scale=args.scale)
     records = data.load_records(args.data)
     if args.part == "test":
         parser.error("settings are chosen on valid (or train, or every image of an unseen source), never on test")
@@ -72,8 +74,9 @@ def main() -> None:
             )
     results = {}
     for name, method in methods.items():
-        results[name] = round(float(np.mean([metrics.dsb_score(labels, method(probs)) for labels, probs in items])), 4)
-        print(f"{args.protocol} {args.part} DSB score, {name}: {results[name]}", file=sys.stderr, flush=True)
+        scores = [metrics.object_scores(labels, method(probs)) for labels, probs in items]
+        results[name] = {k: round(float(np.mean([s[k] for s in scores])), 4) for k in ("dsb_score", "f1d", "aji", "pq")}
+        print(f"{args.protocol} {args.part} {name}: {results[name]}", file=sys.stderr, flush=True)
     print(json.dumps(results))
 
 
