@@ -104,7 +104,7 @@ def test_blockwise_smooths_sharp_stained_tissue_as_the_whole_image_does(tmp_path
     image = np.clip(mosaic + grain, 0, 255).astype(np.uint8)
     assert data.modality(image) == "stained" and data.sharpness(data.central(image), "polarity") > 0.025
     tifffile.imwrite(tmp_path / "he.tif", image, tile=(256, 256))
-    args = ["predict", str(tmp_path / "he.tif"), "--scale", "1", "--no-tta"]
+    args = ["predict", str(tmp_path / "he.tif"), "--model", "nuclei", "--scale", "1", "--no-tta"]
     assert main([*args, "--out", str(tmp_path / "whole"), "--blockwise", "never"]) == 0
     assert main([*args, "--out", str(tmp_path / "plain"), "--blockwise", "never", "--smoothing", "0"]) == 0
     assert main([*args, "--out", str(tmp_path / "blocks"), "--blockwise", "always", "--block-size", "512"]) == 0

@@ -38,8 +38,8 @@ def test_the_widget_segments_like_the_command_line(make_napari_viewer, qtbot, tm
     segment(widget, qtbot)
     labels = viewer.layers["nuclei_labels"].data
     assert (
-        main(["predict", str(SAMPLE), "--out", str(tmp_path / "cli"), "--engine", "torch"]) == 0
-    )  # the widget's engine
+        main(["predict", str(SAMPLE), "--model", "nuclei", "--out", str(tmp_path / "cli"), "--engine", "torch"]) == 0
+    )  # the widget's model and engine
     cli = tifffile.imread(tmp_path / "cli" / f"{SAMPLE.stem}_labels.tif")
     assert labels.max() == cli.max() > 10
     assert widget.table.shape[0] == labels.max() and "nuclei in nuclei" in widget.status.value
@@ -74,7 +74,8 @@ def widget_and_command_line(
     default = viewer.layers["tissue_labels"].data.copy()
     getattr(widget, control).value = value
     segment(widget, qtbot)
-    argv = ["predict", str(STAINED), "--out", str(tmp_path / "cli"), "--engine", "torch", option, str(value)]
+    argv = ["predict", str(STAINED), "--model", "nuclei", "--out", str(tmp_path / "cli"), "--engine", "torch"]
+    argv += [option, str(value)]
     assert main(argv) == 0
     cli = tifffile.imread(tmp_path / "cli" / f"{STAINED.stem}_labels.tif")
     return default, viewer.layers["tissue_labels"].data, cli

@@ -22,6 +22,7 @@ def main() -> None:
     for key in ("name", "modality", "licence", "trained-on"):
         parser.add_argument(f"--{key}", required=True)
     parser.add_argument("--credit", default="")
+    parser.add_argument("--route", nargs="*", default=[], help="image kinds --model auto sends to it (data.modality)")
     args = parser.parse_args()
     from safetensors import safe_open
     from safetensors.torch import load_file, save_file
@@ -31,7 +32,7 @@ def main() -> None:
         info = json.loads(f.metadata()["attention_unet"])
     before = load_file(str(weights))
     keys = ("name", "modality", "licence", "trained_on", "credit")
-    info["card"] = {k: getattr(args, k) for k in keys}
+    info["card"] = {k: getattr(args, k) for k in keys} | ({"route": args.route} if args.route else {})
     save_file(before, str(weights), metadata={"attention_unet": json.dumps(info)})
     after = load_file(str(weights))
     assert before.keys() == after.keys() and all((before[k] == after[k]).all() for k in before)

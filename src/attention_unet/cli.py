@@ -30,8 +30,8 @@ def _train_parser(sub: Any) -> None:
 def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--model",
-        help="a shipped model's name (attention-unet models), a model file, model folder or training run folder "
-        "(default: the shipped model 'nuclei')",
+        help="'auto' (each image to the shipped model of its kind; predict's default), a shipped model's name "
+        "(attention-unet models; default elsewhere: 'nuclei'), a model file, model folder or training run folder",
     )
     p.add_argument("--device", default="cpu", help="cpu, cuda, mps")
 
@@ -150,6 +150,7 @@ def _predict_parser(sub: Any) -> None:
     p.add_argument("inputs", nargs="+", help="files, folders (recursive) or globs")
     p.add_argument("--out", required=True, help="output folder (mirrors the inputs' relative paths)")
     _model_args(p)
+    p.set_defaults(model="auto")  # each image to the shipped model of its kind (attention-unet models)
     _inference_args(p, microns=True)
     p.add_argument(
         "--channel",

@@ -7,6 +7,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -28,6 +29,16 @@ class ModelChoice:
     @property
     def name(self) -> str:
         return AUTO
+
+    @property
+    def settings(self) -> Any:
+        """The default model's settings (what options are checked against before any image)."""
+        return self.for_default().settings
+
+    def for_default(self) -> Predictor:
+        if self.default not in self.loaded:
+            self.loaded[self.default] = self.load(self.default)
+        return self.loaded[self.default]
 
     def name_for(self, image: np.ndarray) -> str:
         """The model for an image of this kind (the default for a kind no model claims)."""

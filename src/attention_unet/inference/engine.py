@@ -162,8 +162,8 @@ def load_predictor(
             return load_predictor(name, device=device, tile=tile, batch_size=batch_size, engine=engine, **keywords)
 
         keywords = {"attention": attention, "diameter": diameter, "smoothing": smoothing, **settings}
-        load(zoo.DEFAULT)  # a bad option is one line now, not at the first image
-        return ModelChoice(load, zoo.routes(), zoo.DEFAULT)  # type: ignore[return-value]
+        default = load(zoo.DEFAULT)  # a bad option is one line now, not at the first image
+        return ModelChoice(load, zoo.routes(), zoo.DEFAULT, {zoo.DEFAULT: default})  # type: ignore[return-value]
     check_device(device)
     given = {k: v for k, v in settings.items() if v is not None}
     unknown = set(given) - set(InferenceSettings.__dataclass_fields__)
