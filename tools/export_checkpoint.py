@@ -24,7 +24,9 @@ def main() -> None:
     saved = torch.load(args.checkpoint, map_location="cpu", weights_only=True)
     hparams = saved["hyper_parameters"]
     model = AttentionUNet(ModelConfig(**hparams["model_config"]))
-    model.load_state_dict({k.removeprefix("model."): v for k, v in saved["state_dict"].items() if k.startswith("model.")})
+    model.load_state_dict(
+        {k.removeprefix("model."): v for k, v in saved["state_dict"].items() if k.startswith("model.")}
+    )
     train = hparams["train_config"]
     metadata = {"train": train, "best": {"checkpoint": args.checkpoint.name, "epoch": saved.get("epoch")}}
     if train.get("init_from"):
