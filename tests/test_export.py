@@ -93,7 +93,8 @@ def test_engine_auto_runs_the_shipped_int8_only_when_it_was_made_from_the_shippe
 ) -> None:
     import importlib.util
 
-    from attention_unet import export, model, predict
+    from attention_unet import export, model
+    from attention_unet.inference import engine
 
     weights = tmp_path / "weights"
     weights.mkdir()
@@ -103,21 +104,21 @@ def test_engine_auto_runs_the_shipped_int8_only_when_it_was_made_from_the_shippe
     monkeypatch.setattr(
         export, "onnx_runner", lambda path: runners.append(Path(path)) or (lambda batch: (batch[:, :1], []))
     )
-    assert predict.shipped_int8() is None  # none shipped: torch
-    predict.load_predictor(engine="auto")
+    assert engine.shipped_int8() is None  # none shipped: torch
+    engine.load_predictor(engine="auto")
     assert not runners
     spec = importlib.util.spec_from_file_location("ship_model", Path(__file__).parents[1] / "tools" / "ship_model.py")
     ship = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(ship)
     ship.write_int8(weights / "model.safetensors", [str(SAMPLE_DIR / "images")])
-    assert predict.shipped_int8() == weights / "model.int8.onnx"
-    predict.load_predictor(engine="auto")
+    assert engine.shipped_int8() == weights / "model.int8.onnx"
+    engine.load_predictor(engine="auto")
     assert runners == [weights / "model.int8.onnx"]
-    predict.load_predictor(engine="auto", device="cpu", attention=True)  # attention maps need torch
+    engine.load_predictor(engine="auto", device="cpu", attention=True)  # attention maps need torch
     assert len(runners) == 1
     torch.manual_seed(1)  # other weights shipped, the int8 file left behind: torch, with a warning
     model.save_model(AttentionUNet(ModelConfig(width=4, depth=2)).eval(), weights, {"train": {"norm": "percentile"}})
-    assert predict.shipped_int8() is None
+    assert engine.shipped_int8() is None
     assert "quantised from other weights" in capsys.readouterr().err
 
 
