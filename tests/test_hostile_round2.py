@@ -203,3 +203,23 @@ def test_the_same_pixels_in_a_wider_integer_type_give_the_same_nuclei(
         assert main([*argv, "--save-prob", "--out", str(tmp_path / name)]) == 0
     narrow, wide = (tifffile.imread(tmp_path / n / f"{n}_prob.tif") for n in ("narrow", "wide"))
     np.testing.assert_array_equal(narrow, wide)
+
+
+def test_nan_pixels_give_empty_cells_and_valid_json(tmp_path: Path, tiny_model: Path) -> None:
+    """A float TIFF with NaN pixels: its intensity columns reached the CSV as 'nan' and the GeoJSON
+    as a bare NaN, which is not JSON."""
+    import json
+
+    grey = synthetic(3, (64, 64))[0].astype(np.float32)
+    grey[20:40, 20:40] = np.nan
+    tifffile.imwrite(tmp_path / "nan.tif", grey)
+    out = tmp_path / "out"
+    argv = ["predict", str(tmp_path / "nan.tif"), "--model", str(tiny_model), "--geojson", "--min-confidence", "0"]
+    assert main([*argv, "--threshold", "0.05", "--out", str(out)]) == 0
+
+    def refuse(constant: str) -> None:
+        raise ValueError(f"not JSON: {constant}")
+
+    features = json.loads((out / "nan_nuclei.geojson").read_text(), parse_constant=refuse)["features"]
+    table = (out / "nan_nuclei.csv").read_text().lower()
+    assert features and "nan" not in table and "inf" not in table

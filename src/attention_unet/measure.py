@@ -181,11 +181,12 @@ def write_table(path: str | Path, parts: Sequence[tuple[dict[str, object], dict[
 
 
 def _plain(values: Sequence) -> list:
-    """Python numbers (bools as 0/1, floats to 6 significant digits) for the CSV."""
+    """Python numbers (bools as 0/1, floats to 6 significant digits; NaN and infinity, from NaN
+    pixels say, as None: an empty CSV cell, a JSON null) for the CSV and GeoJSON."""
     return [
         int(v)
         if isinstance(v, (bool, np.bool_, np.integer))
-        else (float(f"{v:.6g}") if isinstance(v, (float, np.floating)) else v)
+        else ((float(f"{v:.6g}") if np.isfinite(v) else None) if isinstance(v, (float, np.floating)) else v)
         for v in values
     ]
 
@@ -264,5 +265,6 @@ def write_geojson(path: str | Path, features: Iterable[dict]) -> None:
     """A FeatureCollection, written feature by feature (the same text as one json.dumps of it)."""
     with open(path, "w") as f:
         f.write('{"type": "FeatureCollection", "features": [')
-        f.writelines((", " if k else "") + json.dumps(feature) for k, feature in enumerate(features))
+        # allow_nan=False: a bare NaN is not JSON (QuPath refuses the file); _plain made them null
+        f.writelines((", " if k else "") + json.dumps(feature, allow_nan=False) for k, feature in enumerate(features))
         f.write("]}")
