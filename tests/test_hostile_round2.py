@@ -223,3 +223,36 @@ def test_nan_pixels_give_empty_cells_and_valid_json(tmp_path: Path, tiny_model: 
     features = json.loads((out / "nan_nuclei.geojson").read_text(), parse_constant=refuse)["features"]
     table = (out / "nan_nuclei.csv").read_text().lower()
     assert features and "nan" not in table and "inf" not in table
+
+
+def test_repeated_channel_names_keep_every_channels_column(tmp_path: Path, tiny_model: Path) -> None:
+    """Two OME channels named DAPI: the second's intensity columns overwrote the first's."""
+    grey = synthetic(3, (64, 64))[0].astype(np.uint16)
+    stack = np.stack([grey, np.full_like(grey, 1000), np.full_like(grey, 3000)])
+    metadata = {"axes": "CYX", "Channel": {"Name": ["DAPI", "DAPI", "dapi"]}}
+    tifffile.imwrite(tmp_path / "c.ome.tif", stack, metadata=metadata)
+    argv = ["predict", str(tmp_path / "c.ome.tif"), "--model", str(tiny_model), "--channel", "0"]
+    assert main([*argv, "--min-confidence", "0", "--threshold", "0.05", "--out", str(tmp_path / "out")]) == 0
+    with open(tmp_path / "out" / "c_nuclei.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert rows and {"mean_DAPI", "mean_DAPI_2", "mean_dapi_3"} <= set(rows[0])
+    assert {float(rows[0]["mean_DAPI_2"]), float(rows[0]["mean_dapi_3"])} == {1000.0, 3000.0}
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["--channel", "²"], "--channel ²: no channel of that name"),
+        (["--zoom", "inf"], "--zoom must be a positive factor, not inf"),
+    ],
+)
+def test_odd_numbers_are_one_line(tmp_path: Path, tiny_model: Path, argv: list[str], expected: str, capsys) -> None:
+    """'--channel ²' (a digit to str.isdigit, not to int) and 'evaluate --zoom inf' were tracebacks."""
+    _image(tmp_path / "a.png")
+    if argv[0] == "--zoom":
+        command = ["evaluate", "--model", str(tiny_model), "--split", "all", "--out", str(tmp_path / "o"), *argv]
+    else:
+        command = ["predict", str(tmp_path / "a.png"), "--model", str(tiny_model), "--out", str(tmp_path / "o"), *argv]
+    assert main(command) == 2  # a bad option, or the batch's only file refused
+    err = capsys.readouterr().err
+    assert expected in err and "Traceback" not in err

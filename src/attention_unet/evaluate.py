@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -147,7 +148,7 @@ def evaluate(
     """Score a model; writes score.csv, summary.json and strips/ under ``out``; returns the summary.
     ``zoom`` resizes each image and its labels first (see :func:`zoomed`); ``predictor`` holds
     :func:`~attention_unet.inference.engine.load_predictor`'s keywords (device, tile, tta, scale, ...)."""
-    if not zoom > 0:
+    if not (zoom > 0 and math.isfinite(zoom)):
         raise InputError(f"--zoom must be a positive factor, not {zoom}")
     data_path = data_path or data.default_data()
     records = data.load_records(data_path)

@@ -139,7 +139,7 @@ class ImageFile:
         if channel is None or channel == "":
             return None
         text = str(channel)
-        if text.lstrip("-").isdigit():
+        if text.lstrip("-").isdecimal() and text.isascii():  # "²" is a digit to str.isdigit, not to int()
             index = int(text)
         else:
             lowered = [n.lower() for n in self.channel_names]

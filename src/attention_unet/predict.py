@@ -304,6 +304,25 @@ def nuclei_channel(source: Any, path: Path, options: PredictOptions) -> int | No
     return channel
 
 
+def distinct(names: list[str]) -> list[str]:
+    """Channel names made distinct for the table's columns (two channels named DAPI wrote one
+    column over the other): the later ones get _2, _3, ...
+
+    >>> distinct(["DAPI", "GFP", "DAPI", "dapi"])
+    ['DAPI', 'GFP', 'DAPI_2', 'dapi_3']
+    """
+    used: set[str] = set()
+    out = []
+    for name in names:
+        chosen, k = name, 1
+        while chosen.lower() in used:
+            k += 1
+            chosen = f"{name}_{k}"
+        used.add(chosen.lower())
+        out.append(chosen)
+    return out
+
+
 def plane_image(plane: Any, channel: int | None, path: Path, first: bool) -> np.ndarray:
     """The RGB image the network sees of one plane; on the first, a note for a composite of colours."""
     image = data.to_rgb(plane.channels[..., channel] if channel is not None else plane.channels, str(path))
@@ -330,7 +349,7 @@ def predict_file(
     """Segment one file (every plane of a stack) and write its outputs; its summary rows."""
     source = open_image(path, axes=options.axes, pixel_size=options.pixel_size)
     channel = nuclei_channel(source, path, options)
-    names = [n or f"ch{c}" for c, n in enumerate(source.channel_names)]
+    names = distinct([n or f"ch{c}" for c, n in enumerate(source.channel_names)])
     names = names if len(source.channel_names) == source.n_channels else None
     stack = bool(source.stack_axes)
     target = folder.root / stem
@@ -491,7 +510,7 @@ def lazy_source(path: Path, options: PredictOptions) -> tuple[Any, float | None]
     """A large image opened for block-wise reading (zarr or TIFF) and its pixel size."""
     if is_zarr(path):
         text = "" if options.channel is None else str(options.channel)
-        if text and not text.isdigit():
+        if text and not (text.isascii() and text.isdecimal()):
             raise InputError(f"{path}: --channel {text}: a zarr image's channels are numbered from 0")
         source = open_lazy(path, channel=int(text) if text else None, axes=options.axes)
         return source, options.pixel_size or source.pixel_size
