@@ -256,3 +256,22 @@ def test_odd_numbers_are_one_line(tmp_path: Path, tiny_model: Path, argv: list[s
     assert main(command) == 2  # a bad option, or the batch's only file refused
     err = capsys.readouterr().err
     assert expected in err and "Traceback" not in err
+
+
+def test_a_large_batch_rewrites_its_summary_at_intervals(tmp_path: Path, tiny_model: Path, monkeypatch) -> None:
+    """summary.csv and index.html were rewritten after every file: quadratic in the batch. Now after
+    each of the first 20 files, then every 1%, and once at the end, which holds every row."""
+    from attention_unet import predict
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for k in range(25):
+        _image(folder / f"img{k:02d}.png", seed=k % 5)
+    writes = []
+    real = predict.write_summary
+    monkeypatch.setattr(
+        predict, "write_summary", lambda f, rows, failed: writes.append(len(rows)) or real(f, rows, failed)
+    )
+    assert main(["predict", str(folder), "--model", str(tiny_model), "--out", str(tmp_path / "out")]) == 0
+    assert writes == [*range(1, 21), 25]
+    assert len(_summary(tmp_path / "out")) == 25
