@@ -275,3 +275,16 @@ def test_a_large_batch_rewrites_its_summary_at_intervals(tmp_path: Path, tiny_mo
     assert main(["predict", str(folder), "--model", str(tiny_model), "--out", str(tmp_path / "out")]) == 0
     assert writes == [*range(1, 21), 25]
     assert len(_summary(tmp_path / "out")) == 25
+
+
+def test_engine_onnx_leaves_nothing_in_the_temporary_folder(tmp_path: Path, tiny_model: Path, monkeypatch) -> None:
+    """--engine onnx with a safetensors model exported to a mkdtemp() folder that was never removed."""
+    import tempfile
+
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temporary))
+    _image(tmp_path / "a.png")
+    argv = ["predict", str(tmp_path / "a.png"), "--model", str(tiny_model), "--engine", "onnx"]
+    assert main([*argv, "--out", str(tmp_path / "out")]) == 0
+    assert list(temporary.iterdir()) == []

@@ -123,10 +123,12 @@ def open_runner(model: str | Path | None, device: str, engine: str, attention: b
 
         if attention:
             raise InputError("attention needs engine 'torch' (the ONNX graph returns logits only)", "attention")
-        if path.suffix != ".onnx":
+        if path.suffix != ".onnx":  # exported for this session only: the file goes once it is loaded
             import tempfile
 
-            path = export_onnx(load_model(path), Path(tempfile.mkdtemp()) / "model.onnx")
+            with tempfile.TemporaryDirectory() as tmp:
+                exported = export_onnx(load_model(path), Path(tmp) / "model.onnx")
+                return onnx_runner(exported), onnx_info(exported)
         info = onnx_info(path)  # first: a file that is no model is one line, before a session is built
         return onnx_runner(path), info
     from ..export import fold_batchnorm
