@@ -288,3 +288,28 @@ def test_engine_onnx_leaves_nothing_in_the_temporary_folder(tmp_path: Path, tiny
     argv = ["predict", str(tmp_path / "a.png"), "--model", str(tiny_model), "--engine", "onnx"]
     assert main([*argv, "--out", str(tmp_path / "out")]) == 0
     assert list(temporary.iterdir()) == []
+
+
+def test_a_finetune_that_fails_on_bad_data_leaves_no_folder_to_refuse_the_fixed_rerun(
+    tmp_path: Path, tiny_model: Path, capsys
+) -> None:
+    """finetune wrote config.yaml before reading the data: after a bad-data failure the fixed
+    rerun was refused ('holds files already')."""
+    bad = tmp_path / "bad"
+    (bad / "images").mkdir(parents=True)
+    (bad / "masks").mkdir()
+    (bad / "images" / "a.png").write_bytes(b"not a png")
+    (bad / "masks" / "a.png").write_bytes(b"not a png")
+    out = tmp_path / "run"
+    argv = ["--model", str(tiny_model), "--out", str(out), "--epochs", "1", "--minutes", "0.2"]
+    assert main(["finetune", str(bad), *argv]) == 2
+    assert "cannot read image" in capsys.readouterr().err and not out.exists()
+    good = tmp_path / "good"
+    (good / "images").mkdir(parents=True)
+    (good / "masks").mkdir()
+    for k in range(2):
+        image, labels = synthetic(k, (128, 128))
+        iio.imwrite(good / "images" / f"g{k}.png", image)
+        iio.imwrite(good / "masks" / f"g{k}.png", labels.astype(np.uint16))
+    assert main(["finetune", str(good), *argv]) == 0
+    assert (out / "model" / "model.safetensors").is_file()

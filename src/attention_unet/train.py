@@ -11,6 +11,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import time
 import warnings
 from collections.abc import Iterator
@@ -589,9 +590,14 @@ def _fit(cfg: TrainConfig) -> Path:
     cfg.validate()
     check_training_memory(cfg)
     allocator.keep_freed_memory()  # for the whole process: every step reuses the last one's memory
-    run_dir, resume = _run_folder(cfg)
+    run_dir, resume, created = _run_folder(cfg)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    train_loader, valid_loader = _loaders(cfg, run_dir)
+    try:
+        train_loader, valid_loader = _loaders(cfg, run_dir)
+    except InputError:
+        if created:  # bad data: no half-made run folder that the fixed rerun would refuse
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
     trainer = _trainer(cfg, run_dir)
     task = SegmentationTask(asdict(cfg.model_config()), _jsonable(asdict(cfg)))
     if cfg.init_from:
@@ -605,9 +611,10 @@ def _fit(cfg: TrainConfig) -> Path:
     return run_dir
 
 
-def _run_folder(cfg: TrainConfig) -> tuple[Path, str | None]:
-    """The run folder, made, with the resolved options in it; the checkpoint to resume from. Checked
-    before anything is written: a failed --resume must not leave a folder that a new run refuses."""
+def _run_folder(cfg: TrainConfig) -> tuple[Path, str | None, bool]:
+    """The run folder, made, with the resolved options in it; the checkpoint to resume from; whether
+    this call made the folder. Checked before anything is written: a failed --resume must not leave
+    a folder that a new run refuses."""
     run_dir = Path(cfg.out or f"runs/{time.strftime('%Y%m%d-%H%M%S')}")
     # an earlier run's model, or the user's own files, are not written over; checked where the run
     # is launched only (the processes a distributed run starts find the folder filled by it)
@@ -619,11 +626,12 @@ def _run_folder(cfg: TrainConfig) -> tuple[Path, str | None]:
         raise InputError(
             f"--out {run_dir}: holds files already; choose another --out (or continue a train run there with --resume last)"
         )
+    created = not run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
     import yaml
 
     (run_dir / "config.yaml").write_text(yaml.safe_dump(_jsonable(asdict(cfg)), sort_keys=False))
-    return run_dir, resume
+    return run_dir, resume, created
 
 
 def _loaders(cfg: TrainConfig, run_dir: Path) -> tuple[DataLoader, DataLoader]:
