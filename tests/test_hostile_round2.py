@@ -313,3 +313,30 @@ def test_a_finetune_that_fails_on_bad_data_leaves_no_folder_to_refuse_the_fixed_
         iio.imwrite(good / "masks" / f"g{k}.png", labels.astype(np.uint16))
     assert main(["finetune", str(good), *argv]) == 0
     assert (out / "model" / "model.safetensors").is_file()
+
+
+@pytest.mark.parametrize("dtype", [np.int8, np.int16, np.uint64])
+def test_label_masks_of_every_integer_type_keep_their_nuclei(tmp_path: Path, dtype: type) -> None:
+    """int16, int8 and uint64 masks were read as binary: two touching nuclei became one."""
+    from attention_unet import data
+
+    (tmp_path / "images").mkdir()
+    (tmp_path / "masks").mkdir()
+    labels = np.zeros((32, 32), dtype)
+    labels[8:24, 4:16], labels[8:24, 16:28] = 1, 2 if dtype != np.uint64 else 2**40  # touching
+    iio.imwrite(tmp_path / "images" / "a.png", np.full((32, 32), 100, np.uint8))
+    tifffile.imwrite(tmp_path / "masks" / "a.tif", labels)
+    (record,) = data.load_records(tmp_path, use_cache=False)
+    assert record.labels.max() == 2 and len(np.unique(record.labels)) == 3
+
+
+def test_training_keeps_nuclei_whose_ids_pass_65535() -> None:
+    """Training cast labels to uint16: 65536 became background and 65537 fused with nucleus 1."""
+    from attention_unet import data
+    from attention_unet.train import TrainConfig, TrainDataset
+
+    labels = np.zeros((64, 64), np.int32)
+    labels[4:20, 4:20], labels[30:50, 4:20], labels[30:50, 30:50] = 1, 65536, 65537
+    record = data.Record("a", np.full((64, 64, 3), 100, np.uint8), labels)
+    dataset = TrainDataset([record], TrainConfig(input="crop:32", samples_per_epoch=1))
+    assert len(np.unique(dataset.labels[0])) == 4

@@ -105,14 +105,37 @@ def to_rgb(image: np.ndarray, name: str = "image") -> np.ndarray:
 
 
 def mask_to_labels(mask: np.ndarray, name: str) -> np.ndarray:
-    """Instance labels from a mask file: integer >8-bit masks are labels; 8-bit ones are binary and
-    split into connected components; JPG masks are thresholded at 127."""
+    """Instance labels from a mask file: integer masks other than 8-bit unsigned are labels (int8,
+    int16, uint64 included; ids beyond int32 renumbered, not wrapped); uint8 ones are binary and
+    split into connected components; JPG masks are thresholded at 127. Negative ids are refused.
+
+    >>> mask_to_labels(np.array([[0, 2**40], [2**33, 2**40]], np.uint64), "m.tif").tolist()
+    [[0, 2], [1, 2]]
+    """
     if mask.ndim == 3:
         mask = mask[..., :3].max(axis=2)
-    if mask.dtype in (np.uint16, np.uint32, np.int32, np.int64) and mask.max() > 1:
+    if np.issubdtype(mask.dtype, np.integer) and mask.dtype != np.uint8 and mask.size and mask.max() > 1:
+        if mask.min() < 0:
+            raise InputError(f"{name}: a label mask with negative ids ({int(mask.min())}); labels are 0 or more")
+        if mask.max() > np.iinfo(np.int32).max:
+            return np.unique(mask, return_inverse=True)[1].reshape(mask.shape).astype(np.int32)
         return mask.astype(np.int32)
     threshold = 127 if name.lower().endswith((".jpg", ".jpeg")) else 0
     return ndimage.label(mask > threshold)[0].astype(np.int32)
+
+
+def compact_labels(labels: np.ndarray) -> np.ndarray:
+    """Labels in the smallest type that holds them without merging any: uint16 (ids renumbered
+    when they exceed 65535 but fit in number), else int32.
+
+    >>> compact_labels(np.array([[0, 1], [65536, 65537]])).tolist()
+    [[0, 1], [2, 3]]
+    """
+    if labels.max(initial=0) <= np.iinfo(np.uint16).max:
+        return labels.astype(np.uint16)
+    ids, inverse = np.unique(labels, return_inverse=True)
+    inverse = inverse.reshape(labels.shape)
+    return inverse.astype(np.uint16 if len(ids) <= np.iinfo(np.uint16).max + 1 else np.int32)
 
 
 # --------------------------------------------------------------------------------------- layouts

@@ -210,7 +210,7 @@ class TrainDataset(Dataset):
         for r, stain in zip(records, self.stain):
             _, hi = data.normalisation_range(r.image, "fixed")
             value_range = tuple(v / hi for v in data.normalisation_range(r.image, cfg.norm)) if stain else None
-            image, labels = data.normalise(r.image, "fixed" if stain else cfg.norm), r.labels.astype(np.uint16)
+            image, labels = data.normalise(r.image, "fixed" if stain else cfg.norm), data.compact_labels(r.labels)
             if self.crop is None:
                 image, labels = data.resize(image, EVAL_SIZE), data.resize(labels, EVAL_SIZE, nearest=True)
             self.images.append(image)
