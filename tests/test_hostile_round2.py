@@ -340,3 +340,13 @@ def test_training_keeps_nuclei_whose_ids_pass_65535() -> None:
     record = data.Record("a", np.full((64, 64, 3), 100, np.uint8), labels)
     dataset = TrainDataset([record], TrainConfig(input="crop:32", samples_per_epoch=1))
     assert len(np.unique(dataset.labels[0])) == 4
+
+
+def test_segmenter_applies_the_pixel_limit(monkeypatch) -> None:
+    """Segmenter.segment applied no pixel limit (a large array went straight to inference)."""
+    from attention_unet.segmenter import as_image
+
+    monkeypatch.setenv("ATTENTION_UNET_MAX_PIXELS", "1000")
+    with pytest.raises(InputError, match="image: 50 x 40 pixels is above the limit of 1,000 per image"):
+        as_image(np.zeros((40, 50), np.uint8))
+    assert as_image(np.zeros((20, 50), np.uint8)).shape == (20, 50, 3)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import data
+from . import data, limits
 from .errors import InputError
 from .images import check_pixel_size
 from .inference.engine import load_predictor, scale_for_diameter
@@ -66,6 +66,8 @@ def as_image(image: np.ndarray, *, axes: str | None = None, channel: int | None 
     axes = axes.upper()
     if sorted(axes) not in (sorted("YX"), sorted("YXC")) or len(axes) != image.ndim:
         raise InputError(f"axes '{axes}' do not describe an array of shape {image.shape} (use YX, YXC or CYX)")
+    # the pixel limit of every other way in: inference holds several float copies of the plane
+    limits.check_pixels(image.shape[axes.index("Y")], image.shape[axes.index("X")], "image")
     if axes == "YX":
         if channel not in (None, 0):
             raise InputError(f"channel {channel} does not exist: the image has 1 channel")
