@@ -149,3 +149,16 @@ def test_the_manifest_is_valid() -> None:
 
     manifest = PluginManifest.from_distribution("attention-unet")
     assert manifest.name == "attention-unet" and manifest.contributions.widgets[0].display_name == "Segment nuclei"
+
+
+def test_the_labels_reader_applies_the_pixel_limit(tmp_path: Path, monkeypatch) -> None:
+    """The *_labels.tif reader decoded whatever a file declared (a 7 MB file asked for 6.7 GiB)."""
+    from attention_unet.errors import InputError
+
+    tifffile.imwrite(tmp_path / "big_labels.tif", np.zeros((3, 40, 50), np.uint16))
+    monkeypatch.setenv("ATTENTION_UNET_MAX_PIXELS", "5000")
+    reader = get_labels_reader(str(tmp_path / "big_labels.tif"))
+    with pytest.raises(InputError, match="6,000 label pixels .* above the limit of 5,000"):
+        reader(str(tmp_path / "big_labels.tif"))
+    monkeypatch.setenv("ATTENTION_UNET_MAX_PIXELS", "6000")
+    assert reader(str(tmp_path / "big_labels.tif"))[0][0].shape == (3, 40, 50)

@@ -264,14 +264,24 @@ def get_labels_reader(path: str | list[str]) -> Any:
     try:
         with tifffile.TiffFile(path) as tif:
             integers = np.issubdtype(tif.series[0].dtype, np.integer)
+            shape = tif.series[0].shape
     except Exception:  # noqa: BLE001 - tifffile raises many types for what is no TIFF
         return None
     if not integers:
         return None
 
     def read(path: str) -> list[tuple[np.ndarray, dict[str, Any], str]]:
+        import math
+
         import tifffile
 
+        from .limits import max_pixels
+
+        if math.prod(shape) > max_pixels():  # before decoding: a small file may declare gigabytes
+            raise InputError(
+                f"{path}: {math.prod(shape):,} label pixels ({' x '.join(map(str, shape))}) is above the limit of "
+                f"{max_pixels():,} (ATTENTION_UNET_MAX_PIXELS)"
+            )
         return [(tifffile.imread(path), {"name": Path(path).stem}, "labels")]
 
     return read
