@@ -254,7 +254,8 @@ def test_6b_a_damaged_output_list_in_out_is_still_ours(tmp_path: Path, tiny_mode
             with open(out / MANIFEST, "ab") as f:
                 f.write(b"\xff\xfe damaged")
     assert main(argv) == 0  # b's outputs are still known as its own, so replaced
-    assert "b_labels.tif" in listed(out) and b"damaged\nb_" in (out / MANIFEST).read_bytes()
+    # the damaged last line was ended before the next entry (a's stamps, then b's outputs), not joined to it
+    assert "b_labels.tif" in listed(out) and b"damaged\na_" in (out / MANIFEST).read_bytes()
 
 
 def test_7_inputs_sharing_a_stem_get_distinct_outputs(tmp_path: Path, tiny_model: Path) -> None:

@@ -350,3 +350,21 @@ def test_segmenter_applies_the_pixel_limit(monkeypatch) -> None:
     with pytest.raises(InputError, match="image: 50 x 40 pixels is above the limit of 1,000 per image"):
         as_image(np.zeros((40, 50), np.uint8))
     assert as_image(np.zeros((20, 50), np.uint8)).shape == (20, 50, 3)
+
+
+def test_labels_corrected_by_hand_under_our_name_are_kept(tmp_path: Path, tiny_model: Path, capsys) -> None:
+    """A *_labels.tif the user corrected and saved under the same name was replaced by the next run
+    (the output list named files only): a file changed since the tool wrote it is the user's."""
+    _image(tmp_path / "a.png")
+    _image(tmp_path / "b.png", seed=4)
+    out = tmp_path / "out"
+    argv = ["predict", str(tmp_path / "a.png"), str(tmp_path / "b.png"), "--model", str(tiny_model), "--out", str(out)]
+    assert main(argv) == 0
+    corrected = np.zeros((64, 64), np.uint16)
+    corrected[10:20, 10:20] = 7
+    tifffile.imwrite(out / "a_labels.tif", corrected)
+    assert main(argv) == 1  # a.png refused, b.png redone
+    assert "a_labels.tif: changed since attention-unet wrote it" in capsys.readouterr().err
+    np.testing.assert_array_equal(tifffile.imread(out / "a_labels.tif"), corrected)
+    only_b = ["predict", str(tmp_path / "b.png"), "--model", str(tiny_model), "--out", str(out)]
+    assert main(only_b) == 0  # b's own outputs are still the tool's to replace

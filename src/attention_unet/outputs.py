@@ -39,13 +39,33 @@ def from_spreadsheet_cell(text: str) -> str:
     return text.removeprefix("'")
 
 
+# the run's own tables and pages, rebuilt from its outputs on every run: rewritten even when a
+# spreadsheet opened and saved them (a per-image output changed since written is the user's)
+REGENERATED = ("summary.csv", "index.html", "score.csv", "summary.json", "report.html")
+
+
+def _entries(folder: Path) -> list[str]:
+    try:
+        return [line for line in (folder / MANIFEST).read_text(errors="replace").splitlines() if line]
+    except OSError:
+        return []
+
+
 def listed(folder: Path) -> set[str]:
     """The paths an output folder lists as written by its runs: none where it has no list, or one
-    that cannot be read (permissions, damage): then nothing there is taken for the tool's."""
-    try:
-        return {line for line in (folder / MANIFEST).read_text(errors="replace").splitlines() if line}
-    except OSError:
-        return set()
+    that cannot be read (permissions, damage): then nothing there is taken for the tool's. A line
+    is a path, or a path, a tab and the size and modification time the file had when written."""
+    return {line.split("\t", 1)[0] for line in _entries(folder)}
+
+
+def stamps(folder: Path) -> dict[str, str]:
+    """Each listed file's "size mtime_ns" as the tool left it (the last one recorded)."""
+    return dict(line.split("\t", 1) for line in _entries(folder) if "\t" in line)
+
+
+def stamp_of(path: Path) -> str:
+    stat = path.stat()
+    return f"{stat.st_size} {stat.st_mtime_ns}"
 
 
 def written_by_a_run(path: Path, manifests: dict[Path, set[str]] | None = None) -> bool:
@@ -73,6 +93,7 @@ class OutputFolder:
         if self.root.exists() and not self.root.is_dir():
             raise InputError(f"--out {self.root}: is a file, not a folder")
         self.ours = listed(self.root)
+        self.stamps = stamps(self.root)
 
     def lock(self) -> None:
         """Hold the folder for this process (until it exits): a second run into it is an error.
@@ -124,6 +145,11 @@ class OutputFolder:
             raise InputError(
                 f"{path}: exists and was not written by attention-unet; not {doing} it (choose another --out)"
             )
+        changed = relative in self.stamps and path.is_file() and stamp_of(path) != self.stamps[relative]
+        if changed and path.name not in REGENERATED:
+            raise InputError(  # a labels file corrected by hand under our name is the user's now
+                f"{path}: changed since attention-unet wrote it; not {doing} it (move it, or choose another --out)"
+            )
         return relative
 
     @contextmanager
@@ -139,6 +165,8 @@ class OutputFolder:
                 self.ours.add(relative)
                 self._list(relative)
             os.replace(temporary, path)
+            self.stamps[relative] = stamp_of(path)  # as written: a later change is the user's
+            self._list(f"{relative}\t{self.stamps[relative]}")
         finally:
             temporary.unlink(missing_ok=True)
 
