@@ -8,6 +8,7 @@ each other dataset's default split.
 
 import json
 import sys
+from pathlib import Path
 
 from attention_unet import data
 
@@ -26,6 +27,7 @@ def main(out: str) -> None:
         else:
             split[source] = data.default_split(ids)
         print(source, {k: len(v) for k, v in split[source].items()})
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
     with open(out, "w") as f:
         json.dump(split, f, indent=1)
 
