@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install demo test test-napari test-slow bench lint clean
+.PHONY: install demo test test-napari bench lint clean
 
 install: $(VENV)/.installed
 
@@ -24,9 +24,6 @@ test: install
 test-napari: install
 	$(BIN)/pip install --quiet -e ".[napari]" "pytest-qt>=4.4"
 	xvfb-run -a $(BIN)/python -m pytest -q tests/test_napari.py
-
-test-slow: install
-	$(BIN)/python -m pytest -q --runslow
 
 bench: install
 	$(BIN)/pip install --quiet -e ".[bench]"

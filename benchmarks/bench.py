@@ -30,10 +30,12 @@ import numpy as np
 import psutil
 import torch
 
-from attention_unet import AttentionUNet, allocator, data
-from attention_unet.export import calibration_tiles, export_onnx, fold_batchnorm, onnx_runner, quantize_onnx
+from attention_unet import AttentionUNet, allocator
+from attention_unet.inference.engine import torch_runner
+from attention_unet.inference.pipeline import make_predictor
+from attention_unet.io import data
 from attention_unet.model import PRESETS
-from attention_unet.tiling import Predictor, torch_runner
+from attention_unet.model.export import calibration_tiles, export_onnx, fold_batchnorm, onnx_runner, quantize_onnx
 
 
 class PeakRSS:
@@ -124,7 +126,8 @@ def train_speed(model: torch.nn.Module, size: int, repeats: int) -> tuple[float,
 def loader_speed(n: int = 400) -> float:
     """Training samples/s of the data pipeline alone: scaled 128 x 128 crops of the embedded sample
     with the shipped recipe's augmentation, polarity normalisation and contour targets."""
-    from attention_unet.train import TrainConfig, TrainDataset
+    from attention_unet.training.config import TrainConfig
+    from attention_unet.training.datasets import TrainDataset
 
     cfg = TrainConfig(input="crop:128", augment="full", norm="polarity", contour=True, samples_per_epoch=n)
     dataset = TrainDataset(data.load_records(data.SAMPLE_DIR), cfg)
@@ -199,7 +202,7 @@ def main() -> None:
                 runner = torch_runner(folded)
             else:
                 runner = torch_runner(model)
-            predictor = Predictor(runner, "percentile", tile=512, batch_size=4)
+            predictor = make_predictor(runner, "percentile", tile=512, batch_size=4)
             row["predict_1024_s"] = timed(lambda predictor=predictor: predictor.probability(big), max(1, repeats // 2))
             if preset in args.huge:
                 with PeakRSS() as mem:

@@ -31,7 +31,7 @@ TILE = 512
 def sample_tiles() -> list[np.ndarray]:
     import imageio.v3 as iio
 
-    from attention_unet import data
+    from attention_unet.io import data
 
     tiles = []
     for path in sorted((Path(data.SAMPLE_DIR) / "images").glob("*.png")):

@@ -23,10 +23,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from attention_unet import data
 from attention_unet import model as model_module
-from attention_unet.export import calibration_tiles, export_onnx, quantize_onnx
+from attention_unet.io import data
 from attention_unet.model import PRESETS, AttentionUNet, DecoderBlock, upsample
+from attention_unet.model.export import calibration_tiles, export_onnx, quantize_onnx
 
 
 def edge_pad(x: torch.Tensor, dim: int) -> torch.Tensor:

@@ -24,10 +24,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from attention_unet import data
-from attention_unet.export import calibration_tiles, export_onnx, onnx_runner, quantize_onnx
+from attention_unet.inference.pipeline import make_predictor
+from attention_unet.io import data
 from attention_unet.model import PRESETS, AttentionUNet
-from attention_unet.tiling import Predictor
+from attention_unet.model.export import calibration_tiles, export_onnx, onnx_runner, quantize_onnx
 
 
 def monai_onnx(width: int, depth: int, path: Path) -> Path:
@@ -107,7 +107,9 @@ def main() -> None:
             for precision in args.precisions:
                 runs = {impl: onnx_runner(paths[impl][precision]) for impl in paths}
                 network = paired({impl: lambda run=run: run(batch) for impl, run in runs.items()}, args.repeats)
-                predictors = {impl: Predictor(run, "percentile", tile=512, batch_size=4) for impl, run in runs.items()}
+                predictors = {
+                    impl: make_predictor(run, "percentile", tile=512, batch_size=4) for impl, run in runs.items()
+                }
                 tiled = paired({impl: lambda p=p: p.probability(big) for impl, p in predictors.items()}, args.repeats)
                 row = {"preset": preset, "onnx": precision, "repeats": args.repeats}
                 for size, times in (("256", network), ("1024", tiled)):

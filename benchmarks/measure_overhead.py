@@ -17,10 +17,10 @@ import numpy as np
 import roifile
 import tifffile
 
-from attention_unet.data import SAMPLE_DIR, load_records
-from attention_unet.images import overlay
-from attention_unet.measure import geojson_features, measurements, outlines, rois, write_geojson, write_table
-from attention_unet.predict import load_predictor
+from attention_unet.commands.predict import load_predictor
+from attention_unet.io.data import SAMPLE_DIR, load_records
+from attention_unet.io.images import overlay
+from attention_unet.io.measure import geojson_features, measurements, outlines, rois, write_geojson, write_table
 
 
 def main() -> None:

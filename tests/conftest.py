@@ -1,4 +1,4 @@
-"""Shared fixtures: a tiny generated dataset in the flat layout, and the --runslow switch."""
+"""Shared fixtures: a tiny generated dataset in the flat layout, and stand-in runners."""
 
 from pathlib import Path
 from typing import Any
@@ -11,19 +11,6 @@ from attention_unet.inference.pipeline import Predictor, make_predictor
 from attention_unet.inference.tiles import Runner
 
 ARCHIVE = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "dsb2018" / "stage1_train.zip"
-
-
-def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addoption("--runslow", action="store_true", help="also run tests marked slow")
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list) -> None:
-    if config.getoption("--runslow"):
-        return
-    skip = pytest.mark.skip(reason="slow: run with --runslow")
-    for item in items:
-        if "slow" in item.keywords:
-            item.add_marker(skip)
 
 
 def disks(shape: tuple[int, int], centres: list[tuple[int, int]], radius: int) -> np.ndarray:

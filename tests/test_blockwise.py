@@ -12,8 +12,9 @@ import pytest
 import tifffile
 import zarr
 
-from attention_unet import blockwise, data
 from attention_unet.cli import main
+from attention_unet.inference import blockwise
+from attention_unet.io import data
 
 from .conftest import disks, fragments_and_large_nuclei, fragments_predictor, sure_below
 
@@ -156,7 +157,7 @@ def test_blockwise_outlines_are_those_of_the_stitched_labels(tmp_path: Path) -> 
     of that label in the stitched labels (traced per block, where the nucleus is whole)."""
     import roifile
 
-    from attention_unet.measure import outlines
+    from attention_unet.io.measure import outlines
 
     tifffile.imwrite(tmp_path / "big.tif", sample_mosaic(1100), tile=(256, 256))
     args = ["predict", str(tmp_path / "big.tif"), "--scale", "1", "--no-tta", "--out", str(tmp_path / "out")]

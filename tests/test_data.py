@@ -11,8 +11,8 @@ import tifffile
 from scipy import ndimage
 from sklearn.model_selection import train_test_split
 
-from attention_unet import data, images
 from attention_unet.errors import InputError
+from attention_unet.io import data, images
 
 from .conftest import ARCHIVE, disks
 

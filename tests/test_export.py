@@ -7,9 +7,16 @@ import pytest
 import torch
 
 from attention_unet import AttentionUNet, ModelConfig, load_model
-from attention_unet.data import SAMPLE_DIR, load_records
-from attention_unet.export import calibration_tiles, export_onnx, fold_batchnorm, onnx_info, onnx_runner, quantize_onnx
+from attention_unet.io.data import SAMPLE_DIR, load_records
 from attention_unet.model import pretrained_path
+from attention_unet.model.export import (
+    calibration_tiles,
+    export_onnx,
+    fold_batchnorm,
+    onnx_info,
+    onnx_runner,
+    quantize_onnx,
+)
 
 
 @pytest.fixture(scope="module")
@@ -93,13 +100,15 @@ def test_engine_auto_runs_the_shipped_int8_only_when_it_was_made_from_the_shippe
 ) -> None:
     import importlib.util
 
-    from attention_unet import export, model
+    from attention_unet import model
     from attention_unet.inference import engine
+    from attention_unet.model import export
 
     weights = tmp_path / "weights"
     weights.mkdir()
     (weights / "model.safetensors").write_bytes((tiny_model / "model.safetensors").read_bytes())
-    monkeypatch.setattr(model, "pretrained_path", lambda: weights / "model.safetensors")
+    for module in (model, model.files):  # the package's name and the defining module's
+        monkeypatch.setattr(module, "pretrained_path", lambda: weights / "model.safetensors")
     runners = []
     monkeypatch.setattr(
         export, "onnx_runner", lambda path: runners.append(Path(path)) or (lambda batch: (batch[:, :1], []))

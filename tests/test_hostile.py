@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 from safetensors.torch import save_file
 
 from attention_unet.cli import main
-from attention_unet.outputs import OutputFolder
+from attention_unet.io.outputs import OutputFolder
 
 from .conftest import synthetic
 
@@ -153,7 +153,7 @@ def test_4_a_200_page_tiff_is_read_one_plane_at_a_time(tmp_path: Path) -> None:
     )
     code = (
         "import resource; resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30));"
-        "from attention_unet.images import open_image;"
+        "from attention_unet.io.images import open_image;"
         "print(sum(1 for plane in open_image('pages.tif').planes()))"
     )
     result = subprocess.run(
@@ -229,7 +229,7 @@ def test_6_evaluate_and_train_leave_the_users_files_and_earlier_runs(
 
 
 def test_6_a_damaged_or_unreadable_output_list_stops_nothing(tmp_path: Path) -> None:
-    from attention_unet.outputs import MANIFEST, written_by_a_run
+    from attention_unet.io.outputs import MANIFEST, written_by_a_run
 
     iio.imwrite(tmp_path / "a.png", synthetic(0)[0])
     (tmp_path / MANIFEST).write_bytes(b"b.png\n\xff\xfe damaged\n")  # not UTF-8
@@ -242,7 +242,7 @@ def test_6_a_damaged_or_unreadable_output_list_stops_nothing(tmp_path: Path) -> 
 def test_6b_a_damaged_output_list_in_out_is_still_ours(tmp_path: Path, tiny_model: Path) -> None:
     """--out's own list damaged (not UTF-8, no end to its last line): predicting into it works, and
     again, replacing its own outputs (it had stopped with a UnicodeDecodeError traceback)."""
-    from attention_unet.outputs import MANIFEST, listed
+    from attention_unet.io.outputs import MANIFEST, listed
 
     out, images = tmp_path / "out", tmp_path / "in"
     images.mkdir()
@@ -331,7 +331,7 @@ def test_11b_a_cache_that_cannot_be_written_stops_nothing(
 ) -> None:
     """The cache only saves time: a cache folder that cannot be made (here under a file, as a
     read-only or full disk would refuse it) is a warning, and the records come all the same."""
-    from attention_unet import data
+    from attention_unet.io import data
 
     (tmp_path / "file").write_text("")
     monkeypatch.setenv("ATTENTION_UNET_CACHE", str(tmp_path / "file" / "cache"))
@@ -352,7 +352,7 @@ def test_11b_a_cache_that_cannot_be_written_stops_nothing(
 def test_11_a_damaged_or_tampered_cache_is_rebuilt_with_a_warning(
     tiny_dataset: Path, tmp_path: Path, monkeypatch, capsys
 ) -> None:
-    from attention_unet import data
+    from attention_unet.io import data
 
     monkeypatch.setenv("ATTENTION_UNET_CACHE", str(tmp_path / "cache"))
     first = data.load_records(tiny_dataset)
@@ -373,7 +373,7 @@ def test_11_a_damaged_or_tampered_cache_is_rebuilt_with_a_warning(
 
 
 def test_12_a_nan_pixel_does_not_blank_the_image(tmp_path: Path) -> None:
-    from attention_unet.data import normalise, to_rgb
+    from attention_unet.io.data import normalise, to_rgb
 
     image = synthetic(3, (64, 64))[0].astype(np.float32)
     broken = image.copy()

@@ -30,7 +30,7 @@ def refuse(*args, **kwargs):
     raise OSError("this test allows no network")
 socket.getaddrinfo = refuse
 socket.socket.connect = refuse
-import attention_unet.train  # what train, finetune and demo import
+import attention_unet.training.fit  # what train, finetune and demo import
 import albumentations  # imported by the augmentations of every training run
 print(len(calls))
 """
@@ -112,7 +112,7 @@ def test_export_killed_mid_write_keeps_the_previous_model(tmp_path: Path, tiny_m
     """export --onnx wrote in place: a kill mid-write left a truncated file and no model."""
     import torch
 
-    from attention_unet.export import onnx_info
+    from attention_unet.model.export import onnx_info
 
     target = tmp_path / "m.onnx"
     assert main(["export", "--model", str(tiny_model), "--onnx", str(target)]) == 0
@@ -130,7 +130,7 @@ def test_export_killed_mid_write_keeps_the_previous_model(tmp_path: Path, tiny_m
 
 @pytest.mark.parametrize("value", ["=1+1", "-2", "@x", "+y", "'z"])
 def test_spreadsheet_cells_round_trip(value: str) -> None:
-    from attention_unet.outputs import from_spreadsheet_cell, spreadsheet_cell
+    from attention_unet.io.outputs import from_spreadsheet_cell, spreadsheet_cell
 
     cell = spreadsheet_cell(value)
     assert isinstance(cell, str) and cell.startswith("'") and from_spreadsheet_cell(cell) == value
@@ -261,7 +261,7 @@ def test_odd_numbers_are_one_line(tmp_path: Path, tiny_model: Path, argv: list[s
 def test_a_large_batch_rewrites_its_summary_at_intervals(tmp_path: Path, tiny_model: Path, monkeypatch) -> None:
     """summary.csv and index.html were rewritten after every file: quadratic in the batch. Now after
     each of the first 20 files, then every 1%, and once at the end, which holds every row."""
-    from attention_unet import predict
+    from attention_unet.commands import predict
 
     folder = tmp_path / "in"
     folder.mkdir()
@@ -318,7 +318,7 @@ def test_a_finetune_that_fails_on_bad_data_leaves_no_folder_to_refuse_the_fixed_
 @pytest.mark.parametrize("dtype", [np.int8, np.int16, np.uint64])
 def test_label_masks_of_every_integer_type_keep_their_nuclei(tmp_path: Path, dtype: type) -> None:
     """int16, int8 and uint64 masks were read as binary: two touching nuclei became one."""
-    from attention_unet import data
+    from attention_unet.io import data
 
     (tmp_path / "images").mkdir()
     (tmp_path / "masks").mkdir()
@@ -332,8 +332,9 @@ def test_label_masks_of_every_integer_type_keep_their_nuclei(tmp_path: Path, dty
 
 def test_training_keeps_nuclei_whose_ids_pass_65535() -> None:
     """Training cast labels to uint16: 65536 became background and 65537 fused with nucleus 1."""
-    from attention_unet import data
-    from attention_unet.train import TrainConfig, TrainDataset
+    from attention_unet.io import data
+    from attention_unet.training.config import TrainConfig
+    from attention_unet.training.datasets import TrainDataset
 
     labels = np.zeros((64, 64), np.int32)
     labels[4:20, 4:20], labels[30:50, 4:20], labels[30:50, 30:50] = 1, 65536, 65537

@@ -14,9 +14,9 @@ import roifile
 import tifffile
 
 from attention_unet.cli import main
-from attention_unet.data import SAMPLE_DIR
-from attention_unet.images import open_image
-from attention_unet.measure import keep, measurements, outlines, polygon_area
+from attention_unet.io.data import SAMPLE_DIR
+from attention_unet.io.images import open_image
+from attention_unet.io.measure import keep, measurements, outlines, polygon_area
 
 SAMPLE = SAMPLE_DIR / "images" / "05040e2e959c3f5632558fc9683fec88f0010026c555b499066346f67fdd0e13.png"
 
@@ -193,7 +193,7 @@ def test_inputs_are_files_folders_and_globs_each_file_once(tmp_path: Path) -> No
     """Relative paths (which the outputs mirror) start below a folder or a glob's fixed part; a
     path or a glob that finds nothing is an error, as a typo must not pass for an empty batch."""
     from attention_unet.errors import InputError
-    from attention_unet.images import find_inputs
+    from attention_unet.io.images import find_inputs
 
     for rel in ("a/x.png", "a/b/y.tif", "c/z.png"):
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -216,7 +216,7 @@ def test_compressed_tiffs_read_whole_and_by_windows(tmp_path: Path, compression:
     """The compressions microscopes and slide scanners write (through imagecodecs; tifffile alone
     read none but zlib, and LZW TIFFs failed as 'list index out of range'): the lossless ones read
     back exactly, as a whole plane and as a block-wise window of a tiled file."""
-    from attention_unet.blockwise import open_lazy
+    from attention_unet.inference.blockwise import open_lazy
 
     image = (nuclei() // 257).astype(np.uint8)  # JPEG takes 8-bit
     path = tmp_path / f"{compression}.tif"

@@ -11,16 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from attention_unet import AttentionUNet, ModelConfig, load_model
-from attention_unet import model as model_module
-from attention_unet.model import (
-    PRESETS,
-    DecoderBlock,
-    count_parameters,
-    read_model_info,
-    save_model,
-    upsample,
-    upsample_conv,
-)
+from attention_unet.model import PRESETS, count_parameters, read_model_info, save_model, upsample_conv
+from attention_unet.model import network as model_module
+from attention_unet.model.network import DecoderBlock, upsample
 
 
 @pytest.mark.parametrize("size", [(16, 16), (37, 53), (64, 9), (5, 7), (100, 128)])

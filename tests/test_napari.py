@@ -18,7 +18,7 @@ import imageio.v3 as iio
 import tifffile
 
 from attention_unet.cli import main
-from attention_unet.data import SAMPLE_DIR
+from attention_unet.io.data import SAMPLE_DIR
 from attention_unet.napari_plugin import SegmentWidget, get_labels_reader, sample_data
 
 SAMPLE = SAMPLE_DIR / "images" / "05040e2e959c3f5632558fc9683fec88f0010026c555b499066346f67fdd0e13.png"

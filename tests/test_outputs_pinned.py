@@ -44,7 +44,7 @@ def test_sample_labels_are_pinned(engine: str, tmp_path: Path) -> None:
     from output_hashes import label_hashes
 
     from attention_unet.cli import main
-    from attention_unet.data import SAMPLE_DIR
+    from attention_unet.io.data import SAMPLE_DIR
 
     pinned = json.loads(PINNED.read_text())
     if pinned["machine"] != machine():

@@ -12,15 +12,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import ndimage
 
-from attention_unet import AttentionUNet, ModelConfig, data, load_model
+from attention_unet import AttentionUNet, ModelConfig, load_model
 from attention_unet.cli import main
-from attention_unet.data import SAMPLE_DIR, load_records
 from attention_unet.errors import InputError
 from attention_unet.inference.engine import torch_runner
 from attention_unet.inference.pipeline import make_predictor
 from attention_unet.inference.plan import factor_for_diameter, size_statistics
 from attention_unet.inference.tiles import gaussian_weights, run_views, tile_starts
 from attention_unet.instances import contours, distances, instances
+from attention_unet.io import data
+from attention_unet.io.data import SAMPLE_DIR, load_records
 from attention_unet.model import pretrained_path, save_model
 from attention_unet.settings import TTA_VIEWS, InferenceSettings
 
@@ -270,7 +271,7 @@ def test_tta_keeps_the_shape(tiny_model: Path, shape: tuple[int, int]) -> None:
 @pytest.mark.skipif(not pretrained_path().is_file(), reason="no shipped model yet")
 def test_shipped_model_keeps_its_accuracy_on_the_sample(tmp_path: Path) -> None:
     """The floor was measured when the model was shipped (MODEL.md), minus a margin of 0.02."""
-    from attention_unet.evaluate import evaluate
+    from attention_unet.commands.evaluate import evaluate
 
     summary = evaluate(None, None, split="all", protocol="resize256", out=tmp_path, strips=False)
     assert summary["n_images"] == 39

@@ -85,3 +85,24 @@ def test_measurements_on_request(segmenter: Segmenter) -> None:
     assert result.measurements is not None and len(result.measurements["label"]) == result.labels.max() >= 1
     assert (result.measurements["mean_ch1"] == 7).all() and "area_um2" in result.measurements
     assert segmenter.segment(channels, channel=0).measurements is None
+
+
+def test_setting_overrides_are_checked_in_one_place_and_name_the_parameter(tmp_path) -> None:
+    """InferenceSettings.changed is every override's check: load_predictor, Predictor.with_settings
+    and Segmenter.segment all refuse a bad value with the parameter's name, and an unknown name."""
+    import pytest
+
+    from attention_unet.errors import InputError
+    from attention_unet.settings import InferenceSettings
+
+    settings = InferenceSettings()
+    assert settings.changed(tta=None, min_confidence=None) is settings
+    assert settings.changed(tta_views=4, min_confidence=0.5) == InferenceSettings(tta_views=4, min_confidence=0.5)
+    for bad, start in [({"min_confidence": 1.5}, "min_confidence must"), ({"tta_views": 3}, "tta_views must")]:
+        with pytest.raises(InputError, match=f"^{start}") as caught:
+            settings.changed(**bad)
+        assert caught.value.parameter is None or caught.value.parameter == next(iter(bad))
+    with pytest.raises(InputError, match="^tta must be true or false"):
+        settings.changed(tta="yes")
+    with pytest.raises(TypeError, match="unknown inference settings: nonsense"):
+        settings.changed(nonsense=1)

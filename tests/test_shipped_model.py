@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from attention_unet import data
-from attention_unet.evaluate import score_records
+from attention_unet.commands.evaluate import score_records
 from attention_unet.inference.engine import load_predictor
+from attention_unet.io import data
 from attention_unet.model import pretrained_path
 
 SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"

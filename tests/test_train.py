@@ -13,20 +13,15 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from attention_unet import data
 from attention_unet.cli import main
 from attention_unet.errors import InputError
 from attention_unet.instances import contours, distances, targets
+from attention_unet.io import data
 from attention_unet.model import load_model, read_model_info, save_model
-from attention_unet.train import (
-    TrainConfig,
-    TrainDataset,
-    pseudo_stain,
-    scaled_crop,
-    segmentation_loss,
-    stain_grain,
-    stain_jitter,
-)
+from attention_unet.training.augment import pseudo_stain, scaled_crop, stain_grain, stain_jitter
+from attention_unet.training.config import TrainConfig
+from attention_unet.training.datasets import TrainDataset
+from attention_unet.training.module import segmentation_loss
 
 from .conftest import synthetic, two_touching_boxes
 
@@ -70,7 +65,7 @@ def test_training_shows_the_run_not_lightnings_chatter(tiny_dataset: Path, tmp_p
 
     from lightning.pytorch.utilities import rank_zero
 
-    from attention_unet.train import quiet_lightning
+    from attention_unet.training.fit import quiet_lightning
 
     class Keep(logging.Handler):
         def emit(self, record: logging.LogRecord) -> None:
@@ -356,7 +351,7 @@ def test_stain_jitter_is_the_identity_at_zero_strength() -> None:
 def test_pseudo_stain_renders_bright_nuclei_as_dark_purple_on_paler_tissue() -> None:
     """Rendered fluorescence reads as H&E: coloured, nuclei darker than the ground and bluer
     (haematoxylin); normalised with polarity, the nuclei come out bright again, as in training."""
-    from attention_unet import data
+    from attention_unet.io import data
 
     image, labels = synthetic(3, (96, 96))
     grey = data.normalise(np.repeat(image[..., None], 3, axis=2), "polarity")

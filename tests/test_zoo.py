@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from attention_unet import zoo
 from attention_unet.cli import main
 from attention_unet.errors import InputError
+from attention_unet.model import zoo
 
 
 def test_every_shipped_model_has_a_card_with_its_licence() -> None:
@@ -89,7 +89,7 @@ def test_auto_sends_each_image_to_the_model_of_its_kind(capsys) -> None:
 def test_predict_auto_names_the_model_and_its_licence(tmp_path: Path, capsys) -> None:
     import csv
 
-    from attention_unet.data import SAMPLE_DIR
+    from attention_unet.io.data import SAMPLE_DIR
 
     image = min((SAMPLE_DIR / "images").iterdir())
     assert main(["predict", str(image), "--model", "auto", "--out", str(tmp_path)]) == 0

@@ -25,7 +25,7 @@ from pathlib import Path
 import imageio.v3 as iio
 import numpy as np
 
-from attention_unet import data
+from attention_unet.io import data
 
 
 def default_splits(sources: list[str]) -> dict[str, dict[str, list[str]]]:

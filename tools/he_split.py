@@ -10,7 +10,7 @@ import json
 import sys
 from pathlib import Path
 
-from attention_unet import data
+from attention_unet.io import data
 
 D = "../shared/data"
 SOURCES = [f"{D}/dsb2018/stage1_train.zip", f"{D}/bbbc039", f"{D}/tnbc", f"{D}/monuseg"]

@@ -10,9 +10,10 @@ import sys
 import numpy as np
 from scipy import ndimage
 
-from attention_unet import data, metrics
+from attention_unet import metrics
+from attention_unet.commands.predict import load_predictor
 from attention_unet.instances import instances
-from attention_unet.predict import load_predictor
+from attention_unet.io import data
 
 
 def main(archive: str) -> None:

@@ -15,8 +15,9 @@ import argparse
 import numpy as np
 from scipy import ndimage
 
-from attention_unet import data, metrics
-from attention_unet.predict import load_predictor
+from attention_unet import metrics
+from attention_unet.commands.predict import load_predictor
+from attention_unet.io import data
 
 
 def true_split(pred: np.ndarray, labels: np.ndarray) -> np.ndarray:

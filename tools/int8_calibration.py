@@ -17,7 +17,7 @@ import imageio.v3 as iio
 import numpy as np
 import tifffile
 
-from attention_unet import data
+from attention_unet.io import data
 
 WANTED = {"fluorescence": 10, "stained": 8, "brightfield": 2}
 

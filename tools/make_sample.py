@@ -11,7 +11,7 @@ from pathlib import Path
 import imageio.v3 as iio
 import numpy as np
 
-from attention_unet import data
+from attention_unet.io import data
 
 QUOTA = {"fluorescence": 28, "stained": 9, "brightfield": 3}
 

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import tifffile
 
-from attention_unet import data
 from attention_unet.cli import main
+from attention_unet.io import data
 
 
 def label_hashes(folder: Path) -> dict[str, str]:

@@ -102,8 +102,8 @@ def write_int8(weights: Path, calibrate: list[str]) -> None:
 
     import onnx
 
-    from attention_unet.export import calibration_tiles, export_onnx, onnx_info, quantize_onnx
-    from attention_unet.images import calibration_images
+    from attention_unet.io.images import calibration_images
+    from attention_unet.model.export import calibration_tiles, export_onnx, onnx_info, quantize_onnx
 
     network = load_model(weights)
     images = calibration_images(calibrate)

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from attention_unet import data
-from attention_unet.evaluate import score_records
-from attention_unet.predict import load_predictor
+from attention_unet.commands.evaluate import score_records
+from attention_unet.commands.predict import load_predictor
+from attention_unet.io import data
 
 SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 # the starts of the ids that tests/test_shipped_model.py's LARGE_TEXTURED and FEW_LARGE name

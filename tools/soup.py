@@ -14,7 +14,7 @@ import argparse
 import torch
 
 from attention_unet.model import load_model, save_model
-from attention_unet.train import init_record
+from attention_unet.training.config import init_record
 
 
 def soup(paths: list[str]) -> tuple[torch.nn.Module, dict]:

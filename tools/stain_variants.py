@@ -26,7 +26,7 @@ import tifffile
 from scipy import ndimage
 from skimage.color import hed2rgb, rgb2hed
 
-from attention_unet import data
+from attention_unet.io import data
 
 REFERENCE = ("../shared/data/tnbc", "../shared/data/dsb2018/stage1_train.zip")
 COLOURS = ("red", "green", "blue")

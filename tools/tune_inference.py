@@ -10,10 +10,12 @@ import json
 
 import numpy as np
 
-from attention_unet import data, metrics
-from attention_unet.export import fold_batchnorm
+from attention_unet import metrics
+from attention_unet.inference.engine import torch_runner
+from attention_unet.inference.pipeline import make_predictor
+from attention_unet.io import data
 from attention_unet.model import load_model
-from attention_unet.tiling import Predictor, torch_runner
+from attention_unet.model.export import fold_batchnorm
 
 
 def main() -> None:
@@ -41,7 +43,7 @@ def main() -> None:
             items.append((image, labels > 0, data.modality(r.image)))
         for name, kwargs in settings:
             for tta in [False, True] if args.tta else [False]:
-                predictor = Predictor(run, norm, tta=tta, **kwargs)
+                predictor = make_predictor(run, norm, tta=tta, **kwargs)
                 rows = []
                 for image, mask, kind in items:
                     rows.append({**metrics.pixel_scores(predictor.probability(image) > 0.5, mask), "kind": kind})

@@ -19,10 +19,11 @@ import sys
 import numpy as np
 from scipy import ndimage
 
-from attention_unet import data, metrics
-from attention_unet.evaluate import zoomed
+from attention_unet import metrics
+from attention_unet.commands.evaluate import zoomed
 from attention_unet.inference.engine import load_predictor
 from attention_unet.instances import instances
+from attention_unet.io import data
 
 
 def main() -> None:

@@ -224,7 +224,8 @@ def _other_parsers(sub: Any) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from .train import TrainConfig, fit
+    from .training.config import TrainConfig
+    from .training.fit import fit
 
     given = {
         k: v for k, v in vars(args).items() if v is not None and k not in ("command", "config", "debug", "max_pixels")
@@ -232,7 +233,7 @@ def _train(args: argparse.Namespace) -> int:
     values = _read_yaml(args.config) if args.config else {}
     saved = Path(args.out or "") / "config.yaml"
     if args.resume and args.out and saved.is_file():
-        from .train import resumed_options
+        from .training.config import resumed_options
 
         values = resumed_options(_read_yaml(str(saved)), {**values, **given}, saved)
     values.update(given)
@@ -245,7 +246,8 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _finetune(args: argparse.Namespace) -> int:
-    from .train import FINETUNE, TrainConfig, fit
+    from .training.config import FINETUNE, TrainConfig
+    from .training.fit import fit
 
     given = {
         k: v for k, v in vars(args).items() if v is not None and k not in ("command", "debug", "model", "max_pixels")
@@ -255,29 +257,39 @@ def _finetune(args: argparse.Namespace) -> int:
     return 0
 
 
-def _evaluate(args: argparse.Namespace) -> int:
-    from .evaluate import evaluate_datasets
+# the inference settings (InferenceSettings' names) that predict and evaluate take as flags, and
+# the other options that open a model (load_predictor's keywords)
+SETTING_FLAGS = ("tta", "tta_views", "scale", "min_confidence")
+MODEL_OPTIONS = ("device", "tile", "batch_size", "smoothing")
 
-    keys = ("out", "split", "protocol", "split_file", "strips", "tile", "batch_size", "tta", "tta_views", "device")
-    keys += ("scale", "diameter", "zoom", "min_confidence", "smoothing")
-    return evaluate_datasets(args.model, args.data, json_lines=args.json, **{k: getattr(args, k) for k in keys})
+
+def _model_options(args: argparse.Namespace) -> dict[str, Any]:
+    return {k: getattr(args, k) for k in SETTING_FLAGS + MODEL_OPTIONS}
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from .commands.evaluate import evaluate_datasets
+
+    keys = ("out", "split", "protocol", "split_file", "strips", "diameter", "zoom")
+    given = {k: getattr(args, k) for k in keys} | _model_options(args)
+    return evaluate_datasets(args.model, args.data, json_lines=args.json, **given)
 
 
 def _export(args: argparse.Namespace) -> int:
-    from .export import export
+    from .model.export import export
 
     return export(args.model, onnx=args.onnx, torchscript=args.torchscript, int8=args.int8, calibrate=args.calibrate)
 
 
 def _models(args: argparse.Namespace) -> int:
-    from .zoo import table
+    from .model.zoo import table
 
     print(table())
     return 0
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from .evaluate import demo
+    from .commands.evaluate import demo
 
     return demo(args.out, args.minutes)
 
@@ -302,25 +314,13 @@ def _read_yaml(path: str) -> dict[str, Any]:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from .blockwise import BlockSettings
-    from .measure import MeasureSettings
-    from .predict import PredictOptions, load_predictor, predict_files
+    from .commands.predict import PredictOptions, load_predictor, predict_files
+    from .inference.blockwise import BlockSettings
+    from .io.measure import MeasureSettings
 
     if args.min_size < 0:
         raise InputError(f"--min-size must be 0 or more pixels, not {args.min_size}")
-    recipe = {
-        "model": args.model,
-        "device": args.device,
-        "tile": args.tile,
-        "batch_size": args.batch_size,
-        "tta": args.tta,
-        "tta_views": args.tta_views,
-        "scale": args.scale,
-        "engine": args.engine,
-        "attention": args.attention,
-        "min_confidence": args.min_confidence,
-        "smoothing": args.smoothing,
-    }
+    recipe = {"model": args.model, "engine": args.engine, "attention": args.attention, **_model_options(args)}
     predictor = load_predictor(**recipe)
     given = {"block": args.block_size, "halo": args.halo, "workers": args.workers, "scheduler": args.dask_scheduler}
     blocks = BlockSettings(**{k: v for k, v in given.items() if v is not None})
@@ -377,7 +377,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.max_pixels < 1:
                 raise InputError(f"--max-pixels must be a positive number of pixels, not {args.max_pixels}")
             os.environ["ATTENTION_UNET_MAX_PIXELS"] = str(args.max_pixels)  # read by limits, in workers too
-        from .limits import max_pixels
+        from .io.limits import max_pixels
 
         max_pixels()  # a bad ATTENTION_UNET_MAX_PIXELS is one line now, not a warning for every file
         return _run(args)

@@ -3,7 +3,7 @@ StarDist's ``predict_instances`` do, with no argparse anywhere below the command
 
 >>> import imageio.v3 as iio
 >>> from attention_unet import Segmenter
->>> from attention_unet.data import SAMPLE_DIR
+>>> from attention_unet.io.data import SAMPLE_DIR
 >>> image = iio.imread(SAMPLE_DIR / "images" / "05040e2e959c3f5632558fc9683fec88f0010026c555b499066346f67fdd0e13.png")
 >>> result = Segmenter.from_pretrained().segment(image)  # RGBA PNG: alpha is dropped
 >>> result.labels.shape == result.probability.shape == image.shape[:2], int(result.labels.max()) > 10
@@ -18,12 +18,12 @@ from pathlib import Path
 
 import numpy as np
 
-from . import data, limits
 from .errors import InputError
-from .images import check_pixel_size
-from .inference.engine import load_predictor, scale_for_diameter
+from .inference.engine import load_predictor
 from .inference.pipeline import Predictor
-from .settings import check_min_confidence, check_smoothing, check_threshold
+from .io import data, limits
+from .io.images import check_pixel_size
+from .settings import check_threshold
 
 
 @dataclass
@@ -160,20 +160,16 @@ class Segmenter:
         if attention:
             self._with_attention = self._with_attention or load_predictor(self.model, attention=True, **self._options)
             predictor = self._with_attention.for_image(array)
-        changes: dict[str, object] = {"tta": tta, "tta_views": tta_views, "min_confidence": min_confidence}
+        predictor = predictor.with_settings(tta=tta, tta_views=tta_views, min_confidence=min_confidence)
         if diameter is not None:
-            changes["scale"] = scale_for_diameter(predictor.settings.target_diameter, diameter)
-        if min_confidence is not None:
-            check_min_confidence(min_confidence, "min_confidence")
+            predictor = predictor.for_diameter(diameter)
         if smoothing is not None:
-            check_smoothing(smoothing, "smoothing")
             predictor = dataclasses.replace(predictor, smoothing=smoothing)
-        predictor = predictor.with_settings(**{k: v for k, v in changes.items() if v is not None})
         probs, gates = predictor.probabilities(array)
         labels = predictor.labels(probs, threshold)
         table = None
         if measure:
-            from .measure import measurements
+            from .io.measure import measurements
 
             channels = as_channels(image, axes=axes)
             table = measurements(labels, channels, pixel_size=pixel_size)

@@ -5,7 +5,7 @@ its metadata under ``inference``; ``predict``, ``evaluate`` and :class:`Segmente
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 from .errors import InputError
@@ -105,6 +105,16 @@ class InferenceSettings:
     def to_metadata(self) -> dict[str, Any]:
         return asdict(self)
 
+    def changed(self, **changes: Any) -> InferenceSettings:
+        """These settings with some replaced (None keeps one), each checked as a model's metadata is;
+        an error starts with the parameter's name (``min_confidence must be ...``)."""
+        given = {k: v for k, v in changes.items() if v is not None}
+        kinds = {f.name: f.type for f in fields(self)}
+        unknown = set(given) - set(kinds)
+        if unknown:
+            raise TypeError(f"unknown inference settings: {', '.join(sorted(unknown))}")
+        return replace(self, **{k: _checked(k, v, kinds[k], k) for k, v in given.items()}) if given else self
+
 
 # each number's range in a model's metadata (inclusive); contour_threshold and min_confidence have their own checks
 RANGES: dict[str, tuple[float, float]] = {
@@ -121,24 +131,25 @@ RANGES: dict[str, tuple[float, float]] = {
 MAX_SCALE = 8.0  # a larger factor multiplies the work by its square for no nucleus size the model serves
 
 
-def _checked(name: str, value: Any, kind: str) -> Any:
-    """One metadata value, of its field's type and in its range, or one line naming it."""
-    what = f"the model's inference setting {name}"
+def _checked(name: str, value: Any, kind: str, what: str = "") -> Any:
+    """One value, of its field's type and in its range, or one line naming it (``what``: how; by
+    default as a model's metadata setting)."""
+    what = what or f"the model's inference setting {name}"
     if name == "scale":
         if value == "auto":
             return value
         kind = "float"
     if kind == "bool":
         if not isinstance(value, bool):
-            raise InputError(f"{what} must be true or false, not {value!r}")
+            raise InputError(f"{what} must be true or false, not {value!r}", name)
         return value
     if kind == "int" and isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
         value = int(value)  # 16.0 from a JSON writer that keeps every number as a float
     if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind == "int" and not isinstance(value, int)):
-        raise InputError(f"{what} must be {'a whole number' if kind == 'int' else 'a number'}, not {value!r}")
+        raise InputError(f"{what} must be {'a whole number' if kind == 'int' else 'a number'}, not {value!r}", name)
     low, high = (1e-3, MAX_SCALE) if name == "scale" else RANGES.get(name, (-math.inf, math.inf))
     if not (low <= value <= high):  # also refuses NaN and infinity
-        raise InputError(f"{what} must lie between {low:g} and {high:g}, not {str(value)[:24]}")
+        raise InputError(f"{what} must lie between {low:g} and {high:g}, not {str(value)[:24]}", name)
     checks = {"tta_views": check_tta_views, "min_confidence": check_min_confidence, "stain_smoothing": check_smoothing}
     checks.get(name, lambda v, w: None)(value, what)
     if name == "contour_threshold":

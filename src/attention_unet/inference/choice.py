@@ -1,5 +1,5 @@
 """``--model auto``: each image goes to the shipped model of its kind. A model's card says which
-kinds of image it is for (``route``: kinds of :func:`attention_unet.data.modality`); an image of
+kinds of image it is for (``route``: kinds of :func:`attention_unet.io.data.modality`); an image of
 a kind no card claims, or one that cannot be classified, goes to the default model."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from .. import data
+from ..io import data
 from .pipeline import Predictor
 
 AUTO = "auto"
@@ -34,6 +34,10 @@ class ModelChoice:
     def settings(self) -> Any:
         """The default model's settings (what options are checked against before any image)."""
         return self.for_default().settings
+
+    def for_diameter(self, diameter: float) -> Predictor:
+        """The default model at this diameter (what a bad diameter is checked against before any image)."""
+        return self.for_default().for_diameter(diameter)
 
     def for_default(self) -> Predictor:
         if self.default not in self.loaded:

@@ -5,18 +5,18 @@ normalisation, outputs and inference settings, as a :class:`~.pipeline.Predictor
 from __future__ import annotations
 
 import sys
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .. import zoo
 from ..errors import InputError
-from ..settings import MAX_SCALE, InferenceSettings, check_min_confidence, check_smoothing
+from ..model import zoo
+from ..settings import InferenceSettings, check_smoothing
 from .choice import AUTO, ModelChoice
 from .decode import OUTPUTS
 from .pipeline import Predictor
+from .plan import parse_scale
 from .tiles import Runner, Tiling
 
 ENGINES = ("auto", "torch", "onnx")
@@ -44,16 +44,6 @@ def torch_runner(model: Any, device: str = "cpu", attention: bool = False) -> Ru
     return run
 
 
-def scale_for_diameter(target_diameter: float, diameter: float) -> float:
-    """The factor that brings nuclei of ``diameter`` pixels to the size the model learnt."""
-    if not target_diameter / MAX_SCALE <= diameter < float("inf"):  # also refuses NaN
-        raise InputError(
-            f"diameter must be at least {target_diameter / MAX_SCALE:g} pixels (at most {MAX_SCALE:g}x enlargement), not {diameter:g}",
-            "diameter",
-        )
-    return target_diameter / diameter
-
-
 def check_device(device: str) -> None:
     """One line when ``device`` does not exist here (e.g. cuda on a CPU-only torch)."""
     import torch
@@ -71,19 +61,6 @@ def check_device(device: str) -> None:
         )
 
 
-def parse_scale(scale: str | float) -> str | float:
-    """'auto' or a factor above 0 and at most MAX_SCALE."""
-    if str(scale) == "auto":
-        return "auto"
-    try:
-        value = float(scale)
-    except ValueError:
-        raise InputError(f"scale must be 'auto' or a positive number, not '{scale}'", "scale") from None
-    if not 0 < value <= MAX_SCALE:
-        raise InputError(f"scale must be 'auto' or a number above 0 and at most {MAX_SCALE:g}, not '{scale}'", "scale")
-    return value
-
-
 def shipped_int8(weights: Path | None = None) -> Path | None:
     """A shipped model's int8 ONNX (tools/ship_model.py writes it beside the weights; default: the
     default model's), when it was quantised from the weights shipped now (their sha256 in its
@@ -91,8 +68,8 @@ def shipped_int8(weights: Path | None = None) -> Path | None:
     import hashlib
     import importlib.util
 
-    from ..export import onnx_info
     from ..model import pretrained_path
+    from ..model.export import onnx_info
 
     weights = weights or pretrained_path()
     path = weights.with_suffix(".int8.onnx")
@@ -119,7 +96,7 @@ def open_runner(model: str | Path | None, device: str, engine: str, attention: b
         int8 = shipped_int8(path) if shipped and device == "cpu" and not attention else None
         path, engine = (int8, "onnx") if int8 else (path, "torch")
     if path.suffix == ".onnx" or engine == "onnx":
-        from ..export import export_onnx, onnx_info, onnx_runner
+        from ..model.export import export_onnx, onnx_info, onnx_runner
 
         if attention:
             raise InputError("attention needs engine 'torch' (the ONNX graph returns logits only)", "attention")
@@ -131,7 +108,7 @@ def open_runner(model: str | Path | None, device: str, engine: str, attention: b
                 return onnx_runner(exported), onnx_info(exported)
         info = onnx_info(path)  # first: a file that is no model is one line, before a session is built
         return onnx_runner(path), info
-    from ..export import fold_batchnorm
+    from ..model.export import fold_batchnorm
 
     network = load_model(path, device)
     return torch_runner(network if attention else fold_batchnorm(network), device, attention), network.info
@@ -167,21 +144,18 @@ def load_predictor(
         default = load(zoo.DEFAULT)  # a bad option is one line now, not at the first image
         return ModelChoice(load, zoo.routes(), zoo.DEFAULT, {zoo.DEFAULT: default})  # type: ignore[return-value]
     check_device(device)
-    given = {k: v for k, v in settings.items() if v is not None}
-    unknown = set(given) - set(InferenceSettings.__dataclass_fields__)
-    if unknown:
-        raise TypeError(f"load_predictor() got unknown settings: {', '.join(sorted(unknown))}")
-    if "min_confidence" in given:
-        check_min_confidence(given["min_confidence"], "min_confidence")
+    if settings.get("scale") is not None:
+        settings["scale"] = parse_scale(settings["scale"])
+    InferenceSettings().changed(**settings)  # a bad setting is one line before the model is opened
     if smoothing is not None:
         check_smoothing(smoothing, "smoothing")
     # on a CPU, 4 tiles of 512 per batch are no faster than 1 and hold twice the memory (BENCHMARKS.md)
     tiling = Tiling(tile, batch_size if batch_size is not None else 1 if device == "cpu" else 4)
     run, info = open_runner(model, device, engine, attention)
     own, train = InferenceSettings.from_metadata(info.get("inference", {})), info.get("train", {})
-    if diameter is not None:
-        given["scale"] = scale_for_diameter(own.target_diameter, diameter)
-    given["scale"] = parse_scale(given.get("scale", own.scale))
     outputs = OUTPUTS[:1] + ("contour",) * bool(train.get("contour")) + ("distance",) * bool(train.get("distance"))
     name = str(model) if model is not None else zoo.DEFAULT
-    return Predictor(run, train.get("norm", "fixed"), replace(own, **given), tiling, outputs, smoothing, name=name)
+    predictor = Predictor(
+        run, train.get("norm", "fixed"), own.changed(**settings), tiling, outputs, smoothing, name=name
+    )
+    return predictor.for_diameter(diameter) if diameter is not None else predictor

@@ -8,10 +8,11 @@ from typing import Any
 
 import numpy as np
 
-from .. import allocator, data
-from ..settings import TTA_VIEWS, InferenceSettings, check_tta_views
+from .. import allocator
+from ..io import data
+from ..settings import TTA_VIEWS, InferenceSettings, check_smoothing, check_tta_views
 from .decode import OUTPUTS, Decoder
-from .plan import Network, Plan, Predicted, ScalePolicy, StainPolicy, choose
+from .plan import Network, Plan, Predicted, ScalePolicy, StainPolicy, choose, scale_for_diameter
 from .tiles import Runner, Tiling, rescaled, sliding_window
 
 
@@ -31,6 +32,8 @@ class Predictor:
 
     def __post_init__(self) -> None:
         check_tta_views(self.settings.tta_views, "tta_views")
+        if self.smoothing is not None:
+            check_smoothing(self.smoothing, "smoothing")
 
     @property
     def decoder(self) -> Decoder:
@@ -51,8 +54,13 @@ class Predictor:
         return self
 
     def with_settings(self, **changes: Any) -> Predictor:
-        """The same model with some inference settings changed (``scale``, ``tta``, ...)."""
-        return replace(self, settings=replace(self.settings, **changes)) if changes else self
+        """The same model with some inference settings changed (``scale``, ``tta``, ...; None keeps one)."""
+        settings = self.settings.changed(**changes)
+        return replace(self, settings=settings) if settings != self.settings else self
+
+    def for_diameter(self, diameter: float) -> Predictor:
+        """The same model at the scale that brings nuclei of ``diameter`` pixels to the size it learnt."""
+        return self.with_settings(scale=scale_for_diameter(self.settings.target_diameter, diameter))
 
     def probability(self, image: np.ndarray) -> np.ndarray:
         """H x W float32 foreground probability of an H x W x 3 image."""
@@ -152,18 +160,9 @@ class Predictor:
     def _tiles(
         self, image: np.ndarray, value_range: tuple[float, float], sigma: float, *, views: bool = True, **grid: Any
     ) -> Predicted:
-        s = self.settings
-        chosen = TTA_VIEWS[s.tta_views] if s.tta and views else None
-        return sliding_window(
-            image,
-            self.run,
-            tiling=self.tiling,
-            norm=self.norm,
-            value_range=value_range,
-            views=chosen,
-            sigma=sigma,
-            **grid,
-        )
+        chosen = TTA_VIEWS[self.settings.tta_views] if self.settings.tta and views else None
+        grid |= {"tiling": self.tiling, "norm": self.norm, "value_range": value_range, "views": chosen}
+        return sliding_window(image, self.run, sigma=sigma, **grid)
 
 
 def make_predictor(run: Runner, norm: str = "fixed", **knobs: Any) -> Predictor:

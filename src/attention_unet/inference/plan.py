@@ -16,9 +16,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .. import data
+from ..errors import InputError
 from ..instances import instances
-from ..settings import InferenceSettings
+from ..io import data
+from ..settings import MAX_SCALE, InferenceSettings
 from .tiles import rescaled
 
 # (image at the network's scale, Gaussian sigma of its tiles, test-time views on) -> its probabilities
@@ -246,3 +247,26 @@ def _surer_of_sizes(
     if other_sure > sure + policy.settings.shrink_margin:
         return Plan(smaller, diameter), other, other_sure
     return Plan(factor, diameter), result, sure
+
+
+def scale_for_diameter(target_diameter: float, diameter: float) -> float:
+    """The factor that brings nuclei of ``diameter`` pixels to the size the model learnt."""
+    if not target_diameter / MAX_SCALE <= diameter < float("inf"):  # also refuses NaN
+        raise InputError(
+            f"diameter must be at least {target_diameter / MAX_SCALE:g} pixels (at most {MAX_SCALE:g}x enlargement), not {diameter:g}",
+            "diameter",
+        )
+    return target_diameter / diameter
+
+
+def parse_scale(scale: str | float) -> str | float:
+    """'auto' or a factor above 0 and at most MAX_SCALE."""
+    if str(scale) == "auto":
+        return "auto"
+    try:
+        value = float(scale)
+    except ValueError:
+        raise InputError(f"scale must be 'auto' or a positive number, not '{scale}'", "scale") from None
+    if not 0 < value <= MAX_SCALE:
+        raise InputError(f"scale must be 'auto' or a number above 0 and at most {MAX_SCALE:g}, not '{scale}'", "scale")
+    return value

@@ -16,8 +16,8 @@ from functools import lru_cache
 
 import numpy as np
 
-from .. import data
 from ..errors import InputError
+from ..io import data
 
 Runner = Callable[[np.ndarray], tuple[np.ndarray, list[np.ndarray]]]
 View = tuple[int, bool]  # quarter turns, then mirrored left-right

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from .errors import InputError
+from ..errors import InputError
 
 MANIFEST = ".attention-unet-outputs"
 # a cell starting with these is a formula to Excel, LibreOffice and Google Sheets (OWASP's list), or

@@ -8,9 +8,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import InputError
+from ..errors import InputError
 
-WEIGHTS = Path(__file__).parent / "weights"
+WEIGHTS = Path(__file__).parents[1] / "weights"
 DEFAULT = "nuclei"
 CARD_KEYS = ("name", "modality", "licence", "trained_on")
 
@@ -33,7 +33,7 @@ class Entry:
 
 
 def _entry(weights: Path) -> Entry:
-    from .model import read_model_info
+    from .files import read_model_info
 
     card = read_model_info(weights).get("card") or {}
     missing = [k for k in CARD_KEYS if not card.get(k)]

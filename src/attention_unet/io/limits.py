@@ -14,7 +14,7 @@ import os
 import zipfile
 from pathlib import Path
 
-from .errors import InputError
+from ..errors import InputError
 
 DEFAULT_MAX_PIXELS = 100_000_000
 MAX_ZIP_ENTRY = 1 << 30  # an image or mask entry inflating to more than 1 GiB is refused unread

@@ -31,13 +31,13 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
+from ..errors import InputError, unreadable
+from ..settings import NORMALISATIONS
 from . import limits
-from .errors import InputError, unreadable
-from .settings import NORMALISATIONS
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 CELLPOSE_MASK = "_masks"  # Cellpose's layout: <name>.tif beside <name>_masks.tif
-SAMPLE_DIR = Path(__file__).parent / "sample"
+SAMPLE_DIR = Path(__file__).parents[1] / "sample"
 
 
 @dataclass

@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from . import data, limits
-from .blockwise import (
+from ..errors import InputError
+from ..inference.blockwise import (
     BlockSettings,
     block_shapes,
     dask_client,
@@ -25,21 +25,21 @@ from .blockwise import (
     sample_mosaic,
     segment,
 )
-from .errors import InputError
-from .images import check_pixel_size, find_inputs, heat_map, is_zarr, open_image, overlay
-from .inference.choice import AUTO
-from .inference.engine import ENGINES, MAX_SCALE, load_predictor, scale_for_diameter
-from .inference.pipeline import Predictor
-from .measure import MeasureSettings, geojson_features, keep, measurements, outlines, write_geojson
-from .measure import rois as roi_set
-from .measure import write_table as write_measurement_csv
-from .outputs import OutputFolder, from_spreadsheet_cell, spreadsheet_cell, written_by_a_run
-from .reports import predict_index
-from .settings import check_threshold
-from .zoo import licence_notes
+from ..inference.choice import AUTO
+from ..inference.engine import ENGINES, load_predictor
+from ..inference.pipeline import Predictor
+from ..io import data, limits
+from ..io.images import check_pixel_size, find_inputs, heat_map, is_zarr, open_image, overlay
+from ..io.measure import MeasureSettings, geojson_features, keep, measurements, outlines, write_geojson
+from ..io.measure import rois as roi_set
+from ..io.measure import write_table as write_measurement_csv
+from ..io.outputs import OutputFolder, from_spreadsheet_cell, spreadsheet_cell, written_by_a_run
+from ..io.reports import predict_index
+from ..model.zoo import licence_notes
+from ..settings import check_threshold
 
 BLOCKWISE = ("auto", "always", "never")
-__all__ = ["ENGINES", "MAX_SCALE", "PredictOptions", "load_predictor", "predict_files"]
+__all__ = ["ENGINES", "PredictOptions", "load_predictor", "predict_files"]
 
 
 @dataclass(frozen=True)
@@ -114,7 +114,7 @@ def for_diameter(
             f"{path}: --diameter {value:g}um needs the pixel size, which the file does not give: add --pixel-size UM"
         )
     pixels = value / pixel_size if unit == "um" else value
-    return predictor.with_settings(scale=scale_for_diameter(predictor.settings.target_diameter, pixels))
+    return predictor.for_diameter(pixels)
 
 
 def predict_files(
@@ -146,7 +146,7 @@ def check_options(options: PredictOptions, predictor: Predictor) -> tuple[float,
     check_pixel_size(options.pixel_size)
     diameter = parse_diameter(options.diameter) if options.diameter is not None else None
     if diameter is not None and diameter[1] == "px":  # a bad size in pixels is one line before any file
-        scale_for_diameter(predictor.settings.target_diameter, diameter[0])
+        predictor.for_diameter(diameter[0])
     return diameter
 
 

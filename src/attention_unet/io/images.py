@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import InputError, unreadable
 from . import data, limits
-from .errors import InputError, unreadable
 
 
 def find_inputs(inputs: list[str]) -> Iterator[tuple[Path, Path]]:

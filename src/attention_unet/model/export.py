@@ -18,8 +18,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from .errors import InputError
-from .model import AttentionUNet, load_model, pretrained_path
+from ..errors import InputError
+from .files import load_model, pretrained_path
+from .network import AttentionUNet
 
 
 def fold_batchnorm(model: AttentionUNet) -> AttentionUNet:
@@ -117,7 +118,7 @@ def calibration_tiles(
     resolution, as predict sees it) of up to ``limit`` images, normalised as the model expects,
     padded for a graph of depth log2(``multiple``) as predict's runner pads them (:func:`edge_padded`;
     a 1 x 1 image had failed)."""
-    from . import data
+    from ..io import data
 
     tiles = []
     for image in images[:limit]:
@@ -258,8 +259,8 @@ def export(
                 f"{target}: exists and is no model attention-unet exported; not replacing it (choose another path)"
             )
     if int8 and onnx:  # read before anything is written: no calibration image, no files
-        from . import data
-        from .images import calibration_images
+        from ..io import data
+        from ..io.images import calibration_images
 
         images = calibration_images(calibrate or [str(data.SAMPLE_DIR / "images")])
     for target, _ in targets:

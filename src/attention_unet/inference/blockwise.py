@@ -36,11 +36,11 @@ from typing import Any
 
 import numpy as np
 
-from . import data
-from .errors import InputError, unreadable
-from .images import is_zarr
-from .inference.pipeline import Predictor
-from .inference.plan import Plan
+from ..errors import InputError, unreadable
+from ..io import data
+from ..io.images import is_zarr
+from .pipeline import Predictor
+from .plan import Plan
 
 
 @dataclass(frozen=True)
@@ -326,7 +326,7 @@ def instance_block(job: Job, y: int, x: int) -> dict[str, Any]:
     identities in the block and the measurements of the nuclei it owns (saved, for resumption)."""
     import zarr
 
-    from .measure import outlines
+    from ..io.measure import outlines
 
     saved = Path(job.work) / "tables" / f"{y}-{x}.npz"
     if saved.exists():
@@ -384,7 +384,7 @@ def instance_block(job: Job, y: int, x: int) -> dict[str, Any]:
 def owned_table(job: Job, owned: np.ndarray, window: tuple[int, int, int, int]) -> dict[str, np.ndarray]:
     """The measurements of a window's owned nuclei (their labels, the rest 0) in the whole image's
     coordinates, with ``touches_border`` of the whole image."""
-    from .measure import measurements
+    from ..io.measure import measurements
 
     height, width = job.source.shape_yx
     wy0, wy1, wx0, wx1 = window
@@ -519,8 +519,7 @@ def model_fingerprint(model: str | None) -> str:
     """The sha256 of the model file a recipe names (a shipped name, a path, None: the default)."""
     import hashlib
 
-    from . import zoo
-    from .model import _resolve_weights, pretrained_path
+    from ..model import _resolve_weights, pretrained_path, zoo
 
     path = zoo.resolve(model) or pretrained_path()
     weights = path if path.suffix == ".onnx" else _resolve_weights(path)

@@ -17,12 +17,13 @@ from typing import Any
 
 import numpy as np
 
-from . import data, limits, metrics
-from .errors import InputError
-from .images import to_uint8
-from .inference.engine import load_predictor
-from .inference.pipeline import Predictor
-from .outputs import OutputFolder, spreadsheet_cell
+from .. import metrics
+from ..errors import InputError
+from ..inference.engine import load_predictor
+from ..inference.pipeline import Predictor
+from ..io import data, limits
+from ..io.images import to_uint8
+from ..io.outputs import OutputFolder, spreadsheet_cell
 
 OBJECT_METRICS = ("dsb_score", "tp_fp_fn_ratio_at_0.5", "relative_count_error", "f1d", "aji", "pq")
 
@@ -188,7 +189,7 @@ def strip_writer(folder: OutputFolder) -> Callable[[str, np.ndarray], None]:
 
 def write_scores(folder: OutputFolder, rows: list[dict[str, Any]], summary: dict[str, Any], strips: bool) -> None:
     """score.csv (a row per image, spreadsheet-safe), summary.json and report.html."""
-    from .reports import evaluate_report
+    from ..io.reports import evaluate_report
 
     def write_rows(path: Path) -> None:
         with open(path, "w", newline="") as f:
@@ -236,7 +237,8 @@ def demo(out: str | None, minutes: float) -> int:
     """Train the small preset on the embedded sample for a few minutes, then evaluate its test part."""
     import time
 
-    from .train import TrainConfig, fit
+    from ..training.config import TrainConfig
+    from ..training.fit import fit
 
     out = out or f"runs/demo-{time.strftime('%Y%m%d-%H%M%S')}"
 

@@ -1,0 +1,2 @@
+"""What the command line runs beyond argument parsing: predict's file loop (:mod:`.predict`),
+evaluate and the demo (:mod:`.evaluate`)."""
