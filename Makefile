@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install demo test test-napari bench lint clean
+.PHONY: install demo test test-napari docs bench lint clean
 
 install: $(VENV)/.installed
 
@@ -24,6 +24,12 @@ test: install
 test-napari: install
 	$(BIN)/pip install --quiet -e ".[napari]" "pytest-qt>=4.4"
 	xvfb-run -a $(BIN)/python -m pytest -q tests/test_napari.py
+
+# the docs site (offline, every link and reference checked) and the tutorial notebook, executed
+docs: install
+	$(BIN)/pip install --quiet -e ".[docs]"
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
+	$(BIN)/python -m pytest -q --nbmake examples/ -o addopts=""
 
 bench: install
 	$(BIN)/pip install --quiet -e ".[bench]"

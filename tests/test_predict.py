@@ -270,7 +270,7 @@ def test_tta_keeps_the_shape(tiny_model: Path, shape: tuple[int, int]) -> None:
 
 @pytest.mark.skipif(not pretrained_path().is_file(), reason="no shipped model yet")
 def test_shipped_model_keeps_its_accuracy_on_the_sample(tmp_path: Path) -> None:
-    """The floor was measured when the model was shipped (MODEL.md), minus a margin of 0.02."""
+    """The floor was measured when the model was shipped (docs/experiments), minus a margin of 0.02."""
     from attention_unet.commands.evaluate import evaluate
 
     summary = evaluate(None, None, split="all", protocol="resize256", out=tmp_path, strips=False)
@@ -375,7 +375,7 @@ def test_sharp_stained_tissue_is_smoothed_before_the_network(image: str, given: 
 
 def test_smoothing_shrinks_with_small_nuclei() -> None:
     """Smoothing is in proportion to the nuclei's size at the network's scale, up to the model's
-    sigma at its learnt size (on H&E at 0.4x, sigma 1 cost TNBC's valid slide 0.015 F1; MODEL.md)."""
+    sigma at its learnt size (on H&E at 0.4x, sigma 1 cost TNBC's valid slide 0.015 F1; docs/experiments)."""
     predictor = make_predictor(brightness_runner, "polarity", stain_smoothing=1.2, target_diameter=16.0)
     image = he_like(sharp=True)
     sigma = [predictor.stain.sigma(image, data.normalisation_range(image, "polarity"), d) for d in (4, 8, 16, 40, None)]
@@ -504,7 +504,7 @@ def test_auto_scale_keeps_the_large_pieces_size_where_its_nuclei_are_surer(weak:
 def test_an_image_shrunk_already_is_not_shrunk_further_for_the_large_pieces() -> None:
     """The same image four times larger: the median piece (40 px) shrinks it already, so it is
     not predicted again for the large pieces (256 px), although the network is surer there (on
-    train and valid, shrinking further lost; MODEL.md)."""
+    train and valid, shrinking further lost; docs/experiments)."""
     image = fragments_and_large_nuclei(3).repeat(4, 0).repeat(4, 1)
     value_range = data.normalisation_range(image, "percentile")
     predictor = fragments_predictor(  # sure of the quarter-size probe (320 px wide), weak on 512-px tiles

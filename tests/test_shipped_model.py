@@ -1,5 +1,5 @@
 """The shipped model's accuracy on a few images of each modality, pinned at the floors measured when
-it was shipped (MODEL.md) minus a small margin: a regression in the model, the normalisation or the
+it was shipped (docs/experiments) minus a small margin: a regression in the model, the normalisation or the
 instance step fails here. The embedded sample is always there; BBBC039 and TNBC only beside the
 project (../shared), else those cases skip."""
 
@@ -17,16 +17,16 @@ SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 MARGIN = 0.03
 # mean F1 and DSB score, native protocol, shipped settings (2-view test-time augmentation), measured
 # with nuclei-v6's settings of 2026-11-28 (min_confidence 0.85, ramped auto scale, sharp stained
-# tissue smoothed; MODEL.md; `python tools/shipped_floors.py`). TNBC's DSB score floor holds only with
+# tissue smoothed; docs/experiments; `python tools/shipped_floors.py`). TNBC's DSB score floor holds only with
 # the smoothing (0.281 without it).
 SAMPLE_FLOORS = {"fluorescence": (0.952, 0.677), "stained": (0.872, 0.315), "brightfield": (0.843, 0.477)}
 SHARED_FLOORS = {"tnbc": (0.752, 0.332), "bbbc039": (0.971, 0.783)}
 # DSB-2018's one valid image of large textured fluorescence nuclei (41 px, 512 x 640), measured with
-# the second look at half size of the third session of 2026-11-28 (0.864 / 0.531 without it; MODEL.md)
+# the second look at half size of the third session of 2026-11-28 (0.864 / 0.531 without it; docs/experiments)
 LARGE_TEXTURED = "29ea4f6eb4545f43868a9b40a60000426bf8dfd9d062546656a37bd2a2aaf9ec"
 LARGE_TEXTURED_FLOOR = (0.883, 0.579)
 # DSB-2018's valid image of few large nuclei (10 of 42 px, 256 x 320), measured with the large pieces'
-# size tried by confidence of the fourth session of 2026-11-28 (0.810 / 0.398 without it; MODEL.md)
+# size tried by confidence of the fourth session of 2026-11-28 (0.810 / 0.398 without it; docs/experiments)
 FEW_LARGE = "1e488c42eb1a54a3e8412b1f12cde530f950f238d71078f2ede6a85a02168e1f"
 FEW_LARGE_FLOOR = (0.827, 0.489)
 

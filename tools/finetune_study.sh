@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Fine-tuning study: fine-tune the leave-TNBC-out model (LSO_MODEL) on 1/3/5/10 TNBC images vs the same
-# recipe from scratch; score each on the 27 TNBC images in none of the subsets (MODEL.md, "Fine-tuning").
+# recipe from scratch; score each on the 27 TNBC images in none of the subsets (docs/experiments, "Fine-tuning").
 # Usage: tools/finetune_study.sh LSO_MODEL   (after python tools/finetune_subsets.py)
 set -u
 LSO=${1:?the leave-TNBC-out model}

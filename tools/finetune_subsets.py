@@ -1,5 +1,5 @@
 """Nested fine-tuning subsets of TNBC (1, 3, 5, 10 images, seeded; links in runs/ft/tnbc-K) and the
-split of the other 27 for scoring (runs/ft/split.json): MODEL.md, "Fine-tuning". Run from the repository root.
+split of the other 27 for scoring (runs/ft/split.json): docs/experiments, "Fine-tuning". Run from the repository root.
 
     python tools/finetune_subsets.py
 """

@@ -11,7 +11,7 @@
 #   tools/gpu_robust.sh stain  carrying .devdata/stage1_train .whl
 #     cont / cont-lso   v5 / wide-lso continued with v5's recipe (labels resized centred), lr 2e-4
 #     phe / phe-lso     the same with --pseudo-stain 0.25 (fluorescence crops rendered as H&E)
-# The third set (prepared in the morning session of 2026-11-28, after a 3-epoch CPU try, MODEL.md
+# The third set (prepared in the morning session of 2026-11-28, after a 3-epoch CPU try, docs/experiments
 # "Stain grain in training"; self-contained since the session of 2026-11-28 midday, whose checkout
 # no longer held the leave-out soup: run folders do not outlive a session):
 #   tools/gpu_robust.sh stash  carrying .devdata/bbbc039 .devdata/tnbc .devdata/split.json .devdata/v2
@@ -19,7 +19,7 @@
 #     grain / ctrl            v6 (shipped) continued with v5's recipe, with and without --stain-grain 0.5
 #     grain-lso / ctrl-lso    v5's leave-TNBC-out recipe from v2 (wide-lso), with and without it
 #   tools/gpu_robust.sh jitter carrying the same: as grain with --stain-jitter 0.2 (Tellez et al.'s
-#                              strong HED jitter) instead of --stain-grain (MODEL.md "Stain amounts at
+#                              strong HED jitter) instead of --stain-grain (docs/experiments "Stain amounts at
 #                              test time": v6 loses 0.026 DSB score on H&E 15% paler than TNBC's;
 #                              a 3-epoch CPU A/B from v2 found no gain on unseen H&E, so after grain)
 # .devdata comes from `python tools/devdata.py --data ../shared/data/dsb2018/stage1_train.zip

@@ -1,6 +1,6 @@
 """Average the weights of models fine-tuned from one start into one model of the same network (a
 uniform "model soup", Wortsman et al. 2022): no extra cost at inference, and on the robustness
-issue's leave-TNBC-out protocol at least as good as the best of its parts (MODEL.md).
+issue's leave-TNBC-out protocol at least as good as the best of its parts (docs/experiments).
 
     python tools/soup.py runs/soup src/attention_unet/weights runs/cont/model runs/phe/model
 

@@ -1,7 +1,7 @@
 """Write a dataset's images with their stain amounts changed (skimage's rgb2hed / hed2rgb), as flat
 datasets (``OUT/<name>-<variant>/images`` + ``masks``) that ``attention-unet evaluate --split all``
 scores: how much a model depends on the haematoxylin and eosin amounts of H&E tissue, and whether a
-test-time stain normalisation would help it (MODEL.md, "Stain amounts at test time").
+test-time stain normalisation would help it (docs/experiments, "Stain amounts at test time").
 
     python tools/stain_variants.py ../shared/data/tnbc --part all --variants rgb h hx130 hn --out runs/stain
     python tools/stain_variants.py ../shared/data/dsb2018/stage1_train.zip --part valid --modality stained ...

@@ -72,14 +72,14 @@ def _inference_args(p: argparse.ArgumentParser, microns: bool = False) -> None:
         type=float,
         metavar="P",
         help="drop instances whose mean foreground probability is below P (0: keep every one); "
-        "default: the model's own setting (the shipped model: 0.85, MODEL.md)",
+        "default: the model's own setting (its card: attention-unet models)",
     )
     p.add_argument(
         "--smoothing",
         type=float,
         metavar="SIGMA",
         help="smooth every image by a Gaussian of SIGMA pixels before the network (0: none); default: "
-        "the model's own rule (the shipped model smooths sharp stained tissue, MODEL.md)",
+        "the model's own rule (the shipped model smooths sharp stained tissue, docs/experiments)",
     )
 
 

@@ -15,7 +15,7 @@ NORMALISATIONS = ("fixed", "percentile", "polarity", "stain")
 
 # The views test-time augmentation averages, as (quarter turns, then mirrored left-right); each
 # set a group, so that every orientation's counterpart is in it. 2 views: the image and its mirror
-# across the anti-diagonal (on valid, MODEL.md, they gave more than the image and its vertical mirror).
+# across the anti-diagonal (on valid, docs/experiments, they gave more than the image and its vertical mirror).
 TTA_VIEWS: dict[int, tuple[tuple[int, bool], ...]] = {
     2: ((0, False), (1, True)),
     4: ((0, False), (0, True), (2, False), (2, True)),
@@ -66,11 +66,11 @@ class InferenceSettings:
     contour_threshold: float = 0.5  # contour probability from which a pixel counts as a border
     h: float = 1.0  # watershed seed depth (h-maxima)
     min_area: int = 8  # smaller instances are dropped (pixels)
-    # instances whose mean foreground probability is below this are dropped (0: off); MODEL.md
+    # instances whose mean foreground probability is below this are dropped (0: off); docs/experiments
     min_confidence: float = 0.0
     # stained tissue (colour, bright background) sharper than the stained images the model learnt
     # from most is smoothed before the network (a Gaussian of this sigma, px; 0: off), where
-    # sharper means a median |Laplacian| of the normalised image above stain_sharpness (MODEL.md)
+    # sharper means a median |Laplacian| of the normalised image above stain_sharpness (docs/experiments)
     stain_smoothing: float = 0.0
     stain_sharpness: float = 0.025
     # auto scale's typical nucleus is the probe's median one, unless it found at least

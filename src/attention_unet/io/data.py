@@ -494,7 +494,7 @@ def resize(array: np.ndarray, size: tuple[int, int], nearest: bool = False) -> n
     mapped onto pixel centres. (OpenCV's INTER_NEAREST samples floor(x / factor) instead, which moves
     labels by up to about half a pixel against the bilinear image: at zoom 0.4 on 6 BBBC039
     valid images, the shipped model's pixel F1 was 0.940 against those labels, 0.959 against
-    centred ones, and a mirrored view of the image scored 0.905 instead of 0.940; MODEL.md.)"""
+    centred ones, and a mirrored view of the image scored 0.905 instead of 0.940; docs/experiments.)"""
     import cv2
 
     if array.shape[:2] == tuple(size):
@@ -546,7 +546,7 @@ def signal_channel(image: np.ndarray) -> int | None:
     (99.5th percentile above the 0.5th, on :func:`sample_step`'s pixels). None for grey images,
     composites of several stains and stained tissue. The network learnt fluorescence in grey only
     (DSB-2018's 541 fluorescence images are all grey): the sample's nuclei shown in blue gave no
-    nucleus at all (highest probability 0.04), in red or green 23, in grey 24 (MODEL.md)."""
+    nucleus at all (highest probability 0.04), in red or green 23, in grey 24 (docs/experiments)."""
     signal = _colour_signals(image)
     if signal is None or signal.max() <= 0 or np.sort(signal)[-2] > 0.1 * signal.max():
         return None
@@ -576,7 +576,7 @@ def _colour_signals(image: np.ndarray) -> np.ndarray | None:
 def sharpness(image: np.ndarray, mode: str, value_range: tuple[float, float] | None = None) -> float:
     """Median |Laplacian| of the image normalised as the network sees it (channels averaged): how
     much fine texture it carries per pixel. TNBC's H&E crops read 0.025-0.11, the DSB archive's
-    stained tissue 0.007-0.022 (MODEL.md)."""
+    stained tissue 0.007-0.022 (docs/experiments)."""
     from scipy import ndimage
 
     grey = normalise(image, mode, value_range).mean(axis=-1)  # H x W x C, as everywhere here
