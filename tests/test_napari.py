@@ -123,7 +123,8 @@ def test_problems_are_messages_and_leave_the_layers_alone(make_napari_viewer, qt
     viewer.add_image(iio.imread(SAMPLE), name="nuclei")
     widget.image.reset_choices()
     (tmp_path / "broken.safetensors").write_bytes(b"not a model")
-    widget.model.value = str(tmp_path / "broken.safetensors")
+    widget.model.value = "a file or folder:"
+    widget.model_path.value = tmp_path / "broken.safetensors"
     segment(widget, qtbot)
     assert "not a readable safetensors model file" in widget.status.value
     assert [layer.name for layer in viewer.layers] == ["nuclei"]
@@ -162,3 +163,27 @@ def test_the_labels_reader_applies_the_pixel_limit(tmp_path: Path, monkeypatch) 
         reader(str(tmp_path / "big_labels.tif"))
     monkeypatch.setenv("ATTENTION_UNET_MAX_PIXELS", "6000")
     assert reader(str(tmp_path / "big_labels.tif"))[0][0].shape == (3, 40, 50)
+
+
+def test_controls_say_what_their_values_mean(make_napari_viewer) -> None:
+    """No sentinel numbers: the lowest value of a box that means "the model's own" shows those
+    words; the model list is the zoo's, with each card as a tooltip line."""
+    from attention_unet.model import zoo
+
+    widget = SegmentWidget(make_napari_viewer())
+    for name, words in (
+        ("diameter", "model's own (auto)"),
+        ("min_confidence", "model's own"),
+        ("smoothing", "model's own"),
+    ):
+        box = getattr(widget, name).native
+        assert box.value() == box.minimum() and box.text() == words, name
+    assert widget.channel.value is None and widget.channel.native.currentText() == "all (grey or colour)"
+    assert list(zoo.entries()) == list(widget.model.choices[: len(zoo.entries())])
+    assert widget.model.value == zoo.DEFAULT and "CC BY-NC-SA 4.0" in widget.model.tooltip
+    from attention_unet.napari_plugin.controls import AUTO, OTHER, chosen_model
+
+    widget.model.value = AUTO
+    assert chosen_model(widget) == "auto"
+    widget.model.value, widget.model_path.value = OTHER, Path("/data/runs/mine")
+    assert chosen_model(widget) == str(Path("/data/runs/mine"))

@@ -1,5 +1,6 @@
 """The widget's controls, each named so the widget reads it as an attribute (``widget.model``), and
-the :meth:`Segmenter.segment` options they stand for."""
+the :meth:`Segmenter.segment` options they stand for. A number box whose lowest value means "the
+model's own setting" shows those words there, never a sentinel number (Qt's special value text)."""
 
 from __future__ import annotations
 
@@ -11,12 +12,15 @@ from magicgui.widgets import (
     FileEdit,
     FloatSlider,
     FloatSpinBox,
-    LineEdit,
-    SpinBox,
     create_widget,
 )
 
+from ..model import zoo
 from ..settings import TTA_VIEWS
+
+AUTO = "auto (by image kind)"
+OTHER = "a file or folder:"
+MAX_CHANNEL = 64
 
 # the test-time augmentation choice: Segmenter.segment's (tta, tta_views); None keeps the model's own
 TTA_CHOICES: dict[str, tuple[bool | None, int | None]] = {
@@ -26,30 +30,43 @@ TTA_CHOICES: dict[str, tuple[bool | None, int | None]] = {
 }
 
 
+def own(widget: Any, text: str = "model's own") -> Any:
+    """``widget`` showing ``text`` at its lowest value (what that value means), not the number."""
+    widget.native.setSpecialValueText(text)
+    return widget
+
+
+def model_choices() -> tuple[list[str], str]:
+    """The shipped models' names (then auto and a file or folder) and a tooltip of their cards."""
+    cards = zoo.entries()
+    lines = [f"{e.name}: {e.modality}; weights {e.licence}" for e in cards.values()]
+    lines += [f"{AUTO}: each image to the model of its kind", f"{OTHER} a model file, model folder or training run"]
+    return [*cards, AUTO, OTHER], "\n".join(lines)
+
+
 def input_controls() -> list[Any]:
     """What to segment with what: the image layer, the model, the channel and the nucleus size."""
+    choices, tooltip = model_choices()
     return [
         create_widget(annotation="napari.layers.Image", label="image", name="image"),
-        LineEdit(
-            value="pretrained",
-            name="model",
-            tooltip="'pretrained', a shipped model's name (attention-unet models), a model file, model folder or "
-            "training run folder",
-        ),
-        SpinBox(
-            value=-1,
-            min=-1,
-            max=64,
+        ComboBox(choices=choices, value=zoo.DEFAULT, name="model", tooltip=tooltip),
+        FileEdit(mode="r", value="", name="model_path", label="model file", visible=False),
+        ComboBox(
+            choices=[("all (grey or colour)", None), *((str(c), c) for c in range(MAX_CHANNEL + 1))],
+            value=None,
             name="channel",
-            tooltip="the nucleus channel of a multi-channel layer (-1: none)",
+            tooltip="the nucleus channel of a multi-channel layer",
         ),
-        FloatSpinBox(
-            value=0.0,
-            min=0.0,
-            max=1000.0,
-            name="diameter",
-            label="diameter (px)",
-            tooltip="typical nucleus diameter; 0: the model's own scale",
+        own(
+            FloatSpinBox(
+                value=0.0,
+                min=0.0,
+                max=1000.0,
+                name="diameter",
+                label="diameter (px)",
+                tooltip="typical nucleus diameter in pixels; lowest: the model measures it (auto scale)",
+            ),
+            "model's own (auto)",
         ),
     ]
 
@@ -58,23 +75,27 @@ def decoding_controls() -> list[Any]:
     """How to turn probabilities into nuclei, and what to show and save."""
     return [
         FloatSlider(value=0.5, min=0.05, max=0.95, step=0.05, name="threshold"),
-        FloatSpinBox(
-            value=-0.05,
-            min=-0.05,
-            max=0.99,
-            step=0.05,
-            name="min_confidence",
-            label="weakest kept",
-            tooltip="mean probability a nucleus needs to be kept; below 0: the model's own, 0: keep every one",
+        own(
+            FloatSpinBox(
+                value=-0.05,
+                min=-0.05,
+                max=0.99,
+                step=0.05,
+                name="min_confidence",
+                label="weakest kept (mean probability)",
+                tooltip="mean probability a nucleus needs to be kept; 0: keep every one",
+            )
         ),
-        FloatSpinBox(
-            value=-0.5,
-            min=-0.5,
-            max=8.0,
-            step=0.5,
-            name="smoothing",
-            label="smoothing (px)",
-            tooltip="Gaussian sigma the image is smoothed by first; below 0: the model's rule, 0: none",
+        own(
+            FloatSpinBox(
+                value=-0.5,
+                min=-0.5,
+                max=8.0,
+                step=0.5,
+                name="smoothing",
+                label="smoothing (px)",
+                tooltip="Gaussian sigma the image is smoothed by first; 0: none",
+            )
         ),
         ComboBox(
             choices=list(TTA_CHOICES),
@@ -87,6 +108,13 @@ def decoding_controls() -> list[Any]:
         CheckBox(value=False, text="add probability and attention maps", name="attention"),
         FileEdit(mode="w", filter="*.csv", value="", name="csv", label="save table to"),
     ]
+
+
+def chosen_model(widget: Any) -> str:
+    """The model the widget names: a shipped name, "auto", or the file or folder given."""
+    if widget.model.value == OTHER:
+        return str(widget.model_path.value)
+    return "auto" if widget.model.value == AUTO else widget.model.value
 
 
 def segment_options(widget: Any, axes: str) -> dict[str, Any]:

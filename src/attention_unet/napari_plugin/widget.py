@@ -10,7 +10,7 @@ import numpy as np
 from magicgui.widgets import Container, Label, ProgressBar, PushButton, Table
 
 from ..errors import InputError
-from .controls import decoding_controls, input_controls, segment_options
+from .controls import OTHER, chosen_model, decoding_controls, input_controls, segment_options
 from .files import plain, write_csv
 
 TABLE_COLUMNS = ("label", "area", "centroid_y", "centroid_x", "equivalent_diameter", "solidity")
@@ -30,6 +30,7 @@ class SegmentWidget(Container):
                      Label(value="", name="status"), Table(value=[], columns=list(TABLE_COLUMNS), name="table")]
         )  # fmt: skip
         run_button.changed.connect(self.run)
+        self.model.changed.connect(lambda value: setattr(self.model_path, "visible", value == OTHER))
         self.worker: Any = None
         self.segmenters: dict[tuple[str, str], Any] = {}
 
@@ -49,7 +50,7 @@ class SegmentWidget(Container):
                 "no image layer: open an image first (File > Open, or File > Open Sample > attention-unet)"
             )
         array = np.asarray(layer.data)
-        channel = self.channel.value if self.channel.value >= 0 else None
+        channel = self.channel.value
         if layer.rgb:
             return layer, array, "YXC"
         if array.ndim == 2:
@@ -75,7 +76,7 @@ class SegmentWidget(Container):
         from napari.qt.threading import thread_worker
 
         options = segment_options(self, axes)
-        model, engine = self.model.value.strip() or "pretrained", self.engine.value
+        model, engine = chosen_model(self), self.engine.value
 
         @thread_worker
         def work() -> Any:
@@ -98,7 +99,7 @@ class SegmentWidget(Container):
 
         key = (model, engine)
         if key not in self.segmenters:
-            self.segmenters[key] = Segmenter(None if model == "pretrained" else model, engine=engine)
+            self.segmenters[key] = Segmenter(model, engine=engine)
         return self.segmenters[key]
 
     def done(self) -> None:
