@@ -89,6 +89,24 @@ def test_formula_names_are_neutralised_and_read_back(tmp_path: Path, tiny_model:
     assert len(_summary(tmp_path / "out")) == 4
 
 
+def test_skip_existing_redoes_outputs_made_with_other_options(tmp_path: Path, tiny_model: Path, capsys) -> None:
+    """--skip-existing kept files made under other options or another model in one summary: the
+    folder records what its outputs were made with, and a rerun with anything else redoes them."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    _image(folder / "a.png")
+    argv = ["predict", str(folder), "--model", str(tiny_model), "--out", str(tmp_path / "out"), "--skip-existing"]
+    labels = tmp_path / "out" / "a_labels.tif"
+    assert main(argv) == 0
+    first = labels.stat().st_mtime_ns
+    assert main(argv) == 0 and labels.stat().st_mtime_ns == first  # the same options: skipped
+    capsys.readouterr()
+    assert main([*argv, "--threshold", "0.3"]) == 0
+    assert labels.stat().st_mtime_ns != first and "redoes them" in capsys.readouterr().out
+    again = labels.stat().st_mtime_ns
+    assert main([*argv, "--threshold", "0.3"]) == 0 and labels.stat().st_mtime_ns == again
+
+
 def test_an_earlier_summary_is_escaped_and_may_carry_a_bom(tmp_path: Path, tiny_model: Path) -> None:
     """--skip-existing reads the earlier summary.csv back into index.html: a crafted cell is text,
     not a script; a summary saved by a spreadsheet (a BOM first) is read, not a KeyError."""

@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import json
 import math
 import re
 import sys
@@ -19,6 +21,7 @@ from ..inference.blockwise import (
     BlockSettings,
     block_shapes,
     dask_client,
+    model_fingerprint,
     open_lazy,
     predictor_shared,
     prepare,
@@ -35,6 +38,7 @@ from ..io.measure import rois as roi_set
 from ..io.measure import write_table as write_measurement_csv
 from ..io.outputs import OutputFolder, from_spreadsheet_cell, spreadsheet_cell, written_by_a_run
 from ..io.reports import predict_index
+from ..model import zoo
 from ..model.zoo import licence_notes
 from ..settings import check_threshold
 
@@ -173,6 +177,9 @@ def _predict_files(
     try:
         summary = Summary()
         earlier = earlier_rows(folder) if options.skip_existing else {}
+        if not folder.made_with(run_stamp(predictor, options, recipe)) and earlier:
+            print(f"note: {out} holds outputs made with another model or other options; --skip-existing redoes them")
+            earlier = {}
         unwritten = False  # summary rows not yet in summary.csv
         stems = unique_stems([r for _, r in files])
         for k, ((path, _), stem) in enumerate(tqdm(list(zip(files, stems)), desc="predict", unit="file"), start=1):
@@ -207,6 +214,21 @@ def _predict_files(
     finally:
         folder.release()  # also when interrupted: a rerun in this process may lock it again
     return report_run(summary, len(files), out)
+
+
+def run_stamp(predictor: Predictor, options: PredictOptions, recipe: dict) -> str:
+    """What a file's outputs depend on besides the file: the model (each weights file's sha256), its
+    settings and predict's options (not where or how fast it runs)."""
+    model = recipe.get("model") if "local" not in recipe else predictor.name
+    names = list(zoo.entries()) if str(model) == AUTO else [model]
+    given = dataclasses.asdict(options)
+    given.pop("skip_existing")
+    for key in ("workers", "scheduler"):
+        given["blocks"].pop(key, None)
+    recipe = {k: v for k, v in recipe.items() if k not in ("local", "device", "batch_size")}
+    weights = [model_fingerprint(str(n) if n is not None else None) for n in names]
+    settings = dataclasses.asdict(predictor.settings)
+    return json.dumps({"weights": weights, "recipe": recipe, "settings": settings, "options": given}, default=str)
 
 
 def due(done: int, total: int) -> bool:

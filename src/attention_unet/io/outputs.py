@@ -15,6 +15,7 @@ from pathlib import Path
 from ..errors import InputError
 
 MANIFEST = ".attention-unet-outputs"
+RUN_STAMP = ".attention-unet-run"  # what the per-image outputs here were made with (predict --skip-existing)
 # a cell starting with these is a formula to Excel, LibreOffice and Google Sheets (OWASP's list), or
 # is the quote that marks one neutralised: such text cells get a leading quote, read back without it
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "'")
@@ -123,7 +124,18 @@ class OutputFolder:
             self._lock = None
         if self.created and not self.ours:
             with contextlib.suppress(OSError):
+                (self.root / RUN_STAMP).unlink(missing_ok=True)
                 self.root.rmdir()
+
+    def made_with(self, stamp: str) -> bool:
+        """Whether the earlier run here made its outputs with ``stamp`` (the model and options), and
+        records ``stamp`` for the next one. A folder without a record was made by another version:
+        not the same."""
+        record = self.root / RUN_STAMP
+        same = record.is_file() and record.read_text() == stamp
+        self.root.mkdir(parents=True, exist_ok=True)
+        record.write_text(stamp)
+        return same
 
     def done(self, path: Path) -> bool:
         """Whether ``path`` exists and was written (completely: writes are renamed into place) by this tool."""
