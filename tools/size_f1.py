@@ -1,0 +1,81 @@
+"""Auto scale against the per-image oracle, with the whole pipeline: each image of a split part at
+each zoom (images and labels resized, at most MAX_PIXELS), predicted with the model's own scale
+setting ('auto') and at the scale its labels' true median diameter asks for ('oracle',
+``Predictor.for_diameter``), scored as ``evaluate`` scores (pixel F1, DSB score). Prints the
+mean per dataset and zoom and writes a row per image.
+
+    python tools/size_f1.py --out runs/size/f1.csv --zooms 0.25 0.5 1 2 4 8 [--model nuclei] \
+        [--limit 24] [--split-file S] ../shared/data/dsb2018/stage1_train.zip ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+from size_table import zoomed_record  # this folder's: the same zooms, capped the same way
+
+from attention_unet import metrics
+from attention_unet.inference.engine import load_predictor
+from attention_unet.inference.plan import size_statistics
+from attention_unet.io import data
+
+
+def scored(predictor, image: np.ndarray, labels: np.ndarray) -> dict:
+    start = time.perf_counter()
+    probs = predictor.probabilities(image)[0]
+    pred = predictor.labels(probs)
+    seconds = time.perf_counter() - start
+    pixel = metrics.pixel_scores(probs[0] > 0.5, labels > 0)
+    return {"f1": pixel["f1"], "dsb": metrics.object_scores(labels, pred)["dsb_score"], "s": round(seconds, 2)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("data", nargs="+")
+    parser.add_argument("--split-file")
+    parser.add_argument("--part", default="valid")
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--model", default=None)
+    parser.add_argument("--zooms", type=float, nargs="+", default=[0.25, 0.5, 1, 2, 4, 8])
+    parser.add_argument("--limit", type=int, default=0)
+    parser.add_argument("--no-oracle", action="store_true")
+    args = parser.parse_args()
+    base = load_predictor(args.model, engine="torch" if args.model else "auto")
+    rows, means = [], defaultdict(list)
+    for path in args.data:
+        records = data.load_records(path)
+        split = (
+            data.load_split(args.split_file, path) if args.split_file else data.default_split([r.id for r in records])
+        )
+        for record in data.select(records, split, args.part)[: args.limit or None]:
+            for zoom in args.zooms:
+                image, labels, used = zoomed_record(record, zoom)
+                areas = np.bincount(labels.ravel())[1:]
+                if not (areas > 0).any():
+                    continue
+                row = {"dataset": Path(path).stem, "id": record.id, "zoom": zoom, "used": round(used, 3)}
+                row |= {f"auto_{k}": v for k, v in scored(base, image, labels).items()}
+                if not args.no_oracle:
+                    true = size_statistics(areas[areas > 0])["median"]
+                    oracle = base.for_diameter(max(true, base.settings.target_diameter / 8))
+                    row |= {f"oracle_{k}": v for k, v in scored(oracle, image, labels).items()}
+                rows.append(row)
+                means[row["dataset"], zoom].append(row)
+            print(record.id[:12], flush=True)
+            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+            with open(args.out, "w", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=list(dict.fromkeys(k for r in rows for k in r)))
+                writer.writeheader()
+                writer.writerows(rows)
+    for (dataset, zoom), group in sorted(means.items()):
+        cells = [f"{k} {np.mean([r[k] for r in group]):.3f}" for k in group[0] if k.endswith(("_f1", "_dsb"))]
+        print(f"{dataset} zoom {zoom:g} ({len(group)} images): " + ", ".join(cells))
+
+
+if __name__ == "__main__":
+    main()
