@@ -387,3 +387,21 @@ def test_labels_corrected_by_hand_under_our_name_are_kept(tmp_path: Path, tiny_m
     np.testing.assert_array_equal(tifffile.imread(out / "a_labels.tif"), corrected)
     only_b = ["predict", str(tmp_path / "b.png"), "--model", str(tiny_model), "--out", str(out)]
     assert main(only_b) == 0  # b's own outputs are still the tool's to replace
+
+
+@pytest.mark.parametrize("imagej", [True, False])
+def test_a_truncated_stack_is_one_line_not_one_plane(tmp_path: Path, tiny_model: Path, capsys, imagej: bool) -> None:
+    """A 5-plane stack cut short was segmented as its first plane, exit 0: now the file is named as
+    damaged (tifffile only logs the broken page chain; an ImageJ file also declares its planes)."""
+    import tifffile
+
+    path = tmp_path / "in" / "stack.tif"
+    path.parent.mkdir()
+    stack = np.random.default_rng(0).integers(0, 255, (5, 64, 64), dtype=np.uint8)
+    tifffile.imwrite(path, stack, imagej=imagej, metadata={"axes": "ZYX"})
+    whole = path.read_bytes()
+    path.write_bytes(whole[: len(whole) * 2 // 5])
+    code = main(["predict", str(path), "--model", str(tiny_model), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2 and "stack.tif" in err and ("truncated" in err or "damaged" in err)
+    assert not (tmp_path / "out" / "stack_labels.tif").exists()

@@ -209,6 +209,38 @@ def _reading(path: Path) -> Iterator[None]:
         raise unreadable(path, exc) from None
 
 
+@contextmanager
+def _whole(path: Path) -> Iterator[None]:
+    """One line for a TIFF whose pages end early (a truncated copy): tifffile only logs it, and
+    reads the pages before the damage as the whole file (a 5-plane stack as one plane)."""
+    import logging
+
+    damage: list[str] = []
+
+    class Damage(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            message = record.getMessage()
+            if "invalid page offset" in message or "corrupted" in message:
+                damage.append(message.split("> ", 1)[-1])
+
+    logger, handler = logging.getLogger("tifffile"), Damage(logging.WARNING)
+    logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+    if damage:
+        raise InputError(f"{path}: the file is damaged or truncated ({damage[0]}); its planes cannot all be read")
+
+
+def _check_planes(path: Path, tif: object, found: ImageFile) -> None:
+    """An ImageJ TIFF declares how many planes it holds: fewer in its series is a truncated file."""
+    declared = (tif.imagej_metadata or {}).get("images", 0) if tif.is_imagej else 0  # type: ignore[attr-defined]
+    planes = int(np.prod(found.stack_shape)) * (found.shape[found.axes.index("C")] if "C" in found.axes else 1)
+    if isinstance(declared, int) and declared > planes:
+        raise InputError(f"{path}: the file declares {declared} planes but holds {planes}: truncated?")
+
+
 def open_image(
     path: str | Path, *, axes: str | None = None, pixel_size: float | None = None, limit: bool = True
 ) -> ImageFile:
@@ -225,10 +257,11 @@ def open_image(
     else:
         import tifffile
 
-        with _reading(path), tifffile.TiffFile(path) as tif:
+        with _reading(path), _whole(path), tifffile.TiffFile(path) as tif:
             series = tif.series[0]
             names = _ome_channel_names(tif) if tif.is_ome else []
             found = ImageFile(path, series.axes, tuple(series.shape), names, _pixel_size(tif), "S" in series.axes)
+            _check_planes(path, tif, found)
     if axes is not None:
         axes = axes.upper()
         if (
