@@ -405,3 +405,21 @@ def test_a_truncated_stack_is_one_line_not_one_plane(tmp_path: Path, tiny_model:
     err = capsys.readouterr().err
     assert code == 2 and "stack.tif" in err and ("truncated" in err or "damaged" in err)
     assert not (tmp_path / "out" / "stack_labels.tif").exists()
+
+
+def test_the_pixel_limit_counts_every_channel_of_a_plane(tmp_path: Path, monkeypatch) -> None:
+    """The limit counted Y x X only: 3000 channels of 1000² in a 3.7 MB OME-TIFF asked for 2.2 GB.
+    A plane may hold the pixel limit in colour (3 values a pixel); more channels count against it."""
+    import tifffile
+
+    from attention_unet.io.images import open_image
+
+    monkeypatch.setenv("ATTENTION_UNET_MAX_PIXELS", "10000")
+    for channels, refused in ((3, False), (10, True)):
+        path = tmp_path / f"c{channels}.ome.tif"
+        tifffile.imwrite(path, np.zeros((channels, 64, 64), np.uint8), metadata={"axes": "CYX"}, compression="zlib")
+        if refused:
+            with pytest.raises(InputError, match=f"64 x 64 pixels x {channels} channels is above the limit of 30,000"):
+                open_image(path)
+        else:
+            assert open_image(path).n_channels == channels

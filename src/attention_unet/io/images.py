@@ -280,6 +280,7 @@ def open_image(
         found.axes, found.rgb = axes, "S" in axes
     if limit:
         limits.check_pixels(*found.shape_yx, str(path))
+        limits.check_values(*found.shape_yx, found.n_channels, str(path))
     if set(found.axes) - set(KNOWN_AXES):
         raise InputError(f"{path}: unknown axes {found.axes}; give --axes (letters from {KNOWN_AXES})")
     if pixel_size is not None:

@@ -53,6 +53,21 @@ def check_pixels(height: int, width: int, name: str, *, limit: int | None = None
         )
 
 
+VALUES_PER_PIXEL = 3  # a plane may hold the pixel limit in colour (RGB); more channels count against it
+
+
+def check_values(height: int, width: int, channels: int, name: str) -> None:
+    """One line naming ``name`` when a plane's values (pixels x channels, all of which are read
+    and measured) are over :data:`VALUES_PER_PIXEL` times the pixel limit: a 3.7 MB OME-TIFF of 3000
+    channels of 1000 x 1000 asked for 2.2 GB."""
+    limit = VALUES_PER_PIXEL * max_pixels()
+    if height * width * channels > limit:
+        raise InputError(
+            f"{name}: {width} x {height} pixels x {channels} channels is above the limit of {limit:,} values per "
+            "plane (raise it with --max-pixels or ATTENTION_UNET_MAX_PIXELS if the machine has the memory)"
+        )
+
+
 def check_compression(path: Path, height: int, width: int, bytes_per_pixel: int) -> None:
     """One line when a plane above the whole-image limit sits in a file far smaller than its pixels
     (more than ``MAX_ZIP_RATIO`` times): a decompression bomb would otherwise keep a block-wise run
