@@ -187,3 +187,52 @@ def test_controls_say_what_their_values_mean(make_napari_viewer) -> None:
     assert chosen_model(widget) == "auto"
     widget.model.value, widget.model_path.value = OTHER, Path("/data/runs/mine")
     assert chosen_model(widget) == str(Path("/data/runs/mine"))
+
+
+def test_correct_then_fine_tune_then_segment_again(make_napari_viewer, qtbot, tmp_path: Path) -> None:
+    """The whole loop, headless: segment a sample image, correct its labels (one nucleus removed,
+    one painted), fine-tune one short epoch, and the new model is saved, listed in the Segment
+    widget and segments the image; a cancelled run leaves no model folder."""
+    from attention_unet.napari_plugin import FineTuneWidget
+
+    viewer = make_napari_viewer()
+    viewer.add_image(iio.imread(SAMPLE), name="nuclei")
+    segment_widget = SegmentWidget(viewer)
+    segment(segment_widget, qtbot)
+    labels = viewer.layers["nuclei_labels"]
+    corrected = labels.data.copy()
+    corrected[corrected == 1] = 0
+    corrected[10:20, 10:20] = corrected.max() + 1
+    labels.data = corrected
+    widget = FineTuneWidget(viewer)
+    widget.image.value, widget.labels_layer.value = viewer.layers["nuclei"], labels
+    widget.epochs.value, widget.minutes.value, widget.out.value = 1, 3.0, tmp_path / "mine"
+    widget.run()
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=300_000)
+    assert (tmp_path / "mine" / "model" / "model.safetensors").is_file(), widget.status.value
+    assert "epoch 1: val F1" in widget.status.value or "model saved" in widget.status.value
+    segment_widget.reset_choices()
+    assert str(tmp_path / "mine") in segment_widget.model.choices
+    assert viewer.layers["nuclei_labels"].data.max() > 5  # segmented again with the new model
+    widget.out.value = tmp_path / "cancelled"
+    widget.run()
+    widget.stop()
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=300_000)
+    assert "cancelled" in widget.status.value and not (tmp_path / "cancelled").exists()
+
+
+def test_fine_tune_says_what_is_missing(make_napari_viewer, tmp_path: Path) -> None:
+    from attention_unet.napari_plugin import FineTuneWidget
+
+    viewer = make_napari_viewer()
+    widget = FineTuneWidget(viewer)
+    widget.run()
+    assert "needs an image layer and a Labels layer" in widget.status.value
+    viewer.add_image(np.zeros((64, 64), np.uint8), name="im")
+    viewer.add_labels(np.zeros((32, 32), np.int32), name="lab")
+    widget.reset_choices()
+    widget.run()
+    assert "do not lie on image" in widget.status.value
+    viewer.layers["lab"].data = np.zeros((64, 64), np.int32)
+    widget.run()
+    assert "hold no nucleus" in widget.status.value

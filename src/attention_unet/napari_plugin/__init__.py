@@ -8,6 +8,7 @@ Install with ``pip install "attention-unet[napari]"``.
 """
 
 from .files import get_labels_reader, sample_data, write_csv
+from .finetune import FineTuneWidget
 from .widget import SegmentWidget
 
-__all__ = ["SegmentWidget", "get_labels_reader", "sample_data", "write_csv"]
+__all__ = ["FineTuneWidget", "SegmentWidget", "get_labels_reader", "sample_data", "write_csv"]

@@ -21,6 +21,7 @@ from ..settings import TTA_VIEWS
 AUTO = "auto (by image kind)"
 OTHER = "a file or folder:"
 MAX_CHANNEL = 64
+FINETUNED: list[str] = []  # models fine-tuned in this session (napari_plugin.finetune), offered in every list
 
 # the test-time augmentation choice: Segmenter.segment's (tta, tta_views); None keeps the model's own
 TTA_CHOICES: dict[str, tuple[bool | None, int | None]] = {
@@ -36,20 +37,23 @@ def own(widget: Any, text: str = "model's own") -> Any:
     return widget
 
 
-def model_choices() -> tuple[list[str], str]:
-    """The shipped models' names (then auto and a file or folder) and a tooltip of their cards."""
+def model_choices(others: bool = True) -> tuple[list[str], str]:
+    """The shipped models' names, the models fine-tuned in this session (their folders) and, with
+    ``others``, auto and a file or folder; and a tooltip of the shipped models' cards."""
     cards = zoo.entries()
     lines = [f"{e.name}: {e.modality}; weights {e.licence}" for e in cards.values()]
-    lines += [f"{AUTO}: each image to the model of its kind", f"{OTHER} a model file, model folder or training run"]
-    return [*cards, AUTO, OTHER], "\n".join(lines)
+    extra = [AUTO, OTHER] if others else []
+    if others:
+        lines += [f"{AUTO}: each image to the model of its kind", f"{OTHER} a model file, model folder or training run"]
+    return [*cards, *FINETUNED, *extra], "\n".join(lines)
 
 
 def input_controls() -> list[Any]:
     """What to segment with what: the image layer, the model, the channel and the nucleus size."""
-    choices, tooltip = model_choices()
+    tooltip = model_choices()[1]
     return [
         create_widget(annotation="napari.layers.Image", label="image", name="image"),
-        ComboBox(choices=choices, value=zoo.DEFAULT, name="model", tooltip=tooltip),
+        ComboBox(choices=lambda _: model_choices()[0], value=zoo.DEFAULT, name="model", tooltip=tooltip),
         FileEdit(mode="r", value="", name="model_path", label="model file", visible=False),
         ComboBox(
             choices=[("all (grey or colour)", None), *((str(c), c) for c in range(MAX_CHANNEL + 1))],

@@ -12,7 +12,7 @@ import os
 import shutil
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
@@ -100,13 +100,14 @@ def quiet_lightning() -> Iterator[None]:
             logger.removeFilter(chatter)
 
 
-def fit(cfg: TrainConfig) -> Path:
-    """Train as configured; returns the run folder (checkpoints, metrics.csv, model/)."""
+def fit(cfg: TrainConfig, callbacks: Sequence[L.Callback] = ()) -> Path:
+    """Train as configured; returns the run folder (checkpoints, metrics.csv, model/).
+    ``callbacks`` join the run's own (a progress display, a way to cancel)."""
     with quiet_lightning():
-        return _fit(cfg)
+        return _fit(cfg, callbacks)
 
 
-def _fit(cfg: TrainConfig) -> Path:
+def _fit(cfg: TrainConfig, callbacks: Sequence[L.Callback] = ()) -> Path:
     cfg.validate()
     check_training_memory(cfg)
     allocator.keep_freed_memory()  # for the whole process: every step reuses the last one's memory
@@ -118,7 +119,7 @@ def _fit(cfg: TrainConfig) -> Path:
         if created:  # bad data: no half-made run folder that the fixed rerun would refuse
             shutil.rmtree(run_dir, ignore_errors=True)
         raise
-    trainer = _trainer(cfg, run_dir)
+    trainer = _trainer(cfg, run_dir, callbacks)
     task = SegmentationTask(asdict(cfg.model_config()), _jsonable(asdict(cfg)))
     if cfg.init_from:
         from ..model import load_model
@@ -183,7 +184,7 @@ def _loaders(cfg: TrainConfig, run_dir: Path) -> tuple[DataLoader, DataLoader]:
     return train_loader, DataLoader(valid_set, 1 if cfg.valid_strip else cfg.batch_size, **loader_args)
 
 
-def _trainer(cfg: TrainConfig, run_dir: Path) -> L.Trainer:
+def _trainer(cfg: TrainConfig, run_dir: Path, extra: Sequence[L.Callback] = ()) -> L.Trainer:
     """Lightning's Trainer with the run's checkpoints, early stopping, LR log, export and report."""
     from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
     from lightning.pytorch.loggers import CSVLogger
@@ -201,6 +202,7 @@ def _trainer(cfg: TrainConfig, run_dir: Path) -> L.Trainer:
         TQDMProgressBar(),
         ExportBest(run_dir),
         TrainReport(run_dir),
+        *extra,
     ]
     on_gpu = cfg.accelerator in ("gpu", "cuda") or (cfg.accelerator == "auto" and torch.cuda.is_available())
     return L.Trainer(
