@@ -423,3 +423,21 @@ def test_the_pixel_limit_counts_every_channel_of_a_plane(tmp_path: Path, monkeyp
                 open_image(path)
         else:
             assert open_image(path).n_channels == channels
+
+
+def test_finetune_into_a_folder_it_cannot_write_is_one_line(tmp_path: Path, tiny_dataset: Path, capsys) -> None:
+    """finetune --out on a read-only file system was a traceback: now one line naming --out, exit 2."""
+    import os
+
+    if os.geteuid() == 0:  # root writes anywhere: stand in with a file where the folder's parent should be
+        blocker = tmp_path / "file"
+        blocker.write_text("not a folder")
+        out = blocker / "run"
+    else:
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o500)
+        out = locked / "run"
+    code = main(["finetune", str(tiny_dataset), "--model", "nuclei", "--out", str(out), "--epochs", "1"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("attention-unet: error: --out") and "cannot write there" in err
+    assert "Traceback" not in err

@@ -148,10 +148,13 @@ def _run_folder(cfg: TrainConfig) -> tuple[Path, str | None, bool]:
             f"--out {run_dir}: holds files already; choose another --out (or continue a train run there with --resume last)"
         )
     created = not run_dir.exists()
-    run_dir.mkdir(parents=True, exist_ok=True)
     import yaml
 
-    (run_dir / "config.yaml").write_text(yaml.safe_dump(_jsonable(asdict(cfg)), sort_keys=False))
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(yaml.safe_dump(_jsonable(asdict(cfg)), sort_keys=False))
+    except OSError as exc:  # a read-only or full file system: one line, not a traceback
+        raise InputError(f"out {run_dir}: cannot write there ({exc.strerror or exc})", "out") from None
     return run_dir, resume, created
 
 
