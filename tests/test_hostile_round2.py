@@ -441,3 +441,27 @@ def test_finetune_into_a_folder_it_cannot_write_is_one_line(tmp_path: Path, tiny
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("attention-unet: error: --out") and "cannot write there" in err
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("name", "shape", "message"),
+    [("empty", (0, 256), "an empty image"), ("huge", (300_000, 300_000), "decompression bomb")],
+)
+def test_an_empty_or_unwritten_giant_zarr_is_one_line(
+    tmp_path: Path, tiny_model: Path, capsys, name, shape, message
+) -> None:
+    """A 0 x 256 zarr was a ValueError traceback; a zarr declaring 300,000² pixels with no chunk
+    written (all fill value) started hours of work on zeros: now one line each, exit 2."""
+    import zarr
+
+    group = zarr.open_group(tmp_path / f"{name}.zarr", mode="w")
+    group.create_array("0", shape=shape, dtype="uint8", chunks=(256, 256))
+    axes = [{"name": "y", "type": "space"}, {"name": "x", "type": "space"}]
+    scale = [{"type": "scale", "scale": [1.0, 1.0]}]
+    group.attrs["ome"] = {
+        "version": "0.5",
+        "multiscales": [{"axes": axes, "datasets": [{"path": "0", "coordinateTransformations": scale}]}],
+    }
+    code = main(["predict", str(tmp_path / f"{name}.zarr"), "--model", str(tiny_model), "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and f"{name}.zarr" in err

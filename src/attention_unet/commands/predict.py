@@ -27,6 +27,7 @@ from ..inference.blockwise import (
     prepare,
     sample_mosaic,
     segment,
+    zarr_plane,
 )
 from ..inference.choice import AUTO
 from ..inference.engine import ENGINES, load_predictor
@@ -470,6 +471,8 @@ def wants_blocks(path: Path, options: PredictOptions) -> bool:
     """Whether ``path`` is predicted block-wise: zarr always; a TIFF plane above
     ``options.blocks.above`` pixels unless ``blockwise`` is "never", any TIFF when "always"."""
     if is_zarr(path):
+        if options.blockwise != "always":  # chunks never written read as zeros: a bomb of any size
+            limits.check_compression(path, *zarr_plane(path))
         return True
     if options.blockwise == "never" or path.suffix.lower() not in (".tif", ".tiff"):
         return False

@@ -164,6 +164,8 @@ def open_lazy(path: str | Path, *, channel: int | None = None, axes: str | None 
             raise InputError(f"{path}: a stack ({axes} {shape}); block-wise prediction takes one 2-D plane")
     if "Y" not in axes or "X" not in axes:
         raise InputError(f"{path}: no Y and X axes in {axes}")
+    if not all(shape):
+        raise InputError(f"{path}: an empty image ({axes} {shape}): nothing to segment")
     channels = int(np.prod([n for a, n in zip(axes, shape) if a == "C"], dtype=int))
     if channel is None and channels > 1:
         raise InputError(f"{path}: {channels} channels: give --channel (the one that holds the nuclei)")
@@ -193,6 +195,22 @@ def _zarr_layout(path: Path) -> tuple[str, tuple[int, ...], str, float | None]:
     names = [a["name"] if isinstance(a, dict) else a for a in multiscales[0].get("axes", [])]
     axes = "".join(n[0].upper() for n in names) if len(names) == array.ndim else _guess_axes(array.shape)
     return axes, tuple(array.shape), component, _ome_pixel_size(multiscales[0])
+
+
+def zarr_plane(path: Path) -> tuple[int, int, int]:
+    """(height, width, bytes a pixel) of a zarr image's full-resolution plane, read from its metadata."""
+    import zarr
+
+    try:
+        axes, shape, component, _ = _zarr_layout(path)
+        dtype = zarr.open_array(str(path / component) if component else str(path), mode="r").dtype
+    except InputError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - zarr raises many types for damaged metadata
+        raise unreadable(path, exc) from None
+    sizes = dict(zip(axes, shape))
+    channels = math.prod(n for a, n in zip(axes, shape) if a in "CS")
+    return int(sizes.get("Y", shape[-2])), int(sizes.get("X", shape[-1])), dtype.itemsize * max(1, channels)
 
 
 def _ome_pixel_size(multiscale: dict[str, Any]) -> float | None:

@@ -70,10 +70,12 @@ def check_values(height: int, width: int, channels: int, name: str) -> None:
 
 def check_compression(path: Path, height: int, width: int, bytes_per_pixel: int) -> None:
     """One line when a plane above the whole-image limit sits in a file far smaller than its pixels
-    (more than ``MAX_ZIP_RATIO`` times): a decompression bomb would otherwise keep a block-wise run
-    busy for hours on blocks of nothing. Real slides compress 3-20x; `--blockwise always` skips this."""
+    (more than ``MAX_ZIP_RATIO`` times; a zarr folder: all its files): a decompression bomb, or a zarr
+    whose chunks were never written, would otherwise keep a block-wise run busy for hours on blocks
+    of nothing. Real slides compress 3-20x; `--blockwise always` skips this."""
     limit = max_pixels()
-    ratio = height * width * bytes_per_pixel / max(path.stat().st_size, 1)
+    stored = sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.is_dir() else path.stat().st_size
+    ratio = height * width * bytes_per_pixel / max(stored, 1)
     if height * width > limit and ratio > MAX_ZIP_RATIO:
         raise InputError(
             f"{path}: {width} x {height} pixels is above the limit of {limit:,} per image, in a file {ratio:,.0f} times "
