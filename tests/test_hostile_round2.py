@@ -465,3 +465,27 @@ def test_an_empty_or_unwritten_giant_zarr_is_one_line(
     code = main(["predict", str(tmp_path / f"{name}.zarr"), "--model", str(tiny_model), "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err
     assert code == 2 and message in err and f"{name}.zarr" in err
+
+
+def test_names_that_are_not_utf8_or_too_long_for_the_disk(tmp_path: Path, tiny_model: Path, capsys) -> None:
+    """A Latin-1 file name was a UnicodeEncodeError traceback (the output list, summary.csv, the
+    index); a name whose outputs are too long for the file system stopped the batch. Now the first
+    is segmented and read back by --skip-existing, the second is one warning, and the batch goes on."""
+    import os
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    _image(folder / "plain.png")
+    latin = os.fsencode(folder) + b"/caf\xe9.png"
+    os.rename(folder / "plain.png", latin)
+    _image(folder / ("x" * 250 + ".png"))
+    argv = ["predict", str(folder), "--model", str(tiny_model), "--out", str(tmp_path / "out")]
+    assert main(argv) == 1  # one file failed, the other was done
+    err = capsys.readouterr().err
+    assert "cannot write its outputs (File name too long)" in err and "Traceback" not in err
+    labels = os.fsencode(tmp_path / "out") + b"/caf\xe9_labels.tif"
+    assert os.path.isfile(labels)
+    before = os.stat(labels).st_mtime_ns
+    assert main([*argv, "--skip-existing"]) == 1
+    assert os.stat(labels).st_mtime_ns == before  # read back from summary.csv and the output list: skipped
+    assert "index.html" in os.listdir(tmp_path / "out")

@@ -200,9 +200,12 @@ def _predict_files(
                     rows = predict_blockwise(path, **given, recipe=recipe, client=client)
                 else:
                     rows = predict_file(path, **given)
-            except InputError as exc:
-                tqdm.write(f"warning: {exc}", file=sys.stderr)  # on its own line, not after the bar
-                summary.failed[str(path)] = str(exc)
+            except (InputError, OSError) as exc:  # OSError: an output name too long, a full disk
+                reason = (
+                    str(exc) if isinstance(exc, InputError) else f"{path}: cannot write its outputs ({exc.strerror})"
+                )
+                tqdm.write(f"warning: {reason}", file=sys.stderr)  # on its own line, not after the bar
+                summary.failed[str(path)] = reason
                 unwritten = bool(summary.rows)  # the index lists it, once there is an index
                 continue
             summary.rows += [{"input": str(path), **row} for row in rows]
@@ -263,7 +266,8 @@ def earlier_rows(folder: OutputFolder) -> dict[str, list[dict]]:
     if not folder.done(path):
         return {}
     rows: dict[str, list[dict]] = {}
-    with open(path, newline="", encoding="utf-8-sig", errors="replace") as f:  # -sig: saved by a spreadsheet
+    # -sig: saved by a spreadsheet; surrogateescape: a file name that is not UTF-8 reads back as written
+    with open(path, newline="", encoding="utf-8-sig", errors="surrogateescape") as f:
         for row in csv.DictReader(f):
             row = {k: from_spreadsheet_cell(v) for k, v in row.items() if isinstance(k, str) and isinstance(v, str)}
             if "input" not in row:  # not a summary of ours: nothing is taken from it, every file is redone
@@ -304,14 +308,15 @@ def write_summary(folder: OutputFolder, rows: list[dict], failed: dict[str, str]
     columns = list(dict.fromkeys(k for row in rows for k in row))
 
     def write(path: Path) -> None:
-        with open(path, "w", newline="") as f:
+        # a file name that is not UTF-8 (Latin-1 from an old system, say) is written as its bytes
+        with open(path, "w", newline="", encoding="utf-8", errors="surrogateescape") as f:
             writer = csv.DictWriter(f, fieldnames=columns, restval="")
             writer.writeheader()
             writer.writerows({k: spreadsheet_cell(v) for k, v in row.items()} for row in rows)
 
     folder.write(folder.root / "summary.csv", write)
     index = predict_index(folder.root, rows, failed or {})
-    folder.write(folder.root / "index.html", lambda t: t.write_text(index, encoding="utf-8"))
+    folder.write(folder.root / "index.html", lambda t: t.write_text(index, encoding="utf-8", errors="replace"))
 
 
 @dataclass

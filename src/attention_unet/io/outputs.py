@@ -47,7 +47,7 @@ REGENERATED = ("summary.csv", "index.html", "score.csv", "summary.json", "report
 
 def _entries(folder: Path) -> list[str]:
     try:
-        return [line for line in (folder / MANIFEST).read_text(errors="replace").splitlines() if line]
+        return [line for line in (folder / MANIFEST).read_text(errors="surrogateescape").splitlines() if line]
     except OSError:
         return []
 
@@ -139,7 +139,10 @@ class OutputFolder:
 
     def done(self, path: Path) -> bool:
         """Whether ``path`` exists and was written (completely: writes are renamed into place) by this tool."""
-        return path.is_file() and self.is_ours(path)
+        try:
+            return path.is_file() and self.is_ours(path)
+        except OSError:  # a name too long for the file system: never written
+            return False
 
     def is_ours(self, path: Path) -> bool:
         """Whether ``path`` is a file an earlier run wrote here (so not an input)."""
@@ -211,4 +214,4 @@ class OutputFolder:
         with open(self.root / MANIFEST, "ab+") as f:
             # after a last line with no end (a list edited by hand, or damaged), not joined to it
             ended = f.seek(0, os.SEEK_END) == 0 or (f.seek(-1, os.SEEK_END), f.read(1))[1] == b"\n"
-            f.write(("" if ended else "\n").encode() + f"{relative}\n".encode())
+            f.write(("" if ended else "\n").encode() + f"{relative}\n".encode(errors="surrogateescape"))

@@ -65,7 +65,7 @@ def url(path: str) -> str:
     >>> url("well #1 50%.png")
     'well%20%231%2050%25.png'
     """
-    return html.escape(quote(path))
+    return html.escape(quote(path, errors="surrogateescape"))  # a file name that is not UTF-8: its bytes, %-escaped
 
 
 def table(
