@@ -489,3 +489,18 @@ def test_names_that_are_not_utf8_or_too_long_for_the_disk(tmp_path: Path, tiny_m
     assert main([*argv, "--skip-existing"]) == 1
     assert os.stat(labels).st_mtime_ns == before  # read back from summary.csv and the output list: skipped
     assert "index.html" in os.listdir(tmp_path / "out")
+
+
+def test_a_pipe_or_a_device_given_as_input_is_one_line(tmp_path: Path, tiny_model: Path, capsys) -> None:
+    """A FIFO or a link to /dev/zero named as an input was 'no such file or folder'; in a folder
+    they are passed over (reading them may never end), as before."""
+    import os
+
+    fifo, zero = tmp_path / "pipe.png", tmp_path / "zero.png"
+    os.mkfifo(fifo)
+    zero.symlink_to("/dev/zero")
+    for path in (fifo, zero):
+        assert main(["predict", str(path), "--model", str(tiny_model), "--out", str(tmp_path / "o")]) == 2
+        assert "not a regular file or folder" in capsys.readouterr().err
+    _image(tmp_path / "a.png")
+    assert main(["predict", str(tmp_path), "--model", str(tiny_model), "--out", str(tmp_path / "o2")]) == 0

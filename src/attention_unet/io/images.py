@@ -47,6 +47,8 @@ def find_inputs(inputs: list[str]) -> Iterator[tuple[Path, Path]]:
             fixed = next((k for k, part in enumerate(parts) if glob.has_magic(part)), len(parts))
             base = Path(*parts[:fixed]) if fixed else Path()
             yield from once((f, _inside(f.relative_to(base), f)) for f in matches)
+        elif path.exists():  # a FIFO, a socket or a device (a link to /dev/zero): reading it may never end
+            raise InputError(f"{item}: not a regular file or folder (a pipe, socket or device); give an image file")
         else:
             raise InputError(f"{item}: no such file or folder")
 
