@@ -504,3 +504,18 @@ def test_a_pipe_or_a_device_given_as_input_is_one_line(tmp_path: Path, tiny_mode
         assert "not a regular file or folder" in capsys.readouterr().err
     _image(tmp_path / "a.png")
     assert main(["predict", str(tmp_path), "--model", str(tiny_model), "--out", str(tmp_path / "o2")]) == 0
+
+
+@pytest.mark.parametrize(
+    ("address", "message"), [("ucx://127.0.0.1:8786", "is not supported"), ("tls://127.0.0.1:8786", "cannot connect")]
+)
+def test_scheduler_addresses_dask_cannot_use_are_one_line(
+    tmp_path: Path, tiny_model: Path, capsys, address, message
+) -> None:
+    """tls:// without dask's TLS settings and ucx:// without ucx were TypeError tracebacks."""
+    pytest.importorskip("distributed")
+    _image(tmp_path / "a.png")
+    argv = ["predict", str(tmp_path / "a.png"), "--model", str(tiny_model), "--out", str(tmp_path / "o")]
+    assert main([*argv, "--blockwise", "always", "--dask-scheduler", address]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err

@@ -470,6 +470,9 @@ def run_tasks(
             return list(dask.compute(*tasks, scheduler="threads", num_workers=job.settings.workers))
 
 
+CONNECT_TIMEOUT = "5s"
+
+
 @contextlib.contextmanager
 def dask_client(settings: BlockSettings) -> Any:
     """A dask.distributed client for ``settings.scheduler`` (None when blocks run locally)."""
@@ -480,9 +483,12 @@ def dask_client(settings: BlockSettings) -> Any:
         from distributed import Client
     except ImportError:
         raise InputError("--dask-scheduler needs dask.distributed: pip install 'attention-unet[cluster]'") from None
-    try:
-        client = Client(settings.scheduler, timeout="20s")
-    except (OSError, TimeoutError, ValueError) as exc:
+    scheme = settings.scheduler.split("://", 1)[0] if "://" in settings.scheduler else "tcp"
+    if scheme not in ("tcp", "tls"):
+        raise InputError(f"--dask-scheduler {settings.scheduler}: {scheme}:// is not supported; give a tcp:// address")
+    try:  # a scheduler that is there answers at once; a refused port is retried until the timeout
+        client = Client(settings.scheduler, timeout=CONNECT_TIMEOUT)
+    except (OSError, TimeoutError, ValueError, TypeError) as exc:  # TypeError: tls:// without dask's TLS settings
         raise InputError(f"--dask-scheduler {settings.scheduler}: cannot connect ({exc})") from None
     try:
         yield client
