@@ -10,19 +10,17 @@ mean per dataset and zoom and writes a row per image.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import time
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
-from size_table import zoomed_record  # this folder's: the same zooms, capped the same way
+from size_table import part_records, study_parser, zoomed_record  # this folder's: the same images and zooms
 
 from attention_unet import metrics
 from attention_unet.inference.engine import load_predictor
 from attention_unet.inference.plan import size_statistics
-from attention_unet.io import data
 
 
 def scored(predictor, image: np.ndarray, labels: np.ndarray) -> dict:
@@ -35,24 +33,13 @@ def scored(predictor, image: np.ndarray, labels: np.ndarray) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("data", nargs="+")
-    parser.add_argument("--split-file")
-    parser.add_argument("--part", default="valid")
-    parser.add_argument("--out", required=True)
-    parser.add_argument("--model", default=None)
-    parser.add_argument("--zooms", type=float, nargs="+", default=[0.25, 0.5, 1, 2, 4, 8])
-    parser.add_argument("--limit", type=int, default=0)
+    parser = study_parser(__doc__)
     parser.add_argument("--no-oracle", action="store_true")
     args = parser.parse_args()
     base = load_predictor(args.model, engine="torch" if args.model else "auto")
     rows, means = [], defaultdict(list)
     for path in args.data:
-        records = data.load_records(path)
-        split = (
-            data.load_split(args.split_file, path) if args.split_file else data.default_split([r.id for r in records])
-        )
-        for record in data.select(records, split, args.part)[: args.limit or None]:
+        for record in part_records(path, args):
             for zoom in args.zooms:
                 image, labels, used = zoomed_record(record, zoom)
                 areas = np.bincount(labels.ravel())[1:]

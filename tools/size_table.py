@@ -74,8 +74,9 @@ def image_row(predictor: Predictor, record: data.Record, zoom: float, plan: bool
     return row
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def study_parser(doc: str) -> argparse.ArgumentParser:
+    """The options the size study's tools share: datasets, split part, output, model, zooms."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("data", nargs="+")
     parser.add_argument("--split-file")
     parser.add_argument("--part", default="valid")
@@ -83,6 +84,19 @@ def main() -> None:
     parser.add_argument("--model", default=None)
     parser.add_argument("--zooms", type=float, nargs="+", default=[0.25, 0.5, 1, 2, 4, 8])
     parser.add_argument("--limit", type=int, default=0, help="the first N images of each part (0: all)")
+    return parser
+
+
+def part_records(path: str, args: argparse.Namespace) -> list[data.Record]:
+    """The split part's records of one dataset (the split file's, else the dataset's own), the first ``--limit``."""
+    records = data.load_records(path)
+    ids = [r.id for r in records]
+    split = data.load_split(args.split_file, path) if args.split_file else data.default_split(ids)
+    return data.select(records, split, args.part)[: args.limit or None]
+
+
+def main() -> None:
+    parser = study_parser(__doc__)
     parser.add_argument("--plan", action="store_true", help="also the model's own choice (it may predict)")
     args = parser.parse_args()
     predictor = load_predictor(args.model, engine="torch" if args.model else "auto", scale="auto")
@@ -90,11 +104,7 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     rows: list[dict] = []
     for path in args.data:
-        records = data.load_records(path)
-        split = (
-            data.load_split(args.split_file, path) if args.split_file else data.default_split([r.id for r in records])
-        )
-        records = data.select(records, split, args.part)[: args.limit or None]
+        records = part_records(path, args)
         for n, record in enumerate(records):
             found = [image_row(predictor, record, zoom, args.plan) for zoom in args.zooms]
             rows += [{"dataset": Path(path).stem} | r for r in found if r is not None]
