@@ -519,3 +519,60 @@ def test_scheduler_addresses_dask_cannot_use_are_one_line(
     assert main([*argv, "--blockwise", "always", "--dask-scheduler", address]) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+def _hostile_onnx(kind: str, good: Path, folder: Path) -> Path:
+    """An ONNX file that is no model attention-unet can run, built from a good export."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    path = folder / f"{kind}.onnx"
+    proto = onnx.load(str(good))
+    if kind == "custom-op":
+        io = [
+            helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, c, None, None]) for n, c in (("image", 3), ("y", 2))
+        ]
+        graph = helper.make_graph([helper.make_node("Foo", ["image"], ["y"], domain="my.ops")], "g", io[:1], io[1:])
+        custom = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("my.ops", 1)])
+        custom.metadata_props.extend(proto.metadata_props)
+        onnx.save(custom, str(path))
+    elif kind == "unknown-op":  # the standard domain, an operator ONNX Runtime does not have
+        proto.graph.node[0].op_type = "NoSuchOperator"
+        onnx.save(proto, str(path))
+    elif kind == "external-data":
+        onnx.save(proto, str(path), save_as_external_data=True, location="w.data", size_threshold=0)
+        (folder / "w.data").unlink()
+    elif kind == "bad-metadata":
+        for prop in proto.metadata_props:
+            if prop.key == "attention_unet":
+                prop.value = '{"model": {"depth": "x"}}'
+        onnx.save(proto, str(path))
+    elif kind == "device-link":
+        path.symlink_to("/dev/zero")
+    else:
+        os.mkfifo(path)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("kind", "expected"),
+    [
+        ("custom-op", "uses operators outside the ONNX standard (my.ops)"),
+        ("unknown-op", "ONNX Runtime cannot run it"),
+        ("external-data", "its weights are in external data files"),
+        ("bad-metadata", "the model's metadata is malformed (InputError: depth must be a whole number"),
+        ("device-link", "not a regular file (a pipe, socket or device)"),
+        ("fifo", "not a regular file (a pipe, socket or device)"),
+    ],
+)
+def test_hostile_onnx_files_are_one_line(tmp_path: Path, tiny_model: Path, kind: str, expected: str, capsys) -> None:
+    """ONNX files with a custom operator, external data or bad metadata were tracebacks; a link
+    to /dev/zero read 2.3 GB and a FIFO hung: each is one line naming the file, exit 2."""
+    assert main(["export", "--model", str(tiny_model), "--onnx", str(tmp_path / "good.onnx")]) == 0
+    path = _hostile_onnx(kind, tmp_path / "good.onnx", tmp_path)
+    _image(tmp_path / "a.png")
+    capsys.readouterr()
+    argv = ["predict", str(tmp_path / "a.png"), "--model", str(path), "--out", str(tmp_path / "o")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"{path.name}: {expected}" in err and "Traceback" not in err

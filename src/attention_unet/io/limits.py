@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import os
+import stat
 import zipfile
 from pathlib import Path
 
@@ -23,6 +24,19 @@ MAX_ZIP_RATIO = 200  # ... and one that inflates more than 200-fold beyond 10 MB
 # 100 G pixels is a 316,000-pixel square, 2.5 days at the 0.5 MP/s of BENCHMARKS.md
 BLOCKWISE_MAX_PIXELS = 100_000_000_000
 MAX_PARAMETERS = 200_000_000  # a model file may describe at most this many weights (0.8 GB in fp32)
+
+
+def check_model_file(path: str | Path) -> None:
+    """A model file must be a regular file (not a pipe or a device, even through a link) no larger
+    than the biggest network allowed in fp32, checked before a byte of it is read."""
+    try:
+        info = os.stat(path)
+    except OSError as exc:
+        raise InputError(f"{path}: cannot open the model file ({exc.strerror})") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise InputError(f"{path}: not a regular file (a pipe, socket or device); give a model file")
+    if info.st_size > MAX_PARAMETERS * 4 + (1 << 24):
+        raise InputError(f"{path}: {info.st_size:,} bytes, more than a model of {MAX_PARAMETERS:,} weights")
 
 
 def max_pixels() -> int:

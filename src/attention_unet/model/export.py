@@ -19,8 +19,9 @@ import torch
 from torch import nn
 
 from ..errors import InputError
-from .files import load_model, pretrained_path
-from .network import AttentionUNet
+from ..io.limits import check_model_file
+from .files import load_model, parse_info, pretrained_path
+from .network import AttentionUNet, ModelConfig
 
 
 def fold_batchnorm(model: AttentionUNet) -> AttentionUNet:
@@ -95,20 +96,29 @@ def _write_onnx(model: AttentionUNet, path: Path, opset: int) -> None:
     onnx.save(graph, str(path))
 
 
+ONNX_DOMAINS = {"", "ai.onnx"}  # the standard operators, the only ones our exports use
+
+
 def onnx_info(path: str | Path) -> dict:
-    """The attention-unet metadata stored in an exported ONNX file."""
+    """The attention-unet metadata stored in an exported ONNX file, after the file itself is checked:
+    a regular file of a model's size, its weights inside it, standard operators only."""
     import onnx
 
+    check_model_file(path)
     try:
-        props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+        proto = onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # noqa: BLE001 - protobuf's decode errors have many types
         raise InputError(f"{path}: not a readable ONNX file ({type(exc).__name__})") from None
+    props = {p.key: p.value for p in proto.metadata_props}
     if "attention_unet" not in props:
         raise InputError(f"{path}: not an ONNX model exported by attention-unet (no metadata)")
-    try:
-        return json.loads(props["attention_unet"])
-    except ValueError:
-        raise InputError(f"{path}: the model's metadata is malformed") from None
+    info = parse_info(props["attention_unet"], path)
+    if any(t.data_location == onnx.TensorProto.EXTERNAL for t in proto.graph.initializer):
+        raise InputError(f"{path}: its weights are in external data files; attention-unet exports keep them inside")
+    custom = sorted({node.domain for node in proto.graph.node} - ONNX_DOMAINS)
+    if custom:
+        raise InputError(f"{path}: uses operators outside the ONNX standard ({', '.join(custom)})")
+    return info
 
 
 def calibration_tiles(
@@ -201,8 +211,12 @@ def onnx_runner(path: str | Path) -> Callable[[np.ndarray], tuple[np.ndarray, li
     """An ONNX Runtime session on an exported .onnx file, as a predict runner."""
     import onnxruntime as ort
 
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    multiple = 2 ** int(onnx_info(path)["model"]["depth"])
+    multiple = 2 ** ModelConfig.from_dict(onnx_info(path)["model"]).depth
+    try:
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except Exception as exc:  # noqa: BLE001 - ORT raises its own error types for any graph it cannot run
+        reason = str(exc).splitlines()[0][:200]
+        raise InputError(f"{path}: ONNX Runtime cannot run it ({reason})") from None
 
     def run(batch: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
         height, width = batch.shape[-2:]

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from ..errors import InputError
+from ..io.limits import check_model_file
 from .network import AttentionUNet, ModelConfig
 
 WEIGHTS_NAME = "model.safetensors"
@@ -65,6 +66,7 @@ def read_model_info(path: str | Path) -> dict[str, Any]:
     from safetensors import safe_open
 
     weights = _resolve_weights(Path(path))
+    check_model_file(weights)
     try:
         with safe_open(str(weights), framework="pt") as f:
             meta = f.metadata() or {}
@@ -72,13 +74,19 @@ def read_model_info(path: str | Path) -> dict[str, Any]:
         raise InputError(f"{weights}: not a readable safetensors model file ({type(exc).__name__}: {exc})") from None
     if "attention_unet" not in meta:
         raise InputError(f"{weights}: not an attention-unet model (no config in its metadata)")
+    return parse_info(meta["attention_unet"], weights)
+
+
+def parse_info(text: str, source: str | Path) -> dict[str, Any]:
+    """A model file's stored metadata (JSON) as a mapping whose network config is valid: the one
+    check of the metadata of safetensors and ONNX files alike."""
     try:
-        info = json.loads(meta["attention_unet"])
+        info = json.loads(text)
+        if not isinstance(info, dict):
+            raise TypeError("not a mapping")
         ModelConfig.from_dict(info["model"])
-    except (ValueError, TypeError, KeyError) as exc:
-        raise InputError(f"{weights}: the model's metadata is malformed ({type(exc).__name__}: {exc})") from None
-    if not isinstance(info, dict):
-        raise InputError(f"{weights}: the model's metadata is malformed (not a mapping)")
+    except (ValueError, TypeError, KeyError, InputError) as exc:
+        raise InputError(f"{source}: the model's metadata is malformed ({type(exc).__name__}: {exc})") from None
     return info
 
 
