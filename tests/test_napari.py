@@ -191,7 +191,7 @@ def test_controls_say_what_their_values_mean(make_napari_viewer) -> None:
 
 def test_correct_then_fine_tune_then_segment_again(make_napari_viewer, qtbot, tmp_path: Path) -> None:
     """The whole loop, headless: segment a sample image, correct its labels (one nucleus removed,
-    one painted), fine-tune one short epoch, and the new model is saved, listed in the Segment
+    one painted), fine-tune one short epoch on it and a second pair, and the new model is saved, listed in the Segment
     widget and segments the image; a cancelled run leaves no model folder."""
     from attention_unet.napari_plugin import FineTuneWidget
 
@@ -204,9 +204,14 @@ def test_correct_then_fine_tune_then_segment_again(make_napari_viewer, qtbot, tm
     corrected[corrected == 1] = 0
     corrected[10:20, 10:20] = corrected.max() + 1
     labels.data = corrected
+    viewer.add_image(iio.imread(SAMPLE)[::-1], name="flipped")  # a second pair: the image upside down
+    viewer.add_labels(corrected[::-1].copy(), name="flipped_labels")
     widget = FineTuneWidget(viewer)
+    widget.image.value, widget.labels_layer.value = viewer.layers["flipped"], viewer.layers["flipped_labels"]
+    widget.add_pair()
     widget.image.value, widget.labels_layer.value = viewer.layers["nuclei"], labels
     widget.epochs.value, widget.minutes.value, widget.out.value = 1, 3.0, tmp_path / "mine"
+    assert widget.pair_list.value == "pairs: flipped + flipped_labels" and len(widget.inputs()[0]) == 2
     widget.run()
     qtbot.waitUntil(lambda: widget.worker is None, timeout=300_000)
     assert (tmp_path / "mine" / "model" / "model.safetensors").is_file(), widget.status.value
@@ -236,3 +241,38 @@ def test_fine_tune_says_what_is_missing(make_napari_viewer, tmp_path: Path) -> N
     viewer.layers["lab"].data = np.zeros((64, 64), np.int32)
     widget.run()
     assert "hold no nucleus" in widget.status.value
+    widget.add_pair()
+    assert "hold no nucleus" in widget.status.value and widget.pairs == []
+
+
+def test_a_diameter_in_micrometres_uses_the_layers_pixel_size(make_napari_viewer) -> None:
+    from attention_unet.napari_plugin.controls import layer_pixel_size, segment_options
+
+    viewer = make_napari_viewer()
+    widget = SegmentWidget(viewer)
+    plain_layer = viewer.add_image(np.zeros((32, 32), np.uint8), name="plain")
+    scaled = viewer.add_image(np.zeros((32, 32), np.uint8), name="scaled", scale=(0.5, 0.5))
+    in_nm = viewer.add_image(np.zeros((32, 32), np.uint8), name="nm", scale=(250, 250), units=("nm", "nm"))
+    assert (layer_pixel_size(plain_layer), layer_pixel_size(scaled), layer_pixel_size(in_nm)) == (None, 0.5, 0.25)
+    widget.diameter.value, widget.diameter_unit.value = 10.0, "µm"
+    options = segment_options(widget, "YX", 0.25)
+    assert options["diameter"] == 40.0 and options["pixel_size"] == 0.25
+    widget.reset_choices()
+    widget.image.value = plain_layer
+    widget.run()
+    assert "has no pixel size" in widget.status.value and widget.worker is None
+    widget.diameter_unit.value = "px"
+    assert segment_options(widget, "YX", None)["diameter"] == 10.0
+
+
+def test_napari_starts_without_the_pyqt5_deprecation_toast(make_napari_viewer, qtbot) -> None:
+    """napari deprecates its PyQt5 support with a toast when its window first shows; the extra
+    installs a Qt6 binding, so the window shows without it."""
+    import qtpy
+    from napari.utils.notifications import notification_manager
+
+    before = len(notification_manager.records)
+    make_napari_viewer(show=True)
+    qtbot.wait(50)
+    assert qtpy.API_NAME in {"PyQt6", "PySide6"}
+    assert not [n for n in notification_manager.records[before:] if "PyQt5" in str(n.message)]

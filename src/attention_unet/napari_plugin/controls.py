@@ -15,12 +15,14 @@ from magicgui.widgets import (
     create_widget,
 )
 
+from ..errors import InputError
 from ..model import zoo
 from ..settings import TTA_VIEWS
 
 AUTO = "auto (by image kind)"
 OTHER = "a file or folder:"
 MAX_CHANNEL = 64
+DIAMETER_UNITS = ("px", "µm")
 FINETUNED: list[str] = []  # models fine-tuned in this session (napari_plugin.finetune), offered in every list
 
 # the test-time augmentation choice: Segmenter.segment's (tta, tta_views); None keeps the model's own
@@ -67,10 +69,17 @@ def input_controls() -> list[Any]:
                 min=0.0,
                 max=1000.0,
                 name="diameter",
-                label="diameter (px)",
-                tooltip="typical nucleus diameter in pixels; lowest: the model measures it (auto scale)",
+                label="diameter",
+                tooltip="typical nucleus diameter, in the unit beside; lowest: the model measures it (auto scale)",
             ),
             "model's own (auto)",
+        ),
+        ComboBox(
+            choices=list(DIAMETER_UNITS),
+            value="px",
+            name="diameter_unit",
+            label="diameter unit",
+            tooltip="µm: converted with the layer's pixel size (its scale, as a reader of the file set it)",
         ),
     ]
 
@@ -121,12 +130,36 @@ def chosen_model(widget: Any) -> str:
     return "auto" if widget.model.value == AUTO else widget.model.value
 
 
-def segment_options(widget: Any, axes: str) -> dict[str, Any]:
+def layer_pixel_size(layer: Any) -> float | None:
+    """µm per pixel of a layer: its scale in its units (napari's layer units), a scale without a unit
+    read as µm (as microscopy readers set it); None when the layer has no pixel size (scale 1 px)."""
+    scale, unit = float(layer.scale[-1]), getattr(layer, "units", None)
+    if unit is not None and str(unit[-1]) not in ("pixel", "dimensionless"):
+        return float((scale * unit[-1]).to("micrometer").magnitude)
+    return None if scale == 1.0 else scale
+
+
+def diameter_px(widget: Any, pixel_size: float | None) -> float | None:
+    """The diameter control in pixels (None: the model measures it), converted from µm by the layer's
+    pixel size, or an InputError when µm is asked of a layer without one."""
+    value = widget.diameter.value or None
+    if value is None or widget.diameter_unit.value == "px":
+        return value
+    if pixel_size is None:
+        raise InputError(
+            f"layer '{widget.image.value.name}' has no pixel size (its scale is 1): give the diameter in px, "
+            "or set the layer's scale in µm per pixel"
+        )
+    return value / pixel_size
+
+
+def segment_options(widget: Any, axes: str, pixel_size: float | None = None) -> dict[str, Any]:
     """The controls' values as :meth:`Segmenter.segment` keywords (a negative value: the model's own)."""
     return {
         "axes": axes,
         "channel": widget.channel.value if axes == "CYX" else None,
-        "diameter": widget.diameter.value or None,
+        "diameter": diameter_px(widget, pixel_size),
+        "pixel_size": pixel_size,
         "threshold": widget.threshold.value,
         "min_confidence": widget.min_confidence.value if widget.min_confidence.value >= 0 else None,
         "smoothing": widget.smoothing.value if widget.smoothing.value >= 0 else None,

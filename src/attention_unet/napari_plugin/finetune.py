@@ -1,4 +1,4 @@
-"""The "Fine-tune" dock widget: an image layer and its corrected Labels layer train a model from a
+"""The "Fine-tune" dock widget: image layers and their corrected Labels layers train a model from a
 shipped one (``finetune``'s recipe) in napari's thread worker, with a progress bar and the
 validation score per epoch; it can be cancelled, and the new model joins the Segment widget's list
 and, on request, segments the image."""
@@ -33,64 +33,85 @@ class Cancelled(Exception):
 
 
 class FineTuneWidget(Container):
-    """Pick an image layer, its Labels layer, a starting model, where to save and a time budget;
-    "Fine-tune" trains in a worker thread. Each control is an attribute by its name."""
+    """Pick an image layer and its Labels layer ("Add pair" keeps them and lets you pick more), a
+    starting model, where to save and a time budget; "Fine-tune" trains on every pair in a worker
+    thread. Each control is an attribute by its name."""
 
     def __init__(self, viewer: Any) -> None:
         self.viewer = viewer
         choices, tooltip = model_choices(others=False)
-        start, cancel = PushButton(text="Fine-tune", name="start"), PushButton(text="Cancel", name="cancel")
+        buttons = [
+            PushButton(text=text, name=name)
+            for text, name in (
+                ("Add pair", "add"),
+                ("Clear pairs", "clear"),
+                ("Fine-tune", "start"),
+                ("Cancel", "cancel"),
+            )
+        ]
         super().__init__(
             widgets=[create_widget(annotation="napari.layers.Image", label="image", name="image"),
                      create_widget(annotation="napari.layers.Labels", label="labels", name="labels_layer"),
+                     *buttons[:2], Label(value="", name="pair_list"),
                      ComboBox(choices=choices, name="model", label="start from", tooltip=tooltip),
                      FileEdit(mode="d", value="", name="out", label="save the model in"),
                      FloatSpinBox(value=4.5, min=0.1, max=600, step=0.5, name="minutes", label="time budget (min)"),
                      SpinBox(value=10, min=1, max=1000, name="epochs", label="epochs (of 256 crops)"),
                      CheckBox(value=True, text="segment the image with the new model", name="resegment"),
-                     start, cancel, ProgressBar(value=0, min=0, max=10, visible=False, name="progress"),
+                     *buttons[2:], ProgressBar(value=0, min=0, max=10, visible=False, name="progress"),
                      Label(value="", name="status")]
         )  # fmt: skip
-        start.changed.connect(self.run)
-        cancel.changed.connect(self.stop)
+        for button, action in zip(buttons, (self.add_pair, self.clear_pairs, self.run, self.stop), strict=True):
+            button.changed.connect(action)
+        self.pairs: list[tuple[Any, Any]] = []  # (image layer, labels layer) added with "Add pair"
         self.worker: Any = None
         self.cancelled = False
 
-    def inputs(self) -> tuple[Any, np.ndarray, np.ndarray, Path]:
-        """(the image layer, its 2-D image, its labels, the new run folder) or an InputError."""
-        layer, labels = self.image.value, self.labels_layer.value
-        if layer is None or labels is None:
-            raise InputError("fine-tuning needs an image layer and a Labels layer of its nuclei")
-        image, annotation = np.asarray(layer.data), np.asarray(labels.data)
-        if annotation.shape != image.shape[: annotation.ndim] or annotation.ndim != 2:
-            raise InputError(
-                f"labels '{labels.name}' {annotation.shape} do not lie on image '{layer.name}' {image.shape}"
-            )
-        if not annotation.any():
-            raise InputError(f"labels '{labels.name}' hold no nucleus: paint or correct some first")
+    def add_pair(self) -> None:
+        """Keep the chosen image and labels as one training pair (more than one image trains on all)."""
+        pair = (self.image.value, self.labels_layer.value)
+        try:
+            annotated(*pair)
+        except InputError as exc:
+            self.status.value = str(exc)
+            return
+        if pair not in self.pairs:
+            self.pairs.append(pair)
+        self.pair_list.value = "pairs: " + "; ".join(f"{a.name} + {b.name}" for a, b in self.pairs)
+
+    def clear_pairs(self) -> None:
+        self.pairs, self.pair_list.value = [], ""
+
+    def inputs(self) -> tuple[list[tuple[np.ndarray, np.ndarray]], Path]:
+        """(the (image, labels) arrays of every pair added and of the chosen one, the new run folder)
+        or an InputError."""
+        chosen = (self.image.value, self.labels_layer.value)
+        pairs = self.pairs if chosen in self.pairs else [*self.pairs, chosen]
+        arrays = [annotated(*pair) for pair in pairs]
         out = Path(str(self.out.value)) if str(self.out.value) not in ("", ".") else None
         if out is None or (out.exists() and any(out.iterdir())):
             raise InputError("choose a new or empty folder to save the model in")
-        return layer, image, annotation, out
+        return arrays, out
 
     def run(self) -> None:
         if self.worker is not None:
             return
         try:
-            layer, image, annotation, out = self.inputs()
+            arrays, out = self.inputs()
         except InputError as exc:
             self.status.value = str(exc)
             return
         from napari.qt.threading import thread_worker
 
+        layer = self.image.value
         options = {"init_from": self.model.value, "max_minutes": self.minutes.value, "epochs": self.epochs.value}
         self.cancelled, self.progress.max, self.progress.value = False, self.epochs.value, 0
-        worker = thread_worker(train)(image, annotation, out, options, self)
+        worker = thread_worker(train)(arrays, out, options, self)
         worker.yielded.connect(self.epoch_done)
         worker.returned.connect(lambda result: self.finished(layer, result))
         worker.finished.connect(self.done)
         self.worker, self.progress.visible, self.start.enabled = worker, True, False
-        self.status.value = f"fine-tuning on {layer.name} ..."
+        self.status.value = f"fine-tuning on {len(arrays)} image(s) ..."
         worker.start()
 
     def stop(self) -> None:
@@ -119,7 +140,20 @@ class FineTuneWidget(Container):
         self.worker, self.progress.visible, self.start.enabled = None, False, True
 
 
-def train(image: np.ndarray, annotation: np.ndarray, out: Path, options: dict, widget: FineTuneWidget) -> Any:
+def annotated(layer: Any, labels: Any) -> tuple[np.ndarray, np.ndarray]:
+    """The 2-D image of an image layer and the nuclei of the Labels layer on it, or an InputError
+    saying what is missing."""
+    if layer is None or labels is None:
+        raise InputError("fine-tuning needs an image layer and a Labels layer of its nuclei")
+    image, annotation = np.asarray(layer.data), np.asarray(labels.data)
+    if annotation.shape != image.shape[: annotation.ndim] or annotation.ndim != 2:
+        raise InputError(f"labels '{labels.name}' {annotation.shape} do not lie on image '{layer.name}' {image.shape}")
+    if not annotation.any():
+        raise InputError(f"labels '{labels.name}' hold no nucleus: paint or correct some first")
+    return image, annotation
+
+
+def train(pairs: list[tuple[np.ndarray, np.ndarray]], out: Path, options: dict, widget: FineTuneWidget) -> Any:
     """A generator for napari's worker: trains, yields (epoch, message) after each validation, and
     returns the run folder, or the reason it failed (a cancelled run leaves no folder)."""
     import queue
@@ -142,8 +176,9 @@ def train(image: np.ndarray, annotation: np.ndarray, out: Path, options: dict, w
                 raise Cancelled
 
     data = Path(tempfile.mkdtemp(prefix="attention-unet-finetune-"))
-    tifffile.imwrite(data / "image.tif", image)
-    tifffile.imwrite(data / "image_masks.tif", annotation.astype(np.int32))
+    for k, (image, annotation) in enumerate(pairs):
+        tifffile.imwrite(data / f"image{k}.tif", image)
+        tifffile.imwrite(data / f"image{k}_masks.tif", annotation.astype(np.int32))
     cfg = TrainConfig.from_dict({**FINETUNE, **options, "data": [str(data)], "out": str(out)}, "fine-tune options")
     try:
         from concurrent.futures import ThreadPoolExecutor

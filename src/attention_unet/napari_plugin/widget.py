@@ -10,7 +10,7 @@ import numpy as np
 from magicgui.widgets import Container, Label, ProgressBar, PushButton, Table
 
 from ..errors import InputError
-from .controls import OTHER, chosen_model, decoding_controls, input_controls, segment_options
+from .controls import OTHER, chosen_model, decoding_controls, input_controls, layer_pixel_size, segment_options
 from .files import plain, write_csv
 
 TABLE_COLUMNS = ("label", "area", "centroid_y", "centroid_x", "equivalent_diameter", "solidity")
@@ -70,12 +70,12 @@ class SegmentWidget(Container):
             return
         try:
             layer, array, axes = self.inputs()
+            options = segment_options(self, axes, layer_pixel_size(layer))
         except InputError as exc:
             self.report(str(exc))
             return
         from napari.qt.threading import thread_worker
 
-        options = segment_options(self, axes)
         model, engine = chosen_model(self), self.engine.value
 
         @thread_worker
