@@ -576,3 +576,36 @@ def test_hostile_onnx_files_are_one_line(tmp_path: Path, tiny_model: Path, kind:
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert f"{path.name}: {expected}" in err and "Traceback" not in err
+
+
+def test_block_size_and_workers_beyond_the_machines_memory_are_one_line(
+    tmp_path: Path, tiny_model: Path, monkeypatch, capsys
+) -> None:
+    """--block-size 16384 or --workers 32 were MemoryError tracebacks: block-wise prediction now
+    estimates its peak (a window per worker at work) and refuses one that exceeds the machine."""
+    from attention_unet.inference import blockwise
+
+    tifffile.imwrite(tmp_path / "big.tif", np.tile(synthetic(2, (128, 128))[0], (8, 8)))  # 1024 x 1024
+    base = ["predict", str(tmp_path / "big.tif"), "--model", str(tiny_model), "--blockwise", "always"]
+    settings = blockwise.BlockSettings(block=256, workers=16)
+    memory = (settings.memory(1024, 1024) + blockwise.BlockSettings(block=256).memory(1024, 1024)) / 2 / 0.9
+    monkeypatch.setattr(blockwise, "machine_memory", lambda: int(memory))
+    capsys.readouterr()
+    argv = [*base, "--block-size", "256", "--workers", "16", "--out", str(tmp_path / "o")]
+    assert main(argv) == 2  # its one file failed (a batch goes on past it)
+    err = capsys.readouterr().err
+    assert "big.tif: blocks of 256 px on 16 worker(s) need about" in err and "Traceback" not in err
+    assert main([*base, "--block-size", "256", "--out", str(tmp_path / "o1")]) == 0
+
+
+def test_running_out_of_memory_is_one_line(tmp_path: Path, tiny_model: Path, monkeypatch, capsys) -> None:
+    from attention_unet.inference import pipeline
+
+    def no_memory(*args: object, **kwargs: object) -> None:
+        raise MemoryError
+
+    monkeypatch.setattr(pipeline.Predictor, "probabilities", no_memory)
+    _image(tmp_path / "a.png")
+    assert main(["predict", str(tmp_path / "a.png"), "--model", str(tiny_model), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "out of memory: give a smaller --block-size" in err and "Traceback" not in err

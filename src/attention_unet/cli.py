@@ -387,6 +387,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         message = as_flags(str(exc), flags_of(parser), getattr(exc, "parameter", None))
         print(f"attention-unet: error: {message}", file=sys.stderr)
         return 2
+    except MemoryError:
+        if args.debug:
+            raise
+        print(
+            "attention-unet: error: out of memory: give a smaller --block-size, fewer --workers, a smaller "
+            "--batch-size or --tile, or a smaller image",
+            file=sys.stderr,
+        )
+        return 2
     except KeyboardInterrupt:
         print("attention-unet: interrupted", file=sys.stderr)
         return 130

@@ -39,8 +39,16 @@ import numpy as np
 from ..errors import InputError, unreadable
 from ..io import data
 from ..io.images import is_zarr
+from ..io.limits import machine_memory
 from .pipeline import Predictor
 from .plan import Plan
+
+
+# peak memory of local block-wise prediction, measured with the defaults (int8 ONNX, two views) on a
+# 4096 x 4096 image (docs/experiments/2026-12-06-blockwise-memory.md): 777 MiB with 2048-pixel blocks,
+# 1,159 with 4096, 1,033 with two workers; about 40 bytes per pixel of each worker's window
+BLOCKWISE_BASE_BYTES = 0.55e9
+BLOCKWISE_BYTES_PER_PIXEL = 40
 
 
 @dataclass(frozen=True)
@@ -75,6 +83,24 @@ class BlockSettings:
             )
         if not (isinstance(self.workers, int) and 1 <= self.workers <= 256):
             raise InputError(f"--workers must be a whole number from 1 to 256, not {self.workers}")
+
+    def memory(self, height: int, width: int) -> float:
+        """Bytes a local run on a height x width image is estimated to hold at its peak: the process
+        and model, and a window (a block and its margins, within the image) per worker at work."""
+        edge = self.block + 2 * max(self.context, self.halo)
+        blocks = -(-height // self.block) * -(-width // self.block)
+        window = min(edge, height) * min(edge, width)
+        return BLOCKWISE_BASE_BYTES + min(self.workers, blocks) * window * BLOCKWISE_BYTES_PER_PIXEL
+
+    def check_memory(self, height: int, width: int, name: str) -> None:
+        """One line before any block runs when the estimate exceeds 90% of this machine's memory."""
+        total = machine_memory()
+        need = self.memory(height, width)
+        if total is not None and not self.scheduler and need > 0.9 * total:
+            raise InputError(
+                f"{name}: blocks of {self.block} px on {self.workers} worker(s) need about {need / 2**30:.1f} GiB "
+                f"and this machine has {total / 2**30:.1f} GiB: give a smaller block size or fewer workers"
+            )
 
 
 # ------------------------------------------------------------------------------------- reading
@@ -565,6 +591,7 @@ def prepare(
     """The job for ``source`` in the work folder ``work``: an unfinished job there for the same
     image and settings is continued, any other is started afresh."""
     settings.check()
+    settings.check_memory(*source.shape_yx, Path(source.path).name)
     mosaic = sample_mosaic(source)
     if source.channel is None and (channel := data.signal_channel(mosaic)) is not None:
         # fluorescence in one colour: read as that channel's grey, as a whole image is predicted

@@ -26,6 +26,14 @@ BLOCKWISE_MAX_PIXELS = 100_000_000_000
 MAX_PARAMETERS = 200_000_000  # a model file may describe at most this many weights (0.8 GB in fp32)
 
 
+def machine_memory() -> int | None:
+    """Bytes of memory this machine has; None where that cannot be read (not POSIX)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
 def check_model_file(path: str | Path) -> None:
     """A model file must be a regular file (not a pipe or a device, even through a link) no larger
     than the biggest network allowed in fp32, checked before a byte of it is read."""

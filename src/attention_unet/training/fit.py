@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader, WeightedRandomSampler
 from .. import allocator
 from ..errors import InputError
 from ..io import data
+from ..io.limits import machine_memory
 from ..model import AttentionUNet
 from .config import TrainConfig, init_path
 from .datasets import EVAL_SIZE, EvalDataset, TrainDataset, load_datasets, prepare_splits, sample_weights, strip_parts
@@ -47,11 +48,8 @@ def training_memory(cfg: TrainConfig) -> float:
 
 def check_training_memory(cfg: TrainConfig) -> None:
     """One line, before anything is built, when the estimate exceeds this machine's memory."""
-    import os
-
-    try:
-        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):  # not POSIX: no estimate to compare with
+    total = machine_memory()
+    if total is None:  # not POSIX: no estimate to compare with
         return
     need = training_memory(cfg) * max(1, int(cfg.devices) if str(cfg.devices).isdigit() else 1)
     if need > 0.9 * total and not cfg.force:
