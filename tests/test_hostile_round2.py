@@ -609,3 +609,40 @@ def test_running_out_of_memory_is_one_line(tmp_path: Path, tiny_model: Path, mon
     assert main(["predict", str(tmp_path / "a.png"), "--model", str(tiny_model), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert "out of memory: give a smaller --block-size" in err and "Traceback" not in err
+
+
+FUZZ_NAMES = int(os.environ.get("ATTENTION_UNET_FUZZ_EXAMPLES", "40"))  # 300 for a local run
+
+
+@settings(max_examples=FUZZ_NAMES, deadline=None, derandomize=True)
+@given(
+    st.text(
+        st.characters(blacklist_categories=("Cs",), blacklist_characters="/\x00"),
+        min_size=1,
+        max_size=80,
+    ).filter(lambda name: name not in (".", ".."))
+)
+def test_fuzzed_file_names_are_segmented_or_one_line(
+    tmp_path_factory: pytest.TempPathFactory, tiny_model: Path, stem: str
+) -> None:
+    """Any file name (control characters, spaces, leading dashes or dots, formula prefixes, right-to-
+    left marks, names near the file system's length limit): predict segments it or says one line,
+    writes only inside --out, and a rerun with --skip-existing finds its outputs."""
+    import contextlib
+    import io
+
+    folder = tmp_path_factory.mktemp("names")
+    path = folder / f"{stem}.png"
+    try:
+        _image(path)
+    except OSError:  # the file system itself refuses the name (too long): nothing to predict
+        return
+    for extra in ([], ["--skip-existing"]):
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err):
+            code = main(["predict", str(path), "--model", str(tiny_model), "--out", str(folder / "out"), *extra])
+        assert code in (0, 1), err.getvalue()[-800:]
+        assert "Traceback" not in err.getvalue()
+    assert sorted(p.name for p in folder.iterdir()) == sorted([path.name, "out"])
+    if code == 0:
+        assert "(1 skipped: done by an earlier run)" in err.getvalue(), err.getvalue()[-400:]

@@ -86,6 +86,7 @@ def parse_diameter(text: str) -> tuple[float, str]:
 class Summary:
     rows: list[dict] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)  # input -> why it was not segmented
+    skipped: int = 0  # inputs whose outputs an earlier run finished (--skip-existing)
 
 
 def summarise(name: str, labels: np.ndarray, model: str = "") -> dict:
@@ -186,6 +187,7 @@ def _predict_files(
         for k, ((path, _), stem) in enumerate(tqdm(list(zip(files, stems)), desc="predict", unit="file"), start=1):
             if options.skip_existing and folder.done(folder.root / f"{stem}_nuclei.csv") and str(path) in earlier:
                 summary.rows += earlier[str(path)]  # the nuclei table is written last: the file was finished
+                summary.skipped += 1
                 unwritten = True
                 continue
             try:
@@ -249,7 +251,9 @@ def due(done: int, total: int) -> bool:
 
 def report_run(summary: Summary, n_files: int, out: str | Path) -> int:
     """The run's closing lines (outputs, each model's licence, the files that failed) and its exit code."""
-    print(f"{n_files - len(summary.failed)} file(s) segmented, outputs in {out}", file=sys.stderr)
+    done = n_files - len(summary.failed) - summary.skipped
+    skipped = f" ({summary.skipped} skipped: done by an earlier run)" if summary.skipped else ""
+    print(f"{done} file(s) segmented{skipped}, outputs in {out}", file=sys.stderr)
     for line in licence_notes({str(row.get("model", "")) for row in summary.rows}):
         print(line, file=sys.stderr)
     if summary.failed:
@@ -276,6 +280,9 @@ def earlier_rows(folder: OutputFolder) -> dict[str, list[dict]]:
     return rows
 
 
+CONTROL = re.compile("[\x00-\x1f\x7f]")
+
+
 def unique_stems(paths: list[Path]) -> list[str]:
     """Output stems for input paths: the path without its suffix, and where two inputs share one
     (x.png beside x.tif, or the same name in two input folders) the later ones get _2, _3, ...,
@@ -285,8 +292,14 @@ def unique_stems(paths: list[Path]) -> list[str]:
     ['a/x', 'a/x_2', 'y', 'a/x_3']
     >>> unique_stems([Path("x.png"), Path("x.tif"), Path("x_2.png")])
     ['x', 'x_3', 'x_2']
+
+    Control characters (a newline, a tab) become ``_`` in output names, which lists and tables hold
+    one per line:
+
+    >>> unique_stems([Path("a\\nb.png"), Path("a_b.png")])
+    ['a_b', 'a_b_2']
     """
-    plain = [path.with_suffix("").as_posix().removesuffix(".ome") for path in paths]
+    plain = [CONTROL.sub("_", path.with_suffix("").as_posix().removesuffix(".ome")) for path in paths]
     taken = set(plain)
     used: set[str] = set()
     stems: list[str] = []

@@ -43,7 +43,6 @@ from ..io.limits import machine_memory
 from .pipeline import Predictor
 from .plan import Plan
 
-
 # peak memory of local block-wise prediction, measured with the defaults (int8 ONNX, two views) on a
 # 4096 x 4096 image (docs/experiments/2026-12-06-blockwise-memory.md): 777 MiB with 2048-pixel blocks,
 # 1,159 with 4096, 1,033 with two workers; about 40 bytes per pixel of each worker's window

@@ -47,7 +47,8 @@ REGENERATED = ("summary.csv", "index.html", "score.csv", "summary.json", "report
 
 def _entries(folder: Path) -> list[str]:
     try:
-        return [line for line in (folder / MANIFEST).read_text(errors="surrogateescape").splitlines() if line]
+        text = (folder / MANIFEST).read_bytes().decode(errors="surrogateescape")  # \r is part of a name
+        return [line for line in text.split("\n") if line]
     except OSError:
         return []
 
