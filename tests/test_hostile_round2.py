@@ -611,10 +611,10 @@ def test_running_out_of_memory_is_one_line(tmp_path: Path, tiny_model: Path, mon
     assert "out of memory: give a smaller --block-size" in err and "Traceback" not in err
 
 
-FUZZ_NAMES = int(os.environ.get("ATTENTION_UNET_FUZZ_EXAMPLES", "40"))  # 300 for a local run
+FUZZ_EXAMPLES = int(os.environ.get("ATTENTION_UNET_FUZZ_EXAMPLES", "40"))  # 300 for a local run
 
 
-@settings(max_examples=FUZZ_NAMES, deadline=None, derandomize=True)
+@settings(max_examples=FUZZ_EXAMPLES, deadline=None, derandomize=True)
 @given(
     st.text(
         st.characters(blacklist_categories=("Cs",), blacklist_characters="/\x00"),
@@ -646,3 +646,42 @@ def test_fuzzed_file_names_are_segmented_or_one_line(
     assert sorted(p.name for p in folder.iterdir()) == sorted([path.name, "out"])
     if code == 0:
         assert "(1 skipped: done by an earlier run)" in err.getvalue(), err.getvalue()[-400:]
+
+
+@settings(max_examples=FUZZ_EXAMPLES, deadline=None, derandomize=True)
+@given(
+    st.dictionaries(
+        st.sampled_from(sorted(InferenceSettings.__dataclass_fields__)),
+        st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=8), st.lists(st.integers())),
+        max_size=3,
+    ),
+    st.dictionaries(
+        st.sampled_from(["width", "depth", "gate", "outputs", "in_channels", "norm"]),
+        st.one_of(st.none(), st.integers(-3, 10**6), st.floats(), st.text(max_size=6)),
+        max_size=2,
+    ),
+)
+def test_fuzzed_model_metadata_through_predict(
+    tmp_path_factory: pytest.TempPathFactory, inference: dict, network: dict
+) -> None:
+    """A model file whose stored settings and network description are fuzzed: predict segments
+    with it or says one line naming the file (exit 2), never a traceback or a hang."""
+    import contextlib
+    import io
+    import json
+
+    from safetensors.torch import load_file, save_file
+
+    from attention_unet.model import AttentionUNet, ModelConfig, save_model
+
+    folder = tmp_path_factory.mktemp("meta")
+    weights = save_model(AttentionUNet(ModelConfig(width=4, depth=2)).eval(), folder / "m", {"inference": inference})
+    info = json.loads((folder / "m" / "config.json").read_text())
+    info["model"].update(network)
+    save_file(load_file(weights), str(weights), metadata={"attention_unet": json.dumps(info)})
+    _image(folder / "a.png")
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        code = main(["predict", str(folder / "a.png"), "--model", str(weights), "--out", str(folder / "o")])
+    assert code in (0, 2), err.getvalue()[-800:]
+    assert "Traceback" not in err.getvalue()
