@@ -206,10 +206,15 @@ def _block_args(p: argparse.ArgumentParser) -> None:
 
 
 def _export_parser(sub: Any) -> None:
-    p = sub.add_parser("export", help="export a model to ONNX or TorchScript")
+    p = sub.add_parser("export", help="export a model to ONNX, TorchScript or a bioimage.io package")
     _model_args(p)
     p.add_argument("--onnx", help="output .onnx path")
     p.add_argument("--torchscript", help="output .pt path")
+    p.add_argument(
+        "--bioimageio",
+        metavar="ZIP",
+        help="output bioimage.io package (.zip) for deepImageJ, QuPath and ilastik (needs the [bioimageio] extra)",
+    )
     p.add_argument("--int8", action="store_true", help="also write a statically quantised int8 ONNX (<name>.int8.onnx)")
     p.add_argument(
         "--calibrate", nargs="+", metavar="INPUT", help="images for int8 calibration (default: the embedded sample)"
@@ -278,7 +283,16 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from .model.export import export
 
-    return export(args.model, onnx=args.onnx, torchscript=args.torchscript, int8=args.int8, calibrate=args.calibrate)
+    if args.bioimageio is None:
+        return export(
+            args.model, onnx=args.onnx, torchscript=args.torchscript, int8=args.int8, calibrate=args.calibrate
+        )
+    from .model.bioimageio import export_package
+
+    if args.onnx or args.torchscript:
+        export(args.model, onnx=args.onnx, torchscript=args.torchscript, int8=args.int8, calibrate=args.calibrate)
+    print(f"wrote {export_package(args.model, args.bioimageio)}", file=sys.stderr)
+    return 0
 
 
 def _models(args: argparse.Namespace) -> int:

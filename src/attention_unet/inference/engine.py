@@ -95,6 +95,14 @@ def open_runner(model: str | Path | None, device: str, engine: str, attention: b
     if engine == "auto":
         int8 = shipped_int8(path) if shipped and device == "cpu" and not attention else None
         path, engine = (int8, "onnx") if int8 else (path, "torch")
+    if path.suffix == ".zip":  # a bioimage.io package of ours: its ONNX weights, whichever engine
+        from ..model.bioimageio import package_onnx
+        from ..model.export import onnx_info, onnx_runner
+
+        if attention:
+            raise InputError("attention needs a model file, not a bioimage.io package (ONNX returns logits only)")
+        with package_onnx(path) as onnx:
+            return onnx_runner(onnx), onnx_info(onnx)
     if path.suffix == ".onnx" or engine == "onnx":
         from ..model.export import export_onnx, onnx_info, onnx_runner
 

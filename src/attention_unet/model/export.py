@@ -260,7 +260,7 @@ def export(
     """Write the model (None: the shipped one) as ONNX (and an int8 ONNX calibrated on the images
     in ``calibrate``, default the embedded sample) and/or TorchScript."""
     if not (onnx or torchscript):
-        raise InputError("give --onnx PATH and/or --torchscript PATH")
+        raise InputError("give --onnx PATH, --torchscript PATH and/or --bioimageio ZIP")
     network = load_model(model or pretrained_path())
     targets = [(Path(onnx), "onnx")] if onnx else []
     targets += [(Path(onnx).with_suffix(".int8.onnx"), "onnx")] if onnx and int8 else []
@@ -288,9 +288,16 @@ def export(
             q = quantize_onnx(path, Path(onnx).with_suffix(".int8.onnx"), tiles)
             print(f"wrote {q} (calibrated on {len(tiles)} image(s))", file=sys.stderr)
     if torchscript:
-        with quiet_trace():
-            scripted = torch.jit.trace(fold_batchnorm(network), torch.randn(1, network.config.in_channels, 64, 64))
-        with replacing(Path(torchscript)) as temporary:
-            scripted.save(str(temporary), _extra_files={TORCHSCRIPT_INFO: json.dumps(network.info)})
+        export_torchscript(network, Path(torchscript))
         print(f"wrote {torchscript}", file=sys.stderr)
     return 0
+
+
+def export_torchscript(network: AttentionUNet, path: Path) -> Path:
+    """A traced TorchScript archive of the folded model (outputs logits), the model's metadata an
+    extra file in it; written beside ``path`` and renamed onto it when whole."""
+    with quiet_trace():
+        scripted = torch.jit.trace(fold_batchnorm(network), torch.randn(1, network.config.in_channels, 64, 64))
+    with replacing(path) as temporary:
+        scripted.save(str(temporary), _extra_files={TORCHSCRIPT_INFO: json.dumps(network.info)})
+    return path
