@@ -135,8 +135,8 @@ def scale_on_mosaic_and_whole(path: Path, predictor) -> tuple[float, tuple[float
     image = np.dstack([source.open()[:]] * 3)
     value_range = data.normalisation_range(image, "percentile")
     sizing = predictor.policy.sizing(image, predictor.network(value_range))
-    assert job.scale == pytest.approx(predictor.choose(image, value_range, sizing)[0].factor)
-    return job.scale, sizing
+    assert job.factor == pytest.approx(predictor.choose(image, value_range, sizing)[0].factor)
+    return job.factor, sizing
 
 
 @pytest.mark.parametrize("width", [48, 200])

@@ -131,6 +131,19 @@ RANGES: dict[str, tuple[float, float]] = {
 MAX_SCALE = 8.0  # a larger factor multiplies the work by its square for no nucleus size the model serves
 
 
+def _scale_number(value: Any, what: str) -> Any:
+    """A scale given as text ("0.5", from a command line) as its number; 'auto' is handled before."""
+    if not isinstance(value, str):
+        return value
+    try:
+        number = float(value)
+    except ValueError:
+        raise InputError(f"{what} must be 'auto' or a positive number, not '{value}'", "scale") from None
+    if not 0 < number <= MAX_SCALE:
+        raise InputError(f"{what} must be 'auto' or a number above 0 and at most {MAX_SCALE:g}, not '{value}'", "scale")
+    return number
+
+
 def _checked(name: str, value: Any, kind: str, what: str = "") -> Any:
     """One value, of its field's type and in its range, or one line naming it (``what``: how; by
     default as a model's metadata setting)."""
@@ -138,7 +151,7 @@ def _checked(name: str, value: Any, kind: str, what: str = "") -> Any:
     if name == "scale":
         if value == "auto":
             return value
-        kind = "float"
+        kind, value = "float", _scale_number(value, what)
     if kind == "bool":
         if not isinstance(value, bool):
             raise InputError(f"{what} must be true or false, not {value!r}", name)

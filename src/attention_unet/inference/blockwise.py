@@ -273,7 +273,7 @@ class Job:
     settings: BlockSettings
     loader: Callable[..., Predictor]  # inference.engine.load_predictor (passed in: picklable by reference)
     predictor: dict[str, Any]  # its keywords
-    scale: float
+    factor: float  # the plan's resize factor, decided on the mosaic
     value_range: tuple[float, float]
     threshold: float = 0.5
     pixel_size: float | None = None  # µm per pixel, for the table's µm columns
@@ -341,7 +341,7 @@ def probability_block(job: Job, y: int, x: int) -> None:
         return
     predictor = worker_predictor(job)
     y0, y1, x0, x1 = job.core(y, x)
-    if abs(job.scale - 1.0) < 1e-3:
+    if abs(job.factor - 1.0) < 1e-3:
         # the whole image's tiles that touch the block: its pixels come out as a whole-image pass's
         ys, xs, th, tw = predictor.tiling.grid(*job.source.shape_yx)
         ys, xs = [t for t in ys if t < y1 and t + th > y0], [t for t in xs if t < x1 and t + tw > x0]
@@ -353,11 +353,11 @@ def probability_block(job: Job, y: int, x: int) -> None:
         )
     else:
         # rescaled: the block and ``context`` pixels around it, resized, predicted and resized back
-        margin = math.ceil(job.settings.context / min(job.scale, 1.0))
+        margin = math.ceil(job.settings.context / min(job.factor, 1.0))
         wy0, wy1, wx0, wx1 = job.window(y, x, margin)
         image = job.source.read(job.source.open(), wy0, wy1, wx0, wx1)
         probs, _ = predictor.probabilities(
-            image, value_range=job.value_range, plan=Plan(job.scale, None, job.smoothing)
+            image, value_range=job.value_range, plan=Plan(job.factor, None, job.smoothing)
         )
     out = zarr.open_array(Path(job.work) / "prob.zarr" / "0", mode="r+")
     out[: len(probs), y0:y1, x0:x1] = probs[:, y0 - wy0 : y1 - wy0, x0 - wx0 : x1 - wx0].astype(np.float16)
@@ -636,7 +636,7 @@ def job_stamp(job: Job) -> str:
         {
             "source": dataclasses.asdict(job.source),
             "recipe": job.predictor,
-            "scale": job.scale,
+            "factor": job.factor,
             "range": job.value_range,
         }
         | {"input": content_key(Path(job.source.path)), "model_sha256": model_fingerprint(job.predictor.get("model"))}

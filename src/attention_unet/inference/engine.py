@@ -16,7 +16,6 @@ from ..settings import InferenceSettings, check_smoothing
 from .choice import AUTO, ModelChoice
 from .decode import OUTPUTS
 from .pipeline import Predictor
-from .plan import parse_scale
 from .tiles import Runner, Tiling
 
 ENGINES = ("auto", "torch", "onnx")
@@ -152,8 +151,6 @@ def load_predictor(
         default = load(zoo.DEFAULT)  # a bad option is one line now, not at the first image
         return ModelChoice(load, zoo.routes(), zoo.DEFAULT, {zoo.DEFAULT: default})  # type: ignore[return-value]
     check_device(device)
-    if settings.get("scale") is not None:
-        settings["scale"] = parse_scale(settings["scale"])
     InferenceSettings().changed(**settings)  # a bad setting is one line before the model is opened
     if smoothing is not None:
         check_smoothing(smoothing, "smoothing")

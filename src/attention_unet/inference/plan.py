@@ -257,16 +257,3 @@ def scale_for_diameter(target_diameter: float, diameter: float) -> float:
             "diameter",
         )
     return target_diameter / diameter
-
-
-def parse_scale(scale: str | float) -> str | float:
-    """'auto' or a factor above 0 and at most MAX_SCALE."""
-    if str(scale) == "auto":
-        return "auto"
-    try:
-        value = float(scale)
-    except ValueError:
-        raise InputError(f"scale must be 'auto' or a positive number, not '{scale}'", "scale") from None
-    if not 0 < value <= MAX_SCALE:
-        raise InputError(f"scale must be 'auto' or a number above 0 and at most {MAX_SCALE:g}, not '{scale}'", "scale")
-    return value
