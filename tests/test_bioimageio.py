@@ -111,3 +111,21 @@ def test_export_never_replaces_a_zip_that_is_not_its_package(tmp_path: Path, cap
     assert "exists and is no package attention-unet wrote; not replacing it" in capsys.readouterr().err
     with zipfile.ZipFile(mine) as archive:
         assert archive.read("notes.txt") == b"the user's notes"
+
+
+def test_a_model_trained_from_nuclei_he_keeps_its_licence() -> None:
+    """Weights derived from CC BY-NC-SA weights, or trained on MoNuSeg, keep those terms in the package."""
+    from attention_unet.model.bioimageio import licence_and_credit
+
+    assert licence_and_credit({"init": {"from": "nuclei-he"}})[0] == "CC BY-NC-SA 4.0"
+    assert licence_and_credit({"train": {"data": ["../shared/data/monuseg"]}})[0] == "CC BY-NC-SA 4.0"
+    assert licence_and_credit({"init": {"from": "nuclei"}})[0] == "MIT"
+    assert licence_and_credit({"card": {"licence": "CC BY 4.0", "credit": "me"}}) == ("CC BY 4.0", "me")
+
+
+def test_without_the_extra_export_says_what_to_install(monkeypatch, tmp_path: Path, capsys) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "bioimageio.spec", None)  # as if not installed
+    assert main(["export", "--bioimageio", str(tmp_path / "m.zip")]) == 2
+    assert "pip install 'attention-unet[bioimageio]'" in capsys.readouterr().err

@@ -62,7 +62,12 @@ TEST_SIZE = 256  # the test image's edge (a crop of an embedded sample image)
 
 def export_package(model: str | Path | None, out: str | Path) -> Path:
     """Write ``out`` (a .zip): the bioimage.io package of a shipped model's name or a model path."""
-    from bioimageio.spec import save_bioimageio_package
+    try:
+        from bioimageio.spec import save_bioimageio_package
+    except ImportError:
+        raise InputError(
+            "a bioimage.io package needs the bioimageio extra: pip install 'attention-unet[bioimageio]'"
+        ) from None
 
     from .files import load_model, pretrained_path
     from .zoo import entries, resolve
@@ -162,8 +167,9 @@ def describe(network: Any, entry: Any, folder: Path) -> Any:
         raise InputError(f"a model with '{norm}' normalisation cannot be packaged (percentile, polarity or stain)")
     test_in, test_out, image, probs = test_tensors(network, norm, folder)
     card = network.info.get("card", {})
-    name = card.get("name") or Path(network.path).parent.name
-    licence = card.get("licence", "MIT")
+    folder = Path(network.path) if Path(network.path).is_dir() else Path(network.path).parent
+    name = card.get("name") or (folder.parent.name if folder.name == "model" else folder.name)
+    licence, credit = licence_and_credit(network.info)
     weights = spec.WeightsDescr(
         # both exported from the same PyTorch weights (model.safetensors, not in the package): the spec
         # asks for one original, and the TorchScript trace is the closer to them
@@ -174,7 +180,6 @@ def describe(network: Any, entry: Any, folder: Path) -> Any:
             **_file(export_torchscript(network, folder / "model.pt")), pytorch_version=spec.Version(_torch_version())
         ),
     )
-    credit = card.get("credit", "")
     return spec.ModelDescr(
         name=f"attention-unet {name}",
         description=f"Nuclei in {card.get('modality', 'microscopy')}: an Attention U-Net's nucleus and contour "
@@ -191,6 +196,22 @@ def describe(network: Any, entry: Any, folder: Path) -> Any:
         weights=weights,
         config={"attention_unet": network.info, "bioimageio": BIOIMAGEIO_CONFIG},
     )
+
+
+def licence_and_credit(info: dict[str, Any]) -> tuple[str, str]:
+    """The weights' licence and whom to credit: the card's; else those of the shipped model training
+    started from (weights derived from CC BY-NC-SA weights keep those terms); else CC BY-NC-SA 4.0
+    when MoNuSeg was among the training data; else MIT, the package's."""
+    from .zoo import entries
+
+    card = info.get("card") or {}
+    if card.get("licence"):
+        return str(card["licence"]), str(card.get("credit", ""))
+    start = entries().get(str((info.get("init") or {}).get("from", "")))
+    if start is not None:
+        return start.licence, start.credit
+    data = " ".join(map(str, info.get("train", {}).get("data", []))).lower()
+    return ("CC BY-NC-SA 4.0", "Kumar et al. (MoNuSeg)") if "monuseg" in data else ("MIT", "")
 
 
 def _file(path: Path) -> dict[str, Any]:
