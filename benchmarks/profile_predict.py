@@ -39,7 +39,7 @@ STAGES = {  # stage -> (file ending, function name) whose cumulative time it is
     "auto scale and stain plan": ("inference/plan.py", "sizing"),
     "measurements": ("io/measure.py", "measurements"),
     "reading images": ("commands/predict.py", "plane_image"),
-    "writing labels": ("commands/predict.py", "write_labels"),
+    "writing outputs (OutputFolder.write)": ("io/outputs.py", "write"),
     "whole predict": ("commands/predict.py", "_predict_files"),
 }
 
