@@ -578,3 +578,15 @@ def test_diameter_sets_the_scale_from_the_model_target(tmp_path: Path) -> None:
     assert load_predictor(tmp_path, diameter=80).settings.scale == pytest.approx(0.25)
     with pytest.raises(InputError, match="^diameter must be at least"):
         load_predictor(tmp_path, diameter=0)
+
+
+def test_pictures_written_by_opencv_decode_to_the_same_pixels(tmp_path: Path) -> None:
+    """write_png (OpenCV, fast) writes the pixels Pillow would: grey, and RGB in RGB order."""
+    import imageio.v3 as iio
+
+    from attention_unet.io.images import write_png
+
+    rng = np.random.default_rng(0)
+    for picture in (rng.integers(0, 256, (17, 23), dtype=np.uint8), rng.integers(0, 256, (17, 23, 3), dtype=np.uint8)):
+        write_png(tmp_path / "p.png", picture)
+        np.testing.assert_array_equal(iio.imread(tmp_path / "p.png"), picture)

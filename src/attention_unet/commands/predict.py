@@ -33,7 +33,7 @@ from ..inference.choice import AUTO
 from ..inference.engine import ENGINES, load_predictor
 from ..inference.pipeline import Predictor
 from ..io import data, limits
-from ..io.images import check_pixel_size, find_inputs, heat_map, is_zarr, open_image, overlay
+from ..io.images import check_pixel_size, find_inputs, heat_map, is_zarr, open_image, overlay, write_png
 from ..io.measure import MeasureSettings, geojson_features, keep, measurements, outlines, write_geojson
 from ..io.measure import rois as roi_set
 from ..io.measure import write_table as write_measurement_csv
@@ -654,16 +654,15 @@ def write_picture_outputs(
     pixel_size: float | None,
 ) -> None:
     """A 2-D image's mask, overlay, probability and attention pictures."""
-    import imageio.v3 as iio
     import tifffile
 
     folder.write(
-        Path(f"{target}_mask.png"), lambda t: iio.imwrite(t, ((prob > options.threshold) * 255).astype(np.uint8))
+        Path(f"{target}_mask.png"), lambda t: write_png(t, ((prob > options.threshold) * 255).astype(np.uint8))
     )
-    folder.write(Path(f"{target}_overlay.png"), lambda t: iio.imwrite(t, overlay(image, labels)))
+    folder.write(Path(f"{target}_overlay.png"), lambda t: write_png(t, overlay(image, labels)))
     if options.save_prob:
         folder.write(
             Path(f"{target}_prob.tif"), lambda t: tifffile.imwrite(t, prob.astype(np.float32), compression="zlib")
         )
     for k, gate in enumerate(gates, start=1):
-        folder.write(Path(f"{target}_attention{k}.png"), lambda t, gate=gate: iio.imwrite(t, heat_map(image, gate)))
+        folder.write(Path(f"{target}_attention{k}.png"), lambda t, gate=gate: write_png(t, heat_map(image, gate)))

@@ -365,6 +365,19 @@ def to_uint8(image: np.ndarray) -> np.ndarray:
     return (data.normalise(image, "percentile") * 255).astype(np.uint8)
 
 
+def write_png(path: str | Path, picture: np.ndarray) -> None:
+    """An 8-bit grey or RGB picture as a PNG file, by OpenCV's encoder at compression level 1: the
+    same pixels as Pillow's default in a quarter of the time (the sample's 39 overlays: 0.30 s
+    against 1.25 s, files 20% larger; BENCHMARKS.md)."""
+    import cv2
+
+    colour = picture[..., ::-1] if picture.ndim == 3 else picture  # OpenCV's order is BGR
+    done, encoded = cv2.imencode(".png", np.ascontiguousarray(colour), [cv2.IMWRITE_PNG_COMPRESSION, 1])
+    if not done:
+        raise OSError(f"{path}: the picture could not be encoded as PNG")
+    Path(path).write_bytes(encoded.tobytes())
+
+
 def overlay(image: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """Nucleus outlines (yellow) over the 8-bit image."""
     from skimage.segmentation import find_boundaries
