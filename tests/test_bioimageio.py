@@ -128,3 +128,15 @@ def test_without_the_extra_export_says_what_to_install(monkeypatch, tmp_path: Pa
     monkeypatch.setitem(sys.modules, "bioimageio.spec", None)  # as if not installed
     assert main(["export", "--bioimageio", str(tmp_path / "m.zip")]) == 2
     assert "pip install 'attention-unet[bioimageio]'" in capsys.readouterr().err
+
+
+def test_export_writes_nothing_beside_the_model(tmp_path: Path) -> None:
+    """The package's files are made in a temporary folder: the model's own folder (a user's run,
+    or the shipped weights) is left as it was."""
+    from attention_unet.model import AttentionUNet, ModelConfig, save_model
+
+    save_model(AttentionUNet(ModelConfig(width=4, depth=2)).eval(), tmp_path / "mine", {"train": {"norm": "polarity"}})
+    before = sorted(p.name for p in (tmp_path / "mine").iterdir())
+    assert main(["export", "--model", str(tmp_path / "mine"), "--bioimageio", str(tmp_path / "mine.zip")]) == 0
+    assert sorted(p.name for p in (tmp_path / "mine").iterdir()) == before
+    assert core.test_model(str(tmp_path / "mine.zip")).status == "passed"

@@ -167,8 +167,8 @@ def describe(network: Any, entry: Any, folder: Path) -> Any:
         raise InputError(f"a model with '{norm}' normalisation cannot be packaged (percentile, polarity or stain)")
     test_in, test_out, image, probs = test_tensors(network, norm, folder)
     card = network.info.get("card", {})
-    folder = Path(network.path) if Path(network.path).is_dir() else Path(network.path).parent
-    name = card.get("name") or (folder.parent.name if folder.name == "model" else folder.name)
+    home = Path(network.path) if Path(network.path).is_dir() else Path(network.path).parent
+    name = card.get("name") or (home.parent.name if home.name == "model" else home.name)
     licence, credit = licence_and_credit(network.info)
     weights = spec.WeightsDescr(
         # both exported from the same PyTorch weights (model.safetensors, not in the package): the spec
