@@ -283,15 +283,12 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from .model.export import export
 
-    if args.bioimageio is None:
-        return export(
-            args.model, onnx=args.onnx, torchscript=args.torchscript, int8=args.int8, calibrate=args.calibrate
-        )
-    from .model.bioimageio import export_package
-
-    if args.onnx or args.torchscript:
+    if args.onnx or args.torchscript or args.bioimageio is None:  # the last: export's own "give ..." line
         export(args.model, onnx=args.onnx, torchscript=args.torchscript, int8=args.int8, calibrate=args.calibrate)
-    print(f"wrote {export_package(args.model, args.bioimageio)}", file=sys.stderr)
+    if args.bioimageio is not None:
+        from .model.bioimageio import export_package
+
+        print(f"wrote {export_package(args.model, args.bioimageio)}", file=sys.stderr)
     return 0
 
 

@@ -74,7 +74,6 @@ def export_package(model: str | Path | None, out: str | Path) -> Path:
 
     weights = resolve(model) or pretrained_path()
     network = load_model(weights)
-    network.path = weights  # type: ignore[attr-defined]
     out = Path(out)
     if out.suffix != ".zip" or out.is_dir():
         raise InputError(f"{out}: a bioimage.io package is a .zip file; give its path")
@@ -82,7 +81,7 @@ def export_package(model: str | Path | None, out: str | Path) -> Path:
         raise InputError(f"{out}: exists and is no package attention-unet wrote; not replacing it")
     entry = next((e for e in entries().values() if e.weights.resolve() == Path(weights).resolve()), None)
     with tempfile.TemporaryDirectory(prefix="attention-unet-bioimageio-") as tmp:
-        descr = describe(network, entry, Path(tmp))
+        descr = describe(network, Path(weights), entry, Path(tmp))
         from .export import replacing
 
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -107,7 +106,7 @@ def test_image(norm: str) -> np.ndarray:
     raise InputError(f"no embedded sample image of kind {kind} for the package's test input")
 
 
-def test_tensors(network: Any, norm: str, folder: Path) -> tuple[Path, Path, np.ndarray, np.ndarray]:
+def test_tensors(weights: Path, norm: str, folder: Path) -> tuple[Path, Path, np.ndarray, np.ndarray]:
     """The test input (1 x 3 x H x W float32, the raw pixels) and our pipeline's probabilities for
     it (1 x C x H x W: one tile, native scale, no test-time augmentation, no smoothing), saved as
     .npy; refused when the package's fixed orientation would differ from ours on this image."""
@@ -119,7 +118,7 @@ def test_tensors(network: Any, norm: str, folder: Path) -> tuple[Path, Path, np.
     lo, hi = data.normalisation_range(image, norm)
     if (hi < lo) != (norm == "stain"):
         raise InputError(f"the test image is turned round by '{norm}' normalisation, unlike the package's input")
-    predictor = load_predictor(network.path, engine="torch", tile=TEST_SIZE).with_settings(tta=False)
+    predictor = load_predictor(weights, engine="torch", tile=TEST_SIZE).with_settings(tta=False)
     probs = predictor.probabilities(image, plan=Plan(1.0, None, 0.0))[0]
     tensors = (image.transpose(2, 0, 1)[None].astype(np.float32), probs[None].astype(np.float32))
     paths = (folder / "test_input.npy", folder / "test_output.npy")
@@ -138,7 +137,7 @@ def cover(image: np.ndarray, probs: np.ndarray, path: Path) -> Path:
     return path
 
 
-def documentation(entry: Any, network: Any, folder: Path) -> Path:
+def documentation(entry: Any, name: str, info: dict[str, Any], folder: Path) -> Path:
     """The model card (docs/models/NAME.md of a shipped model, found beside the package when it
     is installed from a checkout), else a short card from the model's metadata."""
     card = Path(__file__).parents[3] / "docs" / "models" / f"{entry.name}.md" if entry else None
@@ -146,17 +145,17 @@ def documentation(entry: Any, network: Any, folder: Path) -> Path:
     if card is not None and card.is_file():
         path.write_text(card.read_text() + VALIDATION)
     else:
-        info = network.info.get("card", {})
         path.write_text(
-            f"# {info.get('name', network.path.parent.name)}\n\nAn Attention U-Net (attention-unet) for nuclei; "
-            f"input normalisation `{network.info.get('train', {}).get('norm', 'fixed')}`. Trained on: "
-            f"{info.get('trained_on', 'not recorded')}.\n{VALIDATION}"
+            f"# {name}\n\nAn Attention U-Net (attention-unet) for nuclei; input normalisation "
+            f"`{info.get('train', {}).get('norm', 'fixed')}`. Trained on: "
+            f"{info.get('card', {}).get('trained_on', 'not recorded')}.\n{VALIDATION}"
         )
     return path
 
 
-def describe(network: Any, entry: Any, folder: Path) -> Any:
-    """The package's ModelDescr, its files written into ``folder``."""
+def describe(network: Any, weights: Path, entry: Any, folder: Path) -> Any:
+    """The package's ModelDescr for ``network`` (loaded from ``weights``), its files written into
+    ``folder``."""
     import bioimageio.spec.model.v0_5 as spec
 
     from .. import __version__
@@ -165,9 +164,9 @@ def describe(network: Any, entry: Any, folder: Path) -> Any:
     norm = network.info.get("train", {}).get("norm", "fixed")
     if norm not in ("percentile", "polarity", "stain"):
         raise InputError(f"a model with '{norm}' normalisation cannot be packaged (percentile, polarity or stain)")
-    test_in, test_out, image, probs = test_tensors(network, norm, folder)
+    test_in, test_out, image, probs = test_tensors(weights, norm, folder)
     card = network.info.get("card", {})
-    home = Path(network.path) if Path(network.path).is_dir() else Path(network.path).parent
+    home = weights if weights.is_dir() else weights.parent  # a model folder, or a run's model/
     name = card.get("name") or (home.parent.name if home.name == "model" else home.name)
     licence, credit = licence_and_credit(network.info)
     weights = spec.WeightsDescr(
@@ -187,7 +186,7 @@ def describe(network: Any, entry: Any, folder: Path) -> Any:
         authors=[spec.Author(name="attention-unet developers")],
         cite=[spec.CiteEntry(text=text, doi=spec.Doi(doi)) for key, text, doi in CITATIONS if key in credit],
         license=spec.LicenseId(SPDX.get(licence, licence)),
-        documentation=spec.FileDescr(source=documentation(entry, network, folder)),
+        documentation=spec.FileDescr(source=documentation(entry, name, network.info, folder)),
         covers=[spec.FileDescr(source=cover(image[0], probs[0], folder / "cover.png"))],
         tags=["nuclei", "instance-segmentation", "attention-unet", "2d", *card.get("route", [])],
         version=spec.Version(__version__),

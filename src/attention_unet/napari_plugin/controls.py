@@ -33,10 +33,13 @@ TTA_CHOICES: dict[str, tuple[bool | None, int | None]] = {
 }
 
 
-def own(widget: Any, text: str = "model's own") -> Any:
-    """``widget`` showing ``text`` at its lowest value (what that value means), not the number."""
-    widget.native.setSpecialValueText(text)
-    return widget
+def own(name: str, label: str, tooltip: str, span: tuple[float, float, float], text: str = "model's own") -> Any:
+    """A number box from ``span`` (lowest, highest, step) that starts at its lowest value, which
+    means the model's own setting: it shows ``text`` there (Qt's special value text), not the number."""
+    lowest, highest, step = span
+    box = FloatSpinBox(value=lowest, min=lowest, max=highest, step=step, name=name, label=label, tooltip=tooltip)
+    box.native.setSpecialValueText(text)
+    return box
 
 
 def model_choices(others: bool = True) -> tuple[list[str], str]:
@@ -64,14 +67,10 @@ def input_controls() -> list[Any]:
             tooltip="the nucleus channel of a multi-channel layer",
         ),
         own(
-            FloatSpinBox(
-                value=0.0,
-                min=0.0,
-                max=1000.0,
-                name="diameter",
-                label="diameter",
-                tooltip="typical nucleus diameter, in the unit beside; lowest: the model measures it (auto scale)",
-            ),
+            "diameter",
+            "diameter",
+            "typical nucleus diameter, in the unit beside; lowest: the model measures it (auto scale)",
+            (0.0, 1000.0, 1.0),
             "model's own (auto)",
         ),
         ComboBox(
@@ -89,27 +88,12 @@ def decoding_controls() -> list[Any]:
     return [
         FloatSlider(value=0.5, min=0.05, max=0.95, step=0.05, name="threshold"),
         own(
-            FloatSpinBox(
-                value=-0.05,
-                min=-0.05,
-                max=0.99,
-                step=0.05,
-                name="min_confidence",
-                label="weakest kept (mean probability)",
-                tooltip="mean probability a nucleus needs to be kept; 0: keep every one",
-            )
+            "min_confidence",
+            "weakest kept (mean probability)",
+            "mean probability a nucleus needs to be kept; 0: keep every one",
+            (-0.05, 0.99, 0.05),
         ),
-        own(
-            FloatSpinBox(
-                value=-0.5,
-                min=-0.5,
-                max=8.0,
-                step=0.5,
-                name="smoothing",
-                label="smoothing (px)",
-                tooltip="Gaussian sigma the image is smoothed by first; 0: none",
-            )
-        ),
+        own("smoothing", "smoothing (px)", "Gaussian sigma the image is smoothed by first; 0: none", (-0.5, 8.0, 0.5)),
         ComboBox(
             choices=list(TTA_CHOICES),
             value="model's setting",
