@@ -367,8 +367,7 @@ def to_uint8(image: np.ndarray) -> np.ndarray:
 
 def write_png(path: str | Path, picture: np.ndarray) -> None:
     """An 8-bit grey or RGB picture as a PNG file, by OpenCV's encoder at compression level 1: the
-    same pixels as Pillow's default in a quarter of the time (the sample's 39 overlays: 0.30 s
-    against 1.25 s, files 20% larger; BENCHMARKS.md)."""
+    same pixels as Pillow's default, several times faster, in somewhat larger files (BENCHMARKS.md)."""
     import cv2
 
     colour = picture[..., ::-1] if picture.ndim == 3 else picture  # OpenCV's order is BGR
