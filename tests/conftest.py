@@ -87,6 +87,32 @@ def sure_below(width: int, weak: float = 0.9) -> Runner:
     return run
 
 
+def fragmenting(width: int, every: int = 24) -> Runner:
+    """A stand-in network that reads brightness (:func:`brightness_runner`) and, on tiles wider
+    than ``width``, cuts what it sees with dark lines every ``every`` pixels and is less sure (0.9):
+    large textured nuclei come out as pieces of one size at fine scales and whole on coarse probes."""
+
+    def run(batch: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+        probs, maps = brightness_runner(batch)
+        if batch.shape[-1] > width:
+            probs = probs * 0.9
+            for offset in (0, 1):
+                probs[..., offset::every, :] = 0
+                probs[..., :, offset::every] = 0
+        return probs, maps
+
+    return run
+
+
+def large_nuclei(radius: int = 48, shape: tuple[int, int] = (512, 640)) -> np.ndarray:
+    """An RGB image of bright disks of ``radius`` on black, in a grid 14 px apart."""
+    step = 2 * radius + 14
+    centres = [
+        (y, x) for y in range(radius + 6, shape[0] - radius, step) for x in range(radius + 6, shape[1] - radius, step)
+    ]
+    return np.dstack([(disks(shape, centres, radius) > 0).astype(np.uint8) * 200] * 3)
+
+
 def fragments_and_large_nuclei(specks: int, clumps: bool = False) -> np.ndarray:
     """Two 64-px nuclei beside ``specks`` 10-px specks (the probe's view of textured nuclei); with
     ``clumps`` each large nucleus is a cross of five 20-px discs instead (merged small nuclei)."""

@@ -17,7 +17,7 @@ from attention_unet.cli import main
 from attention_unet.errors import InputError
 from attention_unet.inference.engine import torch_runner
 from attention_unet.inference.pipeline import make_predictor
-from attention_unet.inference.plan import factor_for_diameter, size_statistics
+from attention_unet.inference.plan import factor_for_diameter, size_statistics, sizes_of
 from attention_unet.inference.tiles import gaussian_weights, run_views, tile_starts
 from attention_unet.instances import contours, distances, instances
 from attention_unet.io import data
@@ -28,8 +28,10 @@ from attention_unet.settings import TTA_VIEWS, InferenceSettings
 from .conftest import (
     brightness_runner,
     disks,
+    fragmenting,
     fragments_and_large_nuclei,
     fragments_predictor,
+    large_nuclei,
     sure_below,
     synthetic,
     two_touching_boxes,
@@ -334,7 +336,7 @@ def test_auto_scale_probe_is_one_view_under_tta() -> None:
 
     image = np.dstack([synthetic(3, (96, 96))[0]] * 3)
     predictor = make_predictor(runner, "percentile", tile=128, tta=True, tta_views=4, scale="auto", min_area=1)
-    predictor.policy.probe_labels(image, predictor.network(data.normalisation_range(image, "percentile")))
+    predictor.policy.probed(image, predictor.network(data.normalisation_range(image, "percentile")), 0.5)
     assert len(calls) == 1
     predictor.probability(image)
     assert len(calls) == 1 + 1 + 4  # probe (auto scale), then the full pass's views
@@ -517,6 +519,28 @@ def test_an_image_shrunk_already_is_not_shrunk_further_for_the_large_pieces() ->
     assert (chosen, kept) == (factor, diameter)
     surer = predictor.predicted_at(image, value_range, factor_for_diameter(large, 16), large)[0]
     assert predictor.decoder.confidence(surer) > predictor.decoder.confidence(probs) + 0.1
+
+
+@pytest.mark.parametrize(
+    ("width", "shape", "measured"), [(200, (512, 640), 96), (10_000, (512, 640), 96), (200, (200, 640), None)]
+)
+def test_coarse_probes_see_nuclei_the_half_size_probe_cuts_into_pieces_of_one_size(
+    width: int, shape: tuple[int, int], measured: float | None
+) -> None:
+    """Disks 96 px across, which a network cuts into pieces of one size on tiles wider than
+    ``width`` (the half-size probe's 320 px; no larger piece, so the fragments rule sees nothing)
+    and sees whole and surer at 1/4 and 1/8: the pyramid's size is taken. A network that sees them
+    whole at half size measures them there already; in an image too small for a 64-px probe at 1/4
+    the coarse probes are skipped and the pieces' size stands."""
+    image = large_nuclei(48, shape)
+    predictor = make_predictor(fragmenting(width), "percentile", tile=512, scale="auto", min_area=1)
+    network = predictor.network(data.normalisation_range(image, "percentile"))
+    labels, pixel_area, _ = predictor.policy.probed(image, network, 0.5)
+    pieces = sizes_of(labels, pixel_area)["median"]
+    assert (pieces < 40) == (width == 200)
+    factor, diameter, large = predictor.policy.sizing(image, network)
+    assert diameter == pytest.approx(measured or pieces, rel=0.15) and large is None
+    assert factor == pytest.approx(factor_for_diameter(diameter, 16))
 
 
 @pytest.mark.parametrize(

@@ -35,11 +35,17 @@ MAX_PIXELS = 4_200_000
 PROBES = (4.0, 2.0, 1.0, 0.5, 0.25, 0.125)
 
 
-def zoomed_record(record: data.Record, zoom: float) -> tuple[np.ndarray, np.ndarray, float]:
-    """The record's image and labels resized by ``zoom``, capped at MAX_PIXELS, and the zoom used."""
+def zoomed_record(record: data.Record, zoom: float, crop: int = 0) -> tuple[np.ndarray, np.ndarray, float]:
+    """The record's image and labels resized by ``zoom``, and the zoom used: capped at MAX_PIXELS,
+    or, with ``crop``, the central crop * crop pixels of the zoomed image (few large nuclei)."""
     image, labels = data.protocol_view(record, "native")
-    zoom = min(zoom, math.sqrt(MAX_PIXELS / (image.shape[0] * image.shape[1])))
-    return *zoomed(image, labels, zoom), zoom
+    if not crop:
+        zoom = min(zoom, math.sqrt(MAX_PIXELS / (image.shape[0] * image.shape[1])))
+    image, labels = zoomed(image, labels, zoom)
+    if crop:
+        y, x = (max(0, (side - crop) // 2) for side in labels.shape)
+        image, labels = image[y : y + crop, x : x + crop], labels[y : y + crop, x : x + crop]
+    return image, labels, zoom
 
 
 def probe_row(predictor: Predictor, image: np.ndarray, value_range: tuple[float, float], probe: float) -> dict:
@@ -84,6 +90,7 @@ def study_parser(doc: str) -> argparse.ArgumentParser:
     parser.add_argument("--model", default=None)
     parser.add_argument("--zooms", type=float, nargs="+", default=[0.25, 0.5, 1, 2, 4, 8])
     parser.add_argument("--limit", type=int, default=0, help="the first N images of each part (0: all)")
+    parser.add_argument("--crop", type=int, default=0, help="the central crop of this side after zooming (0: none)")
     return parser
 
 

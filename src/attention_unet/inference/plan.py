@@ -1,7 +1,7 @@
 """What to run at which scale and smoothing: a :class:`Plan` per image, from the model's settings.
 
-The scale policy measures the nuclei on a half-size probe and brings them towards the size the
-model learnt (a ramp in log size, :func:`factor_for_diameter`); where its rules are unsure (large
+The scale policy measures the nuclei on a half-size probe (and on coarser ones, where large
+nuclei are whole) and brings them towards the size the model learnt (a ramp in log size, :func:`factor_for_diameter`); where its rules are unsure (large
 textured nuclei, or the fragments rule undecided) it predicts candidate factors and keeps the one
 whose instances are surer. The stain policy smooths stained tissue sharper than what the model
 learnt from. Both read :class:`~attention_unet.settings.InferenceSettings`; the network is reached
@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
+from scipy import ndimage
 
 from ..errors import InputError
 from ..instances import instances
@@ -131,14 +132,23 @@ class StainPolicy:
 @dataclass(frozen=True)
 class ScalePolicy:
     """The factor an image is predicted at: ``settings.scale`` when it is a number; under "auto",
-    measured on a ``probe``-size pass and brought towards ``target_diameter`` (1 within
-    ``auto_range`` times it, all the way from ``auto_full`` times on), with a second look at
-    ``shrink`` times the factor or at the large pieces' size where the settings ask for one."""
+    measured on a ``probe``-size pass (and on coarser ones, where large nuclei are whole) and
+    brought towards ``target_diameter`` (1 within ``auto_range`` times it, all the way from
+    ``auto_full`` times on), with a second look at ``shrink`` times the factor or at the large
+    pieces' size where the settings ask for one."""
 
     settings: InferenceSettings = field(default_factory=InferenceSettings)
     auto_range: tuple[float, float] = (0.5, 2.0)
     auto_full: tuple[float, float] = (1 / 3, 6.0)
     probe: float = 0.5  # a quarter of a full pass; large textured nuclei are whole at half size
+    # a pyramid of probes, the half-size one and coarser ones (1/16 and 1/64 of a pass more), where
+    # nuclei too large for the half-size probe are whole: its size replaces the rules' when it is
+    # ``larger`` times theirs or more (:meth:`pyramid_diameter`)
+    coarse_probes: tuple[float, ...] = (0.25, 0.125)
+    band: tuple[float, float] = (0.5, 2.0)  # a probe is trusted where its nuclei are this near the learnt size
+    share: float = 0.1  # ... and where it found this share of the most nuclei a probe found (not vanishing)
+    larger: float = 1.5
+    min_probe_side: int = 64  # a smaller probe image says nothing about size
     shrink: float = 0.5  # the second look's factor, relative to the first
     max_pixels: int = 64_000_000  # a rescaled image never exceeds this many pixels
 
@@ -157,17 +167,48 @@ class ScalePolicy:
         that :func:`choose` also tries where the fragments rule is undecided)."""
         if not self.auto:
             return float(self.settings.scale), None, None
-        diameter, large = self.probe_diameters(*self.probe_labels(image, network))
+        half = self.probed(image, network, self.probe)
+        diameter, large = self.probe_diameters(half[0], half[1])
+        whole = self.pyramid_diameter(image, network, half)
+        if whole is not None and (diameter is None or whole >= self.larger * diameter):
+            diameter, large = whole, None  # the half-size probe's pieces were parts of larger nuclei
         return self.factor_of(diameter), diameter, large
 
-    def probe_labels(self, image: np.ndarray, network: Network) -> tuple[np.ndarray, float]:
+    def probed(self, image: np.ndarray, network: Network, probe: float) -> tuple[np.ndarray, float, float]:
         """The instances of the image at ``probe`` size (the mask's watershed; one view: a sizing
-        pass, not the answer) and the image area one of their pixels covers."""
-        small = rescaled(image, self.probe)
+        pass, not the answer), the image area one of their pixels covers, and their mean probability."""
+        small = rescaled(image, probe)
         probs, _ = network(small, 0.0, False)
-        smallest = max(1, round(self.settings.min_area * self.probe**2))
+        smallest = max(1, round(self.settings.min_area * probe**2))
         labels = instances(probs[0], threshold=0.5, min_area=smallest, h=self.settings.h)
-        return labels, (image.shape[1] / small.shape[1]) ** 2
+        count = int(labels.max())
+        sure = float(np.mean(ndimage.mean(probs[0], labels, np.arange(1, count + 1)))) if count else 0.0
+        return labels, (image.shape[1] / small.shape[1]) ** 2, sure
+
+    def pyramid_diameter(
+        self, image: np.ndarray, network: Network, half: tuple[np.ndarray, float, float]
+    ) -> float | None:
+        """The median diameter that the surest trusted probe of the pyramid (the half-size probe,
+        ``half``, and the coarse probes; each at least ``min_probe_side`` pixels) finds: trusted
+        where its median nucleus is within ``band`` times the learnt size at its scale and it found
+        at least ``share`` of the most nuclei any probe found, the surest having the highest mean
+        instance probability; None where no probe is trusted."""
+        found = {}
+        for probe in (self.probe, *self.coarse_probes):
+            if min(round(side * probe) for side in image.shape[:2]) < self.min_probe_side:
+                continue
+            labels, pixel_area, sure = half if probe == self.probe else self.probed(image, network, probe)
+            sizes = sizes_of(labels, pixel_area)
+            if sizes["count"]:
+                found[probe] = (sizes["count"], sizes["median"], sure)
+        most = max((count for count, _, _ in found.values()), default=0)
+        target = self.settings.target_diameter
+        ranked = [
+            (sure, median)
+            for probe, (count, median, sure) in found.items()
+            if count >= max(3, self.share * most) and self.band[0] <= median * probe / target <= self.band[1]
+        ]
+        return max(ranked)[1] if ranked else None
 
     def probe_diameters(self, labels: np.ndarray, pixel_area: float) -> tuple[float | None, float | None]:
         """(the typical nucleus's diameter, or None when none was found; the large pieces' where the
