@@ -543,6 +543,20 @@ def test_coarse_probes_see_nuclei_the_half_size_probe_cuts_into_pieces_of_one_si
     assert factor == pytest.approx(factor_for_diameter(diameter, 16))
 
 
+def test_pieces_far_from_the_learnt_size_set_no_bar_for_the_coarse_probes() -> None:
+    """The half-size probe cuts the 96 px disks into hundreds of pieces 3-4 px across at its scale
+    (far below the learnt size, so untrusted); the coarse probes find the 20 disks whole. The
+    share test counts only probes near the learnt size, so those hundreds of pieces do not make
+    the coarse probes' 20 nuclei look like vanishing ones: the disks' size is taken."""
+    image = large_nuclei(48, (512, 640))
+    predictor = make_predictor(fragmenting(200, every=8), "percentile", tile=512, scale="auto", min_area=1)
+    network = predictor.network(data.normalisation_range(image, "percentile"))
+    half = predictor.policy.probed(image, network, 0.5)
+    assert half[0].max() > 10 * 20 and sizes_of(half[0], half[1])["median"] * 0.5 < 8
+    assert predictor.policy.pyramid_diameter(image, network, half) == pytest.approx(96, rel=0.15)
+    assert predictor.policy.sizing(image, network)[1] == pytest.approx(96, rel=0.15)
+
+
 @pytest.mark.parametrize(
     ("width", "above", "margin", "shrunk"),
     [

@@ -146,7 +146,7 @@ class ScalePolicy:
     # ``larger`` times theirs or more (:meth:`pyramid_diameter`)
     coarse_probes: tuple[float, ...] = (0.25, 0.125)
     band: tuple[float, float] = (0.5, 2.0)  # a probe is trusted where its nuclei are this near the learnt size
-    share: float = 0.1  # ... and where it found this share of the most nuclei a probe found (not vanishing)
+    share: float = 0.1  # ... and found this share of the most nuclei such a probe found (not vanishing)
     larger: float = 1.5
     min_probe_side: int = 64  # a smaller probe image says nothing about size
     shrink: float = 0.5  # the second look's factor, relative to the first
@@ -191,8 +191,9 @@ class ScalePolicy:
         """The median diameter that the surest trusted probe of the pyramid (the half-size probe,
         ``half``, and the coarse probes; each at least ``min_probe_side`` pixels) finds: trusted
         where its median nucleus is within ``band`` times the learnt size at its scale and it found
-        at least ``share`` of the most nuclei any probe found, the surest having the highest mean
-        instance probability; None where no probe is trusted."""
+        at least ``share`` of the most nuclei such a probe found (a probe of pieces far from that
+        size sets no bar), the surest having the highest mean instance probability; None where no
+        probe is trusted."""
         found = {}
         for probe in (self.probe, *self.coarse_probes):
             if min(round(side * probe) for side in image.shape[:2]) < self.min_probe_side:
@@ -201,13 +202,10 @@ class ScalePolicy:
             sizes = sizes_of(labels, pixel_area)
             if sizes["count"]:
                 found[probe] = (sizes["count"], sizes["median"], sure)
-        most = max((count for count, _, _ in found.values()), default=0)
         target = self.settings.target_diameter
-        ranked = [
-            (sure, median)
-            for probe, (count, median, sure) in found.items()
-            if count >= max(3, self.share * most) and self.band[0] <= median * probe / target <= self.band[1]
-        ]
+        inside = {p: f for p, f in found.items() if self.band[0] <= f[1] * p / target <= self.band[1]}
+        most = max((count for count, _, _ in inside.values()), default=0)
+        ranked = [(sure, median) for count, median, sure in inside.values() if count >= max(3, self.share * most)]
         return max(ranked)[1] if ranked else None
 
     def probe_diameters(self, labels: np.ndarray, pixel_area: float) -> tuple[float | None, float | None]:
