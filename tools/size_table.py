@@ -21,14 +21,13 @@ import time
 from pathlib import Path
 
 import numpy as np
-from scipy import ndimage
 
 from attention_unet.commands.evaluate import zoomed
 from attention_unet.inference.engine import load_predictor
 from attention_unet.inference.pipeline import Predictor
 from attention_unet.inference.plan import size_statistics, sizes_of
 from attention_unet.inference.tiles import rescaled
-from attention_unet.instances import instances
+from attention_unet.instances import instances, mean_probability
 from attention_unet.io import data
 
 MAX_PIXELS = 4_200_000
@@ -57,8 +56,7 @@ def probe_row(predictor: Predictor, image: np.ndarray, value_range: tuple[float,
     s = predictor.settings
     labels = instances(probs[0], threshold=0.5, min_area=max(1, round(s.min_area * min(1.0, probe) ** 2)), h=s.h)
     stats = sizes_of(labels, (image.shape[1] / small.shape[1]) ** 2)
-    count = int(labels.max())
-    confidence = float(np.mean(ndimage.mean(probs[0], labels, np.arange(1, count + 1)))) if count else 0.0
+    confidence = mean_probability(probs[0], labels)
     return {"count": stats["count"], "median": stats["median"], "weighted": stats["weighted"], "conf": confidence}
 
 

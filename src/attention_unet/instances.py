@@ -86,3 +86,10 @@ def instances(
         labels[box][numbered > 0] = numbered[numbered > 0]
         next_label += kept.size
     return labels
+
+
+def mean_probability(prob: np.ndarray, labels: np.ndarray) -> float:
+    """The mean over the instances of each one's mean foreground probability (how sure the network
+    is of them, whatever their size); 0 when there are none."""
+    count = int(labels.max())
+    return float(np.mean(ndimage.mean(prob, labels, np.arange(1, count + 1)))) if count else 0.0

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..instances import instances
+from ..instances import instances, mean_probability
 from ..settings import InferenceSettings
 
 OUTPUTS = ("mask", "contour", "distance")  # what a model's output channels can hold, in this order
@@ -39,13 +39,7 @@ class Decoder:
     def confidence(self, probs: np.ndarray) -> float:
         """The mean over the instances (none dropped for weakness) of each one's mean foreground
         probability; 0 when there are none."""
-        from scipy import ndimage
-
-        labels = self.labels(probs, keep_weak=True)
-        count = int(labels.max())
-        if not count:
-            return 0.0
-        return float(np.mean(ndimage.mean(probs[0], labels, np.arange(1, count + 1))))
+        return mean_probability(probs[0], self.labels(probs, keep_weak=True))
 
     def _output(self, probs: np.ndarray, name: str, wanted: bool) -> np.ndarray | None:
         return probs[self.outputs.index(name)] if wanted and name in self.outputs[: len(probs)] else None

@@ -1,9 +1,9 @@
 """What to run at which scale and smoothing: a :class:`Plan` per image, from the model's settings.
 
 The scale policy measures the nuclei on a half-size probe (and on coarser ones, where large
-nuclei are whole) and brings them towards the size the model learnt (a ramp in log size, :func:`factor_for_diameter`); where its rules are unsure (large
-textured nuclei, or the fragments rule undecided) it predicts candidate factors and keeps the one
-whose instances are surer. The stain policy smooths stained tissue sharper than what the model
+nuclei are whole) and brings them towards the size the model learnt (a ramp in log size,
+:func:`factor_for_diameter`); where its rules are unsure (large textured nuclei, or the fragments
+rule undecided) it predicts candidate factors and keeps the one whose instances are surer. The stain policy smooths stained tissue sharper than what the model
 learnt from. Both read :class:`~attention_unet.settings.InferenceSettings`; the network is reached
 through a callable, so this module runs nothing itself.
 """
@@ -15,10 +15,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy import ndimage
 
 from ..errors import InputError
-from ..instances import instances
+from ..instances import instances, mean_probability
 from ..io import data
 from ..settings import MAX_SCALE, InferenceSettings
 from .tiles import rescaled
@@ -181,9 +180,7 @@ class ScalePolicy:
         probs, _ = network(small, 0.0, False)
         smallest = max(1, round(self.settings.min_area * probe**2))
         labels = instances(probs[0], threshold=0.5, min_area=smallest, h=self.settings.h)
-        count = int(labels.max())
-        sure = float(np.mean(ndimage.mean(probs[0], labels, np.arange(1, count + 1)))) if count else 0.0
-        return labels, (image.shape[1] / small.shape[1]) ** 2, sure
+        return labels, (image.shape[1] / small.shape[1]) ** 2, mean_probability(probs[0], labels)
 
     def pyramid_diameter(
         self, image: np.ndarray, network: Network, half: tuple[np.ndarray, float, float]
