@@ -15,15 +15,17 @@ import argparse
 import itertools
 import json
 import sys
+from typing import Any
 
 import numpy as np
 from scipy import ndimage
 
 from attention_unet import metrics
 from attention_unet.commands.evaluate import zoomed
+from attention_unet.inference.decode import Decoder
 from attention_unet.inference.engine import load_predictor
-from attention_unet.instances import instances
 from attention_unet.io import data
+from attention_unet.settings import InferenceSettings
 
 
 def main() -> None:
@@ -55,24 +57,23 @@ def main() -> None:
     methods = {
         "connected components": lambda p: ndimage.label(p[0] > 0.5)[0],
     }
-    for h, a, m in itertools.product(args.hs, args.min_areas, args.min_confidences):
-        methods[f"watershed h={h:g} min_area={a} min_confidence={m:g}"] = lambda p, h=h, a=a, m=m: instances(
-            p[0], h=h, min_area=a, min_confidence=m
-        )
     outputs = predictor.outputs[: len(items[0][1])]
+
+    def decoder(**settings: Any) -> Decoder:
+        # each method's instance settings, decoded as predict decodes (contours and distances only where named)
+        return Decoder(InferenceSettings(**({"contours": False} | settings)), outputs)
+
+    for h, a, m in itertools.product(args.hs, args.min_areas, args.min_confidences):
+        name = f"watershed h={h:g} min_area={a} min_confidence={m:g}"
+        methods[name] = decoder(h=h, min_area=a, min_confidence=m).labels
     if "contour" in outputs:
-        c = outputs.index("contour")
         for t, h, a, m in itertools.product(args.thresholds, args.hs, args.min_areas, args.min_confidences):
             name = f"contour watershed t={t:g} h={h:g} min_area={a} min_confidence={m:g}"
-            methods[name] = lambda p, t=t, h=h, a=a, m=m: instances(
-                p[0], contour=p[c], h=h, min_area=a, contour_threshold=t, min_confidence=m
-            )
+            methods[name] = decoder(contours=True, h=h, min_area=a, contour_threshold=t, min_confidence=m).labels
     if "distance" in outputs:
-        d = outputs.index("distance")
         for h, a, m in itertools.product(args.distance_hs, args.min_areas, args.min_confidences):
-            methods[f"distance watershed h={h:g} min_area={a} min_confidence={m:g}"] = lambda p, h=h, a=a, m=m: (
-                instances(p[0], h=h, min_area=a, distance=p[d], min_confidence=m)
-            )
+            name = f"distance watershed h={h:g} min_area={a} min_confidence={m:g}"
+            methods[name] = decoder(distances=True, h=h, min_area=a, min_confidence=m).labels
     results = {}
     for name, method in methods.items():
         scores = [metrics.object_scores(labels, method(probs)) for labels, probs in items]

@@ -12,7 +12,7 @@ from typing import Any
 
 from . import __version__
 from .errors import InputError
-from .settings import TTA_VIEWS
+from .settings import user_settings
 
 
 def _train_parser(sub: Any) -> None:
@@ -43,23 +43,7 @@ def _inference_args(p: argparse.ArgumentParser, microns: bool = False) -> None:
         type=int,
         help="tiles per batch (default: 1 on a CPU, where 4 is no faster and holds 2x the memory; else 4)",
     )
-    p.add_argument(
-        "--tta",
-        action=argparse.BooleanOptionalAction,
-        help="average over flipped and turned views; default: the model's own setting",
-    )
-    p.add_argument(
-        "--tta-views",
-        type=int,
-        choices=sorted(TTA_VIEWS),
-        help="how many views --tta averages: 2 (as is, mirrored diagonally), 4 (mirrored) or 8 (all flips and turns); "
-        "default: the model's own setting",
-    )
-    p.add_argument(
-        "--scale",
-        help="rescale images before inference: 'auto' (to the nucleus size the model learnt) "
-        "or a factor; default: the model's own recommendation, else 1",
-    )
+    _setting_flags(p)
     p.add_argument(
         "--diameter",
         type=str if microns else float,
@@ -68,19 +52,20 @@ def _inference_args(p: argparse.ArgumentParser, microns: bool = False) -> None:
         + ("in pixels (12) or in µm (6um) when the pixel size is known" if microns else "in pixels"),
     )
     p.add_argument(
-        "--min-confidence",
-        type=float,
-        metavar="P",
-        help="drop instances whose mean foreground probability is below P (0: keep every one); "
-        "default: the model's own setting (its card: attention-unet models)",
-    )
-    p.add_argument(
         "--smoothing",
         type=float,
         metavar="SIGMA",
         help="smooth every image by a Gaussian of SIGMA pixels before the network (0: none); default: "
         "the model's own rule (the shipped model smooths sharp stained tissue, docs/experiments)",
     )
+
+
+def _setting_flags(p: argparse.ArgumentParser) -> None:
+    """A flag for each setting users override per run, from its field (settings.user_settings); the
+    default None keeps the model's own."""
+    for f in user_settings():
+        kind = {"bool": {"action": argparse.BooleanOptionalAction}, "int": {"type": int}, "float": {"type": float}}
+        p.add_argument("--" + f.name.replace("_", "-"), **kind.get(str(f.type), {}), **f.metadata)
 
 
 def _limit_args(p: argparse.ArgumentParser) -> None:
@@ -264,7 +249,7 @@ def _finetune(args: argparse.Namespace) -> int:
 
 # the inference settings (InferenceSettings' names) that predict and evaluate take as flags, and
 # the other options that open a model (load_predictor's keywords)
-SETTING_FLAGS = ("tta", "tta_views", "scale", "min_confidence")
+SETTING_FLAGS = tuple(f.name for f in user_settings())
 MODEL_OPTIONS = ("device", "tile", "batch_size", "smoothing")
 
 

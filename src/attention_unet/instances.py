@@ -48,17 +48,14 @@ def instances(
     h: float = InferenceSettings.h,
     contour_threshold: float = InferenceSettings.contour_threshold,
     distance: np.ndarray | None = None,
-    min_confidence: float = InferenceSettings.min_confidence,
 ) -> np.ndarray:
     """Instance labels: connected components of prob > threshold, each split by a watershed on its
     distance transform seeded at h-maxima, so touching nuclei separate. With a contour probability
     (a contour model's output) the distance is measured to the predicted contours too
     (contour >= contour_threshold counts as outside), which cuts touching nuclei apart where the
     mask alone has no neck. With a distance output (each nucleus's predicted distance to its rim,
-    0..1) that map replaces the distance transform, and h is in its units. Instances whose mean
-    foreground probability is below ``min_confidence`` are dropped (weak detections: on H&E most
-    are tissue texture, not nuclei). Works per component, so memory stays proportional to the
-    largest nucleus cluster, not to the image."""
+    0..1) that map replaces the distance transform, and h is in its units. Works per component, so
+    memory stays proportional to the largest nucleus cluster, not to the image."""
     from skimage.morphology import h_maxima
     from skimage.segmentation import watershed
 
@@ -77,14 +74,9 @@ def instances(
         relief = ndimage.distance_transform_edt(interior) if distance is None else distance[box] * interior
         markers, n = ndimage.label(h_maxima(ndimage.gaussian_filter(relief, 1.0), h) & interior)
         pieces = watershed(-relief, markers, mask=region) if n > 1 else region.astype(np.int32)
-        kept = np.arange(1, max(n, 1) + 1)
-        if min_confidence > 0:
-            kept = kept[np.asarray(ndimage.mean(prob[box], pieces, kept)) >= min_confidence]
-        numbering = np.zeros(max(n, 1) + 1, np.int32)  # piece -> its label (0: dropped)
-        numbering[kept] = np.arange(next_label, next_label + kept.size)
-        numbered = numbering[pieces]
-        labels[box][numbered > 0] = numbered[numbered > 0]
-        next_label += kept.size
+        numbered = np.where(pieces > 0, pieces + (next_label - 1), 0).astype(np.int32)
+        labels[box][pieces > 0] = numbered[pieces > 0]
+        next_label += max(n, 1)
     return labels
 
 

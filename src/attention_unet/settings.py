@@ -5,7 +5,7 @@ its metadata under ``inference``; ``predict``, ``evaluate`` and :class:`Segmente
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import Field, asdict, dataclass, field, fields, replace
 from typing import Any
 
 from .errors import InputError
@@ -47,6 +47,11 @@ def check_smoothing(value: float, what: str) -> None:
         raise InputError(f"{what} must be a Gaussian sigma from 0 to {MAX_SMOOTHING:g} pixels, not {value}")
 
 
+def _user(default: Any, help: str, **flag: Any) -> Any:
+    """A setting users override per run: its default, and its help (and argparse options) as metadata."""
+    return field(default=default, metadata={"help": help, **flag})
+
+
 @dataclass(frozen=True)
 class InferenceSettings:
     """Scale, test-time augmentation and the instance step's parameters.
@@ -57,17 +62,32 @@ class InferenceSettings:
     True
     """
 
-    tta: bool = False  # average over flipped and turned views of the image
-    tta_views: int = 8  # how many: 2 (as is, mirrored diagonally), 4 (mirrored either way) or 8 (all)
-    scale: float | str = 1.0  # a factor, or "auto": bring the median nucleus to target_diameter
+    # the settings a user overrides per run (the command line's flags, Segmenter.segment's keywords),
+    # each with its help text: cli.py builds the flags from these fields
+    tta: bool = _user(False, "average over flipped and turned views; default: the model's own setting")
+    tta_views: int = _user(
+        8,
+        "how many views test-time augmentation averages: 2 (as is, mirrored diagonally), 4 (mirrored) or 8 "
+        "(all flips and turns); default: the model's own setting",
+        choices=sorted(TTA_VIEWS),
+    )
+    scale: float | str = _user(
+        1.0,
+        "rescale images before inference: 'auto' (to the nucleus size the model learnt) or a factor; "
+        "default: the model's own recommendation, else 1",
+    )
+    min_confidence: float = _user(
+        0.0,
+        "drop instances whose mean foreground probability is below P (0: keep every one); "
+        "default: the model's own setting (its card: attention-unet models)",
+        metavar="P",
+    )
     target_diameter: float = 16.0  # the nucleus size (px) the model learnt best
     contours: bool = True  # a contour output shapes the instance watershed
     distances: bool = False  # a distance output is the watershed's relief (h then in its 0..1 units)
     contour_threshold: float = 0.5  # contour probability from which a pixel counts as a border
     h: float = 1.0  # watershed seed depth (h-maxima)
     min_area: int = 8  # smaller instances are dropped (pixels)
-    # instances whose mean foreground probability is below this are dropped (0: off); docs/experiments
-    min_confidence: float = 0.0
     # stained tissue (colour, bright background) sharper than the stained images the model learnt
     # from most is smoothed before the network (a Gaussian of this sigma, px; 0: off), where
     # sharper means a median |Laplacian| of the normalised image above stain_sharpness (docs/experiments)
@@ -76,20 +96,28 @@ class InferenceSettings:
     # auto scale's typical nucleus is the probe's median one, unless it found at least
     # fragments_count nuclei, the one the median foreground pixel lies in is fragments_ratio times
     # larger or more (0: off) and the large ones are convex (solidity >= fragments_solidity): then
-    # the small ones are fragments of large textured nuclei. See Predictor.auto_scale.
+    # the small ones are fragments of large textured nuclei. See plan.ScalePolicy.
     fragments_ratio: float = 0.0
     fragments_count: int = 30
     fragments_solidity: float = 0.85
     # auto scale also predicts at half its factor when the typical nucleus is still shrink_above
     # times target_diameter or more at the network's scale (0: off), and keeps that prediction when
-    # its instances' mean probability is higher by more than shrink_margin (Predictor.choose_factor)
+    # its instances' mean probability is higher by more than shrink_margin (plan.choose)
     shrink_above: float = 0.0
     shrink_margin: float = 0.01
     # where the fragments rule is undecided (the ratio test passes, the count or solidity test
     # does not: few large nuclei, or dense tissue) and the image would not be shrunk, auto scale
     # also predicts at the factor the large pieces ask for and keeps the prediction whose
-    # instances are surer (Predictor.choose_factor)
+    # instances are surer (plan.choose)
     fragments_by_confidence: bool = False
+
+    def __post_init__(self) -> None:
+        check_tta_views(self.tta_views, "tta_views")
+
+    @property
+    def views(self) -> tuple[tuple[int, bool], ...] | None:
+        """The views the network averages (quarter turns, mirrored); None: the image as it is."""
+        return TTA_VIEWS[self.tta_views] if self.tta else None
 
     @classmethod
     def from_metadata(cls, values: Any) -> InferenceSettings:
@@ -168,3 +196,8 @@ def _checked(name: str, value: Any, kind: str, what: str = "") -> Any:
     if name == "contour_threshold":
         check_threshold(value, what)
     return float(value) if kind == "float" else value
+
+
+def user_settings() -> tuple[Field[Any], ...]:
+    """The settings users override per run (the command line's flags, Segmenter.segment's keywords)."""
+    return tuple(f for f in fields(InferenceSettings) if "help" in f.metadata)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+from scipy import ndimage
 
 from ..instances import instances, mean_probability
 from ..settings import InferenceSettings
@@ -25,21 +26,32 @@ class Decoder:
         """Instance labels, using the contour and distance outputs where the model has them and the
         settings ask for them; ``keep_weak`` keeps the instances min_confidence would drop."""
         s = self.settings
-        return instances(
+        labels = instances(
             probs[0],
             contour=self._output(probs, "contour", s.contours),
             threshold=threshold,
             min_area=s.min_area,
-            min_confidence=0.0 if keep_weak else s.min_confidence,
             h=s.h,
             contour_threshold=s.contour_threshold,
             distance=self._output(probs, "distance", s.distances),
         )
+        return labels if keep_weak or s.min_confidence <= 0 else self._without_weak(probs[0], labels)
 
     def confidence(self, probs: np.ndarray) -> float:
         """The mean over the instances (none dropped for weakness) of each one's mean foreground
         probability; 0 when there are none."""
         return mean_probability(probs[0], self.labels(probs, keep_weak=True))
+
+    def _without_weak(self, prob: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        """The labels without the instances whose mean foreground probability is below
+        min_confidence (weak detections: on H&E most are tissue texture, not nuclei), the rest
+        numbered 1..n in their order."""
+        count = int(labels.max())
+        means = np.asarray(ndimage.mean(prob, labels, np.arange(1, count + 1)))
+        numbering = np.zeros(count + 1, labels.dtype)  # old label -> new (0: dropped)
+        kept = np.flatnonzero(means >= self.settings.min_confidence) + 1
+        numbering[kept] = np.arange(1, kept.size + 1)
+        return numbering[labels]
 
     def _output(self, probs: np.ndarray, name: str, wanted: bool) -> np.ndarray | None:
         return probs[self.outputs.index(name)] if wanted and name in self.outputs[: len(probs)] else None

@@ -10,9 +10,9 @@ import numpy as np
 
 from .. import allocator
 from ..io import data
-from ..settings import TTA_VIEWS, InferenceSettings, check_smoothing, check_tta_views
+from ..settings import InferenceSettings, check_smoothing
 from .decode import OUTPUTS, Decoder
-from .plan import Network, Plan, Predicted, ScalePolicy, StainPolicy, choose, scale_for_diameter
+from .plan import Network, Plan, Predicted, ScalePolicy, StainPolicy, choose
 from .tiles import Runner, Tiling, rescaled, sliding_window
 
 
@@ -31,7 +31,6 @@ class Predictor:
     name: str = ""  # the model's name in the zoo, else its path (summary.csv's model column)
 
     def __post_init__(self) -> None:
-        check_tta_views(self.settings.tta_views, "tta_views")
         if self.smoothing is not None:
             check_smoothing(self.smoothing, "smoothing")
 
@@ -60,7 +59,7 @@ class Predictor:
 
     def for_diameter(self, diameter: float) -> Predictor:
         """The same model at the scale that brings nuclei of ``diameter`` pixels to the size it learnt."""
-        return self.with_settings(scale=scale_for_diameter(self.settings.target_diameter, diameter))
+        return self.with_settings(scale=self.policy.scale_for(diameter))
 
     def probability(self, image: np.ndarray) -> np.ndarray:
         """H x W float32 foreground probability of an H x W x 3 image."""
@@ -160,7 +159,7 @@ class Predictor:
     def _tiles(
         self, image: np.ndarray, value_range: tuple[float, float], sigma: float, *, views: bool = True, **grid: Any
     ) -> Predicted:
-        chosen = TTA_VIEWS[self.settings.tta_views] if self.settings.tta and views else None
+        chosen = self.settings.views if views else None
         grid |= {"tiling": self.tiling, "norm": self.norm, "value_range": value_range, "views": chosen}
         return sliding_window(image, self.run, sigma=sigma, **grid)
 

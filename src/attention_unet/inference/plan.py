@@ -161,6 +161,16 @@ class ScalePolicy:
             return 1.0
         return factor_for_diameter(diameter, self.settings.target_diameter, self.auto_range, self.auto_full)
 
+    def scale_for(self, diameter: float) -> float:
+        """The factor that brings nuclei of ``diameter`` pixels to the size the model learnt."""
+        target = self.settings.target_diameter
+        if not target / MAX_SCALE <= diameter < float("inf"):  # also refuses NaN
+            raise InputError(
+                f"diameter must be at least {target / MAX_SCALE:g} pixels (at most {MAX_SCALE:g}x enlargement), not {diameter:g}",
+                "diameter",
+            )
+        return target / diameter
+
     def sizing(self, image: np.ndarray, network: Network) -> tuple[float, float | None, float | None]:
         """(the factor, the typical nucleus's diameter where measured, the large pieces' diameter
         that :func:`choose` also tries where the fragments rule is undecided)."""
@@ -283,13 +293,3 @@ def _surer_of_sizes(
     if other_sure > sure + policy.settings.shrink_margin:
         return Plan(smaller, diameter), other, other_sure
     return Plan(factor, diameter), result, sure
-
-
-def scale_for_diameter(target_diameter: float, diameter: float) -> float:
-    """The factor that brings nuclei of ``diameter`` pixels to the size the model learnt."""
-    if not target_diameter / MAX_SCALE <= diameter < float("inf"):  # also refuses NaN
-        raise InputError(
-            f"diameter must be at least {target_diameter / MAX_SCALE:g} pixels (at most {MAX_SCALE:g}x enlargement), not {diameter:g}",
-            "diameter",
-        )
-    return target_diameter / diameter

@@ -111,15 +111,14 @@ def test_tensors(weights: Path, norm: str, folder: Path) -> tuple[Path, Path, np
     it (1 x C x H x W: one tile, native scale, no test-time augmentation, no smoothing), saved as
     .npy; refused when the package's fixed orientation would differ from ours on this image."""
     from ..inference.engine import load_predictor
-    from ..inference.plan import Plan
     from ..io import data
 
     image = test_image(norm)
     lo, hi = data.normalisation_range(image, norm)
     if (hi < lo) != (norm == "stain"):
         raise InputError(f"the test image is turned round by '{norm}' normalisation, unlike the package's input")
-    predictor = load_predictor(weights, engine="torch", tile=TEST_SIZE).with_settings(tta=False)
-    probs = predictor.probabilities(image, plan=Plan(1.0, None, 0.0))[0]
+    network = load_predictor(weights, engine="torch", tile=TEST_SIZE).network((lo, hi))
+    probs = network(image, 0.0, False)[0]  # no smoothing, one view
     tensors = (image.transpose(2, 0, 1)[None].astype(np.float32), probs[None].astype(np.float32))
     paths = (folder / "test_input.npy", folder / "test_output.npy")
     for path, tensor in zip(paths, tensors, strict=True):
