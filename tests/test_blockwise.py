@@ -1,6 +1,7 @@
 """Block-wise prediction (blockwise.py): the same nuclei as a whole-image pass, none split at a
 block border, the same labels on a dask.distributed cluster, zarr in and out, resumption."""
 
+import contextlib
 import json
 import os
 import re
@@ -353,3 +354,52 @@ def test_a_replaced_input_restarts_an_interrupted_run_instead_of_mixing_blocks(
         read_zarr_labels(tmp_path / "out" / "img_labels.zarr"),
         read_zarr_labels(tmp_path / "fresh" / "fresh_labels.zarr"),
     )
+
+
+def test_tiles_on_block_edges_run_once_and_give_the_whole_images_probabilities(
+    tmp_path: Path, tiny_model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Blocks of 256 px under tiles of 512: each tile touches up to 9 blocks, and is run once."""
+    from attention_unet.inference import tiles
+
+    tifffile.imwrite(tmp_path / "img.tif", sample_mosaic(1100), tile=(256, 256))
+    run = ["predict", str(tmp_path / "img.tif"), "--model", str(tiny_model), "--scale", "1", "--no-tta", "--save-prob"]
+    blocks = ["--blockwise", "always", "--block-size", "256"]
+    tiles_run = []
+    real = tiles.run_views
+    monkeypatch.setattr(
+        tiles, "run_views", lambda run, batch, views: tiles_run.append(len(batch)) or real(run, batch, views)
+    )
+
+    assert main([*run, "--out", str(tmp_path / "whole"), "--blockwise", "never"]) == 0
+    whole_tiles, tiles_run[:] = sum(tiles_run), []
+    assert main([*run, *blocks, "--out", str(tmp_path / "blocks")]) == 0
+    assert whole_tiles == 9 and sum(tiles_run) == whole_tiles
+    whole = tifffile.imread(tmp_path / "whole" / "img_prob.tif").astype(np.float16)
+    shared = np.asarray(zarr.open_group(tmp_path / "blocks" / "img_prob.zarr", mode="r")["0"])[0]
+    np.testing.assert_array_equal(shared, whole)
+
+    # every block running its own tiles (as on a cluster's workers) gives the same pixels
+    monkeypatch.setattr(blockwise, "tiles_shared", lambda job, local: contextlib.nullcontext())
+    tiles_run[:] = []
+    assert main([*run, *blocks, "--out", str(tmp_path / "own")]) == 0
+    assert sum(tiles_run) > 3 * whole_tiles
+    own = np.asarray(zarr.open_group(tmp_path / "own" / "img_prob.zarr", mode="r")["0"])[0]
+    np.testing.assert_array_equal(own, shared)
+
+
+def test_a_shared_tile_is_kept_until_its_last_window_took_it_and_within_the_limit() -> None:
+    from attention_unet.inference.tiles import SharedTiles
+
+    output = (np.zeros(10, np.float32), [np.zeros(5, np.float32)])  # 60 bytes
+    store = SharedTiles({(0, 0): 3, (0, 512): 1}, limit=100)
+    store.keep((0, 512), output)  # one window needs it: nothing to share
+    assert store.take((0, 512)) is None and store.held == 0
+    store.keep((0, 0), output)
+    assert store.held == 60
+    assert store.take((0, 0)) is output and store.take((0, 0)) is output  # the two other windows
+    assert store.held == 0 and store.take((0, 0)) is None  # let go
+    full = SharedTiles({(0, 0): 2, (0, 512): 2}, limit=100)
+    full.keep((0, 0), output)
+    full.keep((0, 512), output)  # past the limit: that window's neighbour runs it again
+    assert full.take((0, 512)) is None and full.take((0, 0)) is output

@@ -29,6 +29,7 @@ import math
 import shutil
 import sys
 import threading
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +43,7 @@ from ..io.images import is_zarr
 from ..io.limits import machine_memory
 from .pipeline import Predictor
 from .plan import Plan
+from .tiles import SharedTiles, Tiling
 
 # peak memory of local block-wise prediction, measured with the defaults (int8 ONNX, two views) on a
 # 4096 x 4096 image (docs/experiments/2026-12-06-blockwise-memory.md): 777 MiB with 2048-pixel blocks,
@@ -343,13 +345,13 @@ def probability_block(job: Job, y: int, x: int) -> None:
     y0, y1, x0, x1 = job.core(y, x)
     if abs(job.factor - 1.0) < 1e-3:
         # the whole image's tiles that touch the block: its pixels come out as a whole-image pass's
-        ys, xs, th, tw = predictor.tiling.grid(*job.source.shape_yx)
-        ys, xs = [t for t in ys if t < y1 and t + th > y0], [t for t in xs if t < x1 and t + tw > x0]
+        ys, xs, th, tw = block_tiles(job, predictor.tiling, y, x)
         wy0, wy1, wx0, wx1 = ys[0], ys[-1] + th, xs[0], xs[-1] + tw
         image = job.source.read(job.source.open(), wy0, wy1, wx0, wx1)
         origins = [(t - wy0, u - wx0) for t in ys for u in xs]
+        shared = (_SHARED[job.work], (wy0, wx0)) if job.work in _SHARED else None
         probs = predictor.window_probabilities(
-            image, value_range=job.value_range, origins=origins, tile_shape=(th, tw), sigma=job.smoothing
+            image, value_range=job.value_range, origins=origins, tile_shape=(th, tw), sigma=job.smoothing, shared=shared
         )
     else:
         # rescaled: the block and ``context`` pixels around it, resized, predicted and resized back
@@ -362,6 +364,37 @@ def probability_block(job: Job, y: int, x: int) -> None:
     out = zarr.open_array(Path(job.work) / "prob.zarr" / "0", mode="r+")
     out[: len(probs), y0:y1, x0:x1] = probs[:, y0 - wy0 : y1 - wy0, x0 - wx0 : x1 - wx0].astype(np.float16)
     _done(job.marker("prob", y, x))
+
+
+def block_tiles(job: Job, tiling: Tiling, y: int, x: int) -> tuple[list[int], list[int], int, int]:
+    """(rows, columns, tile height, tile width) of the whole image's tiles that touch a block."""
+    y0, y1, x0, x1 = job.core(y, x)
+    ys, xs, th, tw = tiling.grid(*job.source.shape_yx)
+    return [t for t in ys if t < y1 and t + th > y0], [t for t in xs if t < x1 and t + tw > x0], th, tw
+
+
+# the tiles that straddle a block edge, run once and shared by the blocks of a local run (by work folder)
+_SHARED: dict[str, SharedTiles] = {}
+
+
+@contextlib.contextmanager
+def tiles_shared(job: Job, local: bool) -> Iterator[None]:
+    """While pass 1 runs on local threads at scale 1: each tile that several blocks still to be
+    done need is run once (:class:`.tiles.SharedTiles`); elsewhere every block runs its own."""
+    if not local or abs(job.factor - 1.0) >= 1e-3:
+        yield
+        return
+    tiling, uses = worker_predictor(job).tiling, {}
+    for y, x in job.grid:
+        if not job.marker("prob", y, x).exists():
+            ys, xs, _, _ = block_tiles(job, tiling, y, x)
+            for key in ((t, u) for t in ys for u in xs):
+                uses[key] = uses.get(key, 0) + 1
+    _SHARED[job.work] = SharedTiles(uses)
+    try:
+        yield
+    finally:
+        _SHARED.pop(job.work, None)
 
 
 def instance_block(job: Job, y: int, x: int) -> dict[str, Any]:
@@ -476,7 +509,13 @@ def run_tasks(
     import dask
     from tqdm import tqdm
 
-    tasks = [dask.delayed(function, pure=False)(job, y, x, *extra) for y, x in job.grid]
+    # named in raster order, which dask's local scheduler follows: a tile that straddles a block
+    # edge is kept only until the next row of blocks (inference.tiles.SharedTiles)
+    name = f"{function.__name__}-{uuid.uuid4().hex}"  # unique: a cluster keeps results by key
+    tasks = [
+        dask.delayed(function, pure=False)(job, y, x, *extra, dask_key_name=f"{name}-{y:09d}-{x:09d}")
+        for y, x in job.grid
+    ]
     with tqdm(total=len(tasks), desc=desc, unit="block", file=sys.stderr) as bar:
         if client is not None:
             from distributed import as_completed
@@ -687,7 +726,8 @@ def segment(
     """Run the three passes of ``job`` (skipping blocks already done); the measurements of the
     kept nuclei (labels 1..n as in ``labels.zarr``), the number of components cut by a halo, and
     the identities of the kept nuclei (for :func:`block_shapes`)."""
-    run_tasks(probability_block, job, desc="probabilities", client=client)
+    with tiles_shared(job, local=client is None):
+        run_tasks(probability_block, job, desc="probabilities", client=client)
     results = run_tasks(instance_block, job, desc="instances", client=client)
     parts = [{k.removeprefix("table/"): v for k, v in r.items() if k.startswith("table/")} for r in results]
     table = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]} if parts else {}

@@ -13,7 +13,7 @@ from ..io import data
 from ..settings import InferenceSettings, check_smoothing
 from .decode import OUTPUTS, Decoder
 from .plan import Network, Plan, Predicted, ScalePolicy, StainPolicy, choose
-from .tiles import Runner, Tiling, rescaled, sliding_window
+from .tiles import Runner, SharedTiles, Tiling, rescaled, sliding_window
 
 
 @dataclass(frozen=True)
@@ -105,11 +105,14 @@ class Predictor:
         origins: list[tuple[int, int]],
         tile_shape: tuple[int, int],
         sigma: float = 0.0,
+        shared: tuple[SharedTiles, tuple[int, int]] | None = None,
     ) -> np.ndarray:
         """C x h x w probabilities of a window of a larger image at scale 1 from the whole image's
-        tiles at ``origins`` (relative to the window): bit for bit the whole image's pixels."""
+        tiles at ``origins`` (relative to the window): bit for bit the whole image's pixels.
+        ``shared``: tiles other windows run, and the window's origin (:class:`.tiles.SharedTiles`)."""
         with allocator.kept():
-            return self._tiles(window, value_range, sigma, origins=origins, tile_shape=tile_shape)[0]
+            grid = {"origins": origins, "tile_shape": tile_shape, "shared": shared}
+            return self._tiles(window, value_range, sigma, **grid)[0]
 
     def predicted_at(
         self,

@@ -10,6 +10,7 @@ through a :data:`Runner` (torch in :mod:`.engine`, ONNX Runtime in :mod:`attenti
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -65,6 +66,41 @@ class Tiling:
         return tile_starts(height, th, self.overlap), tile_starts(width, tw, self.overlap), th, tw
 
 
+class SharedTiles:
+    """Tile outputs that several windows of one image need (block-wise prediction's tiles that
+    straddle a block edge): the first window to run such a tile keeps its output here, and the
+    others take it instead of running the network again. ``uses`` counts the windows that need
+    each tile, by its origin in the whole image; a tile is let go when the last one took it. At
+    most ``limit`` bytes are kept (past it, a window runs its tile again: the same pixels)."""
+
+    def __init__(self, uses: dict[tuple[int, int], int], limit: float = 512e6) -> None:
+        self._left = {key: n for key, n in uses.items() if n > 1}
+        self._kept: dict[tuple[int, int], tuple[np.ndarray, list[np.ndarray]]] = {}
+        self._lock = threading.Lock()
+        self.limit, self.held = limit, 0
+
+    def take(self, key: tuple[int, int]) -> tuple[np.ndarray, list[np.ndarray]] | None:
+        with self._lock:
+            found = self._kept.get(key)
+            if found is not None:
+                self._release(key)
+            return found
+
+    def keep(self, key: tuple[int, int], output: tuple[np.ndarray, list[np.ndarray]]) -> None:
+        size = output[0].nbytes + sum(m.nbytes for m in output[1])
+        with self._lock:
+            if key in self._left and key not in self._kept and self.held + size <= self.limit:
+                self._kept[key] = output
+                self.held += size
+                self._release(key)
+
+    def _release(self, key: tuple[int, int]) -> None:
+        self._left[key] -= 1
+        if self._left[key] <= 0 and key in self._kept:
+            probs, maps = self._kept.pop(key)
+            self.held -= probs.nbytes + sum(m.nbytes for m in maps)
+
+
 def sliding_window(
     image: np.ndarray,
     run: Runner,
@@ -76,14 +112,14 @@ def sliding_window(
     sigma: float = 0.0,
     origins: list[tuple[int, int]] | None = None,
     tile_shape: tuple[int, int] | None = None,
+    shared: tuple[SharedTiles, tuple[int, int]] | None = None,
 ) -> tuple[np.ndarray, list[np.ndarray]]:
     """(C x H x W probabilities, the gates' H x W maps when the runner returns them) of an H x W x 3
     image: tiles normalised by ``value_range``, smoothed by ``sigma`` (each tile on its own,
     reflected at its edges, so a block's tiles are the whole image's), averaged over ``views``
     (None: the image as it is) and blended. ``origins`` and ``tile_shape`` give the tiles (a
-    window of a larger image, at that image's grid); default: ``tiling``'s grid of this image."""
-    from scipy import ndimage
-
+    window of a larger image, at that image's grid); default: ``tiling``'s grid of this image.
+    ``shared``: the store of tiles other windows run, and this window's origin in the image."""
     height, width = image.shape[:2]
     if origins is None or tile_shape is None:
         ys, xs, th, tw = tiling.grid(height, width)
@@ -94,26 +130,54 @@ def sliding_window(
     total: np.ndarray | None = None
     norm_sum = np.zeros((height, width), np.float32)
     gates: list[np.ndarray] = []
+
+    def tile(y: int, x: int) -> np.ndarray:
+        return data.normalise(image[y : y + th, x : x + tw], norm, value_range)
+
     for start in range(0, len(origins), tiling.batch_size):
         chunk = origins[start : start + tiling.batch_size]
-        batch = np.stack([data.normalise(image[y : y + th, x : x + tw], norm, value_range) for y, x in chunk])
-        if sigma > 0:
-            batch = ndimage.gaussian_filter(batch, (0, sigma, sigma, 0))
-        probs, maps = run_views(run, batch.transpose(0, 3, 1, 2).copy(), views)
-        if total is None:
-            total = np.zeros((probs.shape[1], height, width), np.float32)
-        if maps and not gates:
-            gates = [np.zeros((height, width), np.float32) for _ in maps]
-        for k, (y, x) in enumerate(chunk):
-            total[:, y : y + th, x : x + tw] += probs[k] * weights
+        for (y, x), (probs, maps) in zip(chunk, _tile_outputs(chunk, tile, run, views, sigma, shared)):
+            if total is None:
+                total = np.zeros((probs.shape[0], height, width), np.float32)
+            if maps and not gates:
+                gates = [np.zeros((height, width), np.float32) for _ in maps]
+            total[:, y : y + th, x : x + tw] += probs * weights
             norm_sum[y : y + th, x : x + tw] += weights
             for acc, m in zip(gates, maps):
-                acc[y : y + th, x : x + tw] += m[k] * weights
+                acc[y : y + th, x : x + tw] += m * weights
     assert total is not None
     total /= norm_sum  # in place: no second image-sized copy
     for g in gates:
         g /= norm_sum
     return total, gates
+
+
+def _tile_outputs(
+    chunk: list[tuple[int, int]],
+    tile: Callable[[int, int], np.ndarray],
+    run: Runner,
+    views: Sequence[View] | None,
+    sigma: float,
+    shared: tuple[SharedTiles, tuple[int, int]] | None,
+) -> list[tuple[np.ndarray, list[np.ndarray]]]:
+    """Each tile's (probabilities, gate maps): taken from ``shared`` where another window ran it,
+    else run (those of the chunk in one batch) and kept there for the windows still to come."""
+    from scipy import ndimage
+
+    store, (oy, ox) = shared if shared is not None else (None, (0, 0))
+    outputs = {k: store.take((y + oy, x + ox)) for k, (y, x) in enumerate(chunk)} if store else {}
+    missing = [k for k in range(len(chunk)) if outputs.get(k) is None]
+    if missing:
+        batch = np.stack([tile(*chunk[k]) for k in missing])
+        if sigma > 0:
+            batch = ndimage.gaussian_filter(batch, (0, sigma, sigma, 0))
+        probs, maps = run_views(run, batch.transpose(0, 3, 1, 2).copy(), views)
+        for i, k in enumerate(missing):
+            outputs[k] = (probs[i], [m[i] for m in maps])
+            if store is not None:
+                y, x = chunk[k]
+                store.keep((y + oy, x + ox), outputs[k])
+    return [outputs[k] for k in range(len(chunk))]
 
 
 def run_views(run: Runner, batch: np.ndarray, views: Sequence[View] | None) -> tuple[np.ndarray, list[np.ndarray]]:
