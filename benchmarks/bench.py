@@ -35,7 +35,8 @@ from attention_unet.inference.engine import torch_runner
 from attention_unet.inference.pipeline import make_predictor
 from attention_unet.io import data
 from attention_unet.model import PRESETS
-from attention_unet.model.export import calibration_tiles, export_onnx, fold_batchnorm, onnx_runner, quantize_onnx
+from attention_unet.model.export import calibration_tiles, export_onnx, fold_batchnorm, quantize_onnx
+from attention_unet.model.runtime import onnx_runner
 
 
 class PeakRSS:

@@ -2,12 +2,12 @@
 targets: peak RSS under 1.5 GB at 20,000 x 20,000 and the same within 20% at 10,000 x 10,000;
 time per megapixel within 15% across sizes).
 
-    python benchmarks/blockwise.py --sizes 5000 10000 20000 [--engine torch|onnx] [--tta-views 2] [--shapes] [--out benchmarks/blockwise.json]
+    python benchmarks/blockwise.py --sizes 5000 10000 20000 [--engine torch|onnx] [--tta-views 2 | --defaults] [--shapes] [--out benchmarks/blockwise.json]
 
 Each image is a tiled BigTIFF of real nuclei (the sample's 256 x 256 fluorescence images side by
 side, written tile by tile, so this script never holds it whole either), predicted by
 `attention-unet predict --blockwise always --no-tta --scale 1` (or `--tta --tta-views N` with
-``--tta-views``) in a child process whose own peak RSS (ru_maxrss) is reported. Time includes
+``--tta-views``; the model's own settings with ``--defaults``) in a child process whose own peak RSS (ru_maxrss) is reported. Time includes
 start-up, model loading and writing the zarr outputs.
 """
 
@@ -80,6 +80,7 @@ def main() -> None:
     parser.add_argument("--out", default="benchmarks/blockwise.json")
     parser.add_argument("--shapes", action="store_true", help="also write --rois and --geojson")
     parser.add_argument("--tta-views", type=int, choices=[2, 4, 8], help="average this many views (default: one)")
+    parser.add_argument("--defaults", action="store_true", help="the model's own settings (two views, auto scale)")
     args = parser.parse_args()
     results = []
     with tempfile.TemporaryDirectory(dir=args.tmp) as tmp:
@@ -88,7 +89,8 @@ def main() -> None:
             write_mosaic(image, size)
             command = [str(image), "--out", str(Path(tmp) / f"out{size}"), "--blockwise", "always"]
             views = ["--tta", "--tta-views", str(args.tta_views)] if args.tta_views else ["--no-tta"]
-            command += [*views, "--scale", "1", "--engine", args.engine] + ["--rois", "--geojson"] * args.shapes
+            command += [] if args.defaults else [*views, "--scale", "1"]
+            command += ["--engine", args.engine] + ["--rois", "--geojson"] * args.shapes
             start = time.perf_counter()
             done = subprocess.run(
                 [sys.executable, __file__, "--child", "predict", *command], capture_output=True, text=True, check=True
@@ -100,7 +102,7 @@ def main() -> None:
                 "size": size,
                 "engine": args.engine,
                 "rois_geojson": args.shapes,
-                "views": args.tta_views or 1,
+                "views": "the model's" if args.defaults else args.tta_views or 1,
                 "seconds": round(seconds, 1),
                 "megapixels_per_second": round(size * size / 1e6 / seconds, 3),
                 "seconds_per_megapixel": round(seconds / (size * size / 1e6), 3),

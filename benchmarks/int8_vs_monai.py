@@ -27,7 +27,8 @@ import torch
 from attention_unet.inference.pipeline import make_predictor
 from attention_unet.io import data
 from attention_unet.model import PRESETS, AttentionUNet
-from attention_unet.model.export import calibration_tiles, export_onnx, onnx_runner, quantize_onnx
+from attention_unet.model.export import calibration_tiles, export_onnx, quantize_onnx
+from attention_unet.model.runtime import onnx_runner
 
 
 def monai_onnx(width: int, depth: int, path: Path) -> Path:

@@ -9,14 +9,8 @@ import torch
 from attention_unet import AttentionUNet, ModelConfig, load_model
 from attention_unet.io.data import SAMPLE_DIR, load_records
 from attention_unet.model import pretrained_path
-from attention_unet.model.export import (
-    calibration_tiles,
-    export_onnx,
-    fold_batchnorm,
-    onnx_info,
-    onnx_runner,
-    quantize_onnx,
-)
+from attention_unet.model.export import calibration_tiles, export_onnx, fold_batchnorm, quantize_onnx
+from attention_unet.model.runtime import onnx_info, onnx_runner
 
 
 @pytest.fixture(scope="module")
@@ -98,11 +92,12 @@ def test_torchscript_handles_other_sizes(trained_like: AttentionUNet, tmp_path: 
 def test_engine_auto_runs_the_shipped_int8_only_when_it_was_made_from_the_shipped_weights(
     tmp_path: Path, tiny_model: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
+    import hashlib
     import importlib.util
 
     from attention_unet import model
     from attention_unet.inference import engine
-    from attention_unet.model import export
+    from attention_unet.model import runtime
 
     weights = tmp_path / "weights"
     weights.mkdir()
@@ -110,9 +105,8 @@ def test_engine_auto_runs_the_shipped_int8_only_when_it_was_made_from_the_shippe
     for module in (model, model.files):  # the package's name and the defining module's
         monkeypatch.setattr(module, "pretrained_path", lambda: weights / "model.safetensors")
     runners = []
-    monkeypatch.setattr(
-        export, "onnx_runner", lambda path: runners.append(Path(path)) or (lambda batch: (batch[:, :1], []))
-    )
+    real = runtime.shipped_onnx
+    monkeypatch.setattr(runtime, "shipped_onnx", lambda path: runners.append(Path(path)) or real(path))
     assert engine.shipped_int8() is None  # none shipped: torch
     engine.load_predictor(engine="auto")
     assert not runners
@@ -120,7 +114,9 @@ def test_engine_auto_runs_the_shipped_int8_only_when_it_was_made_from_the_shippe
     ship = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(ship)
     ship.write_int8(weights / "model.safetensors", [str(SAMPLE_DIR / "images")])
-    assert engine.shipped_int8() == weights / "model.int8.onnx"
+    sha256 = hashlib.sha256((weights / "model.safetensors").read_bytes()).hexdigest()
+    assert engine.shipped_int8()[1]["quantised_from"] == sha256
+    runners.clear()
     engine.load_predictor(engine="auto")
     assert runners == [weights / "model.int8.onnx"]
     engine.load_predictor(engine="auto", device="cpu", attention=True)  # attention maps need torch
@@ -156,3 +152,21 @@ def test_int8_calibration_skips_bad_files_and_pads_tiny_ones(tmp_path: Path, tin
     assert main([*argv, str(tmp_path / "none")]) == 2
     assert "none: no image to calibrate the int8 model on" in capsys.readouterr().err
     assert not (tmp_path / "n.onnx").exists()
+
+
+def test_predict_on_the_shipped_int8_starts_without_torch_or_onnx(tmp_path: Path) -> None:
+    """The default engine reads the model's metadata and runs its graph without importing torch
+    (about 2 s) or onnx (about 1 s): a one-image predict starts in a fraction of a second."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("onnxruntime")
+    image = min((SAMPLE_DIR / "images").glob("*.png"))
+    code = (
+        "import sys; from attention_unet.cli import main; "
+        f"code = main(['predict', {str(image)!r}, '--out', {str(tmp_path / 'out')!r}]); "
+        "print(code, 'torch' in sys.modules, 'onnx' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.split()[-3:] == ["0", "False", "False"]
+    assert list((tmp_path / "out").glob("*_labels.tif"))

@@ -130,7 +130,7 @@ def test_export_killed_mid_write_keeps_the_previous_model(tmp_path: Path, tiny_m
     """export --onnx wrote in place: a kill mid-write left a truncated file and no model."""
     import torch
 
-    from attention_unet.model.export import onnx_info
+    from attention_unet.model.runtime import onnx_info
 
     target = tmp_path / "m.onnx"
     assert main(["export", "--model", str(tiny_model), "--onnx", str(target)]) == 0

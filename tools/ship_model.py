@@ -103,7 +103,8 @@ def write_int8(weights: Path, calibrate: list[str]) -> None:
     import onnx
 
     from attention_unet.io.images import calibration_images
-    from attention_unet.model.export import calibration_tiles, export_onnx, onnx_info, quantize_onnx
+    from attention_unet.model.export import calibration_tiles, export_onnx, quantize_onnx
+    from attention_unet.model.runtime import onnx_info
 
     network = load_model(weights)
     images = calibration_images(calibrate)

@@ -45,6 +45,8 @@ def torch_runner(model: Any, device: str = "cpu", attention: bool = False) -> Ru
 
 def check_device(device: str) -> None:
     """One line when ``device`` does not exist here (e.g. cuda on a CPU-only torch)."""
+    if device == "cpu":
+        return  # always there; checked without importing torch (the ONNX engine runs without it)
     import torch
 
     try:
@@ -60,26 +62,25 @@ def check_device(device: str) -> None:
         )
 
 
-def shipped_int8(weights: Path | None = None) -> Path | None:
+def shipped_int8(weights: Path | None = None) -> tuple[Runner, dict] | None:
     """A shipped model's int8 ONNX (tools/ship_model.py writes it beside the weights; default: the
-    default model's), when it was quantised from the weights shipped now (their sha256 in its
-    metadata)."""
+    default model's) as a runner and its metadata, when it was quantised from the weights shipped
+    now (their sha256 in its metadata)."""
     import hashlib
     import importlib.util
 
     from ..model import pretrained_path
-    from ..model.export import onnx_info
+    from ..model.runtime import shipped_onnx
 
     weights = weights or pretrained_path()
     path = weights.with_suffix(".int8.onnx")
     if not path.is_file() or importlib.util.find_spec("onnxruntime") is None:
         return None
-    made_from = onnx_info(path).get("quantised_from", "")
-    current = hashlib.sha256(weights.read_bytes()).hexdigest()
-    if made_from != current:
+    runner, info = shipped_onnx(path)
+    if info.get("quantised_from", "") != hashlib.sha256(weights.read_bytes()).hexdigest():
         print(f"warning: {path} was quantised from other weights than the shipped ones; running torch", file=sys.stderr)
         return None
-    return path
+    return runner, info
 
 
 def open_runner(model: str | Path | None, device: str, engine: str, attention: bool) -> tuple[Runner, dict]:
@@ -93,17 +94,21 @@ def open_runner(model: str | Path | None, device: str, engine: str, attention: b
         raise InputError(f"engine must be one of {', '.join(ENGINES)}, not {engine}", "engine")
     if engine == "auto":
         int8 = shipped_int8(path) if shipped and device == "cpu" and not attention else None
-        path, engine = (int8, "onnx") if int8 else (path, "torch")
+        if int8 is not None:
+            return int8
+        engine = "torch"
     if path.suffix == ".zip":  # a bioimage.io package of ours: its ONNX weights, whichever engine
         from ..model.bioimageio import package_onnx
-        from ..model.export import onnx_info, onnx_runner
+        from ..model.runtime import onnx_info, onnx_runner
 
         if attention:
             raise InputError("attention needs a model file, not a bioimage.io package (ONNX returns logits only)")
         with package_onnx(path) as onnx:
-            return onnx_runner(onnx), onnx_info(onnx)
+            info = onnx_info(onnx)
+            return onnx_runner(onnx, info), info
     if path.suffix == ".onnx" or engine == "onnx":
-        from ..model.export import export_onnx, onnx_info, onnx_runner
+        from ..model.export import export_onnx
+        from ..model.runtime import onnx_info, onnx_runner
 
         if attention:
             raise InputError("attention needs engine 'torch' (the ONNX graph returns logits only)", "attention")
@@ -112,9 +117,10 @@ def open_runner(model: str | Path | None, device: str, engine: str, attention: b
 
             with tempfile.TemporaryDirectory() as tmp:
                 exported = export_onnx(load_model(path), Path(tmp) / "model.onnx")
-                return onnx_runner(exported), onnx_info(exported)
+                info = onnx_info(exported)
+                return onnx_runner(exported, info), info
         info = onnx_info(path)  # first: a file that is no model is one line, before a session is built
-        return onnx_runner(path), info
+        return onnx_runner(path, info), info
     from ..model.export import fold_batchnorm
 
     network = load_model(path, device)

@@ -1,6 +1,14 @@
-"""The network (:mod:`.network`), its files (:mod:`.files`), export to ONNX and TorchScript
-(:mod:`.export`) and the shipped models (:mod:`.zoo`)."""
+"""The network (:mod:`.network`), its config (:mod:`.config`), its files (:mod:`.files`), export to
+ONNX and TorchScript (:mod:`.export`), ONNX files read and run (:mod:`.runtime`) and the shipped
+models (:mod:`.zoo`). The network's names are imported on first use, so that reading a model's
+metadata or running its ONNX graph (predict's default engine) never imports torch."""
 
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from .config import MAX_DEPTH, MAX_WIDTH, PRESETS, ModelConfig
 from .files import (
     CONFIG_NAME,
     NOT_WEIGHTS,
@@ -12,7 +20,8 @@ from .files import (
     read_model_info,
     save_model,
 )
-from .network import MAX_DEPTH, MAX_WIDTH, PRESETS, AttentionUNet, ModelConfig, count_parameters, upsample_conv
+
+_NETWORK = ("AttentionUNet", "count_parameters", "upsample_conv")
 
 __all__ = [
     "CONFIG_NAME",
@@ -32,3 +41,9 @@ __all__ = [
     "save_model",
     "upsample_conv",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _NETWORK:
+        return getattr(importlib.import_module(f"{__name__}.network"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

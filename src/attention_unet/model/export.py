@@ -1,5 +1,5 @@
-"""Inference-ready models: BatchNorm folded into convolutions, ONNX and TorchScript export, and an
-ONNX Runtime runner for ``predict --engine onnx``."""
+"""Inference-ready models: BatchNorm folded into convolutions, ONNX and TorchScript export, and int8
+quantisation of the ONNX graph (predict reads and runs ONNX files with :mod:`.runtime`)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import json
 import os
 import sys
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -19,9 +19,9 @@ import torch
 from torch import nn
 
 from ..errors import InputError
-from ..io.limits import check_model_file
-from .files import load_model, parse_info, pretrained_path
-from .network import AttentionUNet, ModelConfig
+from .files import load_model, pretrained_path
+from .network import AttentionUNet
+from .runtime import edge_padded, onnx_info
 
 
 def fold_batchnorm(model: AttentionUNet) -> AttentionUNet:
@@ -96,31 +96,6 @@ def _write_onnx(model: AttentionUNet, path: Path, opset: int) -> None:
     onnx.save(graph, str(path))
 
 
-ONNX_DOMAINS = {"", "ai.onnx"}  # the standard operators, the only ones our exports use
-
-
-def onnx_info(path: str | Path) -> dict:
-    """The attention-unet metadata stored in an exported ONNX file, after the file itself is checked:
-    a regular file of a model's size, its weights inside it, standard operators only."""
-    import onnx
-
-    check_model_file(path)
-    try:
-        proto = onnx.load(str(path), load_external_data=False)
-    except Exception as exc:  # noqa: BLE001 - protobuf's decode errors have many types
-        raise InputError(f"{path}: not a readable ONNX file ({type(exc).__name__})") from None
-    props = {p.key: p.value for p in proto.metadata_props}
-    if "attention_unet" not in props:
-        raise InputError(f"{path}: not an ONNX model exported by attention-unet (no metadata)")
-    info = parse_info(props["attention_unet"], path)
-    if any(t.data_location == onnx.TensorProto.EXTERNAL for t in proto.graph.initializer):
-        raise InputError(f"{path}: its weights are in external data files; attention-unet exports keep them inside")
-    custom = sorted({node.domain for node in proto.graph.node} - ONNX_DOMAINS)
-    if custom:
-        raise InputError(f"{path}: uses operators outside the ONNX standard ({', '.join(custom)})")
-    return info
-
-
 def calibration_tiles(
     images: list[np.ndarray], norm: str, *, multiple: int = 1, size: int = 256, limit: int = 32
 ) -> list[np.ndarray]:
@@ -193,38 +168,6 @@ def quantize_onnx(source: str | Path, target: str | Path, tiles: list[np.ndarray
     with replacing(Path(target)) as temporary:
         onnx.save(graph, str(temporary))
     return Path(target)
-
-
-def edge_padded(batch: np.ndarray, multiple: int) -> np.ndarray:
-    """An N x C x H x W batch as the traced graph can take it. The graph reflect-pads to a multiple
-    of 2**depth, which fails where the padding reaches the side (an image 8 px high at depth 4);
-    there the eager model replicates the edge instead (AttentionUNet._run), so that is done here,
-    before the graph."""
-    height, width = batch.shape[-2:]
-    pad_h, pad_w = (-height) % multiple, (-width) % multiple
-    if pad_h >= height or pad_w >= width:
-        return np.pad(batch, ((0, 0), (0, 0), (0, pad_h), (0, pad_w)), mode="edge")
-    return batch
-
-
-def onnx_runner(path: str | Path) -> Callable[[np.ndarray], tuple[np.ndarray, list[np.ndarray]]]:
-    """An ONNX Runtime session on an exported .onnx file, as a predict runner."""
-    import onnxruntime as ort
-
-    multiple = 2 ** ModelConfig.from_dict(onnx_info(path)["model"]).depth
-    try:
-        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    except Exception as exc:  # noqa: BLE001 - ORT raises its own error types for any graph it cannot run
-        reason = str(exc).splitlines()[0][:200]
-        raise InputError(f"{path}: ONNX Runtime cannot run it ({reason})") from None
-
-    def run(batch: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
-        height, width = batch.shape[-2:]
-        logits = session.run(None, {"image": edge_padded(batch, multiple).astype(np.float32, copy=False)})[0]
-        logits = logits[..., :height, :width]
-        return 1.0 / (1.0 + np.exp(-logits)), []
-
-    return run
 
 
 TORCHSCRIPT_INFO = "attention_unet.json"  # the model's metadata, an extra file of the TorchScript archive

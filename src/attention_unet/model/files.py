@@ -8,13 +8,16 @@ import json
 import math
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from ..errors import InputError
 from ..io.limits import check_model_file
-from .network import AttentionUNet, ModelConfig
+from .config import ModelConfig
+
+if TYPE_CHECKING:  # torch is imported where a network is built, not to read a model's metadata
+    import torch
+
+    from .network import AttentionUNet
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
@@ -68,7 +71,7 @@ def read_model_info(path: str | Path) -> dict[str, Any]:
     weights = _resolve_weights(Path(path))
     check_model_file(weights)
     try:
-        with safe_open(str(weights), framework="pt") as f:
+        with safe_open(str(weights), framework="numpy") as f:  # the header only: no torch import
             meta = f.metadata() or {}
     except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types for any damage
         raise InputError(f"{weights}: not a readable safetensors model file ({type(exc).__name__}: {exc})") from None
@@ -93,9 +96,11 @@ def parse_info(text: str, source: str | Path) -> dict[str, Any]:
 def check_weights(weights: Path, config: ModelConfig) -> None:
     """The network ``config`` describes must have exactly the tensors in the file's header: built
     on the meta device (no memory), compared by name and shape before anything is loaded."""
+    import torch
     from safetensors import safe_open
 
     from ..io.limits import MAX_PARAMETERS
+    from .network import AttentionUNet
 
     with torch.device("meta"):
         expected = {k: tuple(v.shape) for k, v in AttentionUNet(config).state_dict().items()}
@@ -123,6 +128,8 @@ def pretrained_path() -> Path:
 def load_model(path: str | Path | None = None, device: str | torch.device = "cpu") -> AttentionUNet:
     """Rebuild a saved model in eval mode; with no path, the shipped pretrained nuclei model."""
     from safetensors.torch import load_file
+
+    from .network import AttentionUNet
 
     if path is None:
         path = pretrained_path()
