@@ -563,6 +563,47 @@ def test_pieces_far_from_the_learnt_size_set_no_bar_for_the_coarse_probes() -> N
     assert predictor.policy.sizing(image, network)[1] == pytest.approx(96, rel=0.15)
 
 
+def pairs_and_clumps(radius: int, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Masks of pairs of disks 2 px apart, and of the same pairs each joined into one clump."""
+    rows = range(radius + 4, shape[0] - radius - 4, 3 * radius + 6)
+    columns = range(radius + 4, shape[1] - 3 * radius - 8, 5 * radius + 10)
+    centres = [(y, x + dx) for y in rows for x in columns for dx in (0, 2 * radius + 3)]
+    pairs = disks(shape, centres, radius) > 0
+    bridges = np.zeros(shape, bool)
+    for y, x in centres[::2]:
+        bridges[y - radius // 2 : y + radius // 2 + 1, x : x + 2 * radius + 4] = True
+    return pairs, pairs | bridges
+
+
+@pytest.mark.parametrize(
+    ("radius", "largest", "fine"), [(3, 1_100_000, True), (3, 40_000, False), (8, 1_100_000, False)]
+)
+def test_a_fine_probe_measures_small_nuclei_the_half_size_probe_sees_in_clumps(
+    radius: int, largest: int, fine: bool
+) -> None:
+    """A network that sees pairs of small nuclei as one clump below full size and apart above it:
+    the half-size probe measures clumps, under the fine probe's trigger for disks 7 px across, and
+    the probe at twice the size measures the disks, whose size is taken. Not in an image whose
+    fine probe would be too large (above ``largest`` pixels), nor where the half-size probe's
+    nuclei are not small."""
+    shape = (128, 160) if radius == 3 else (256, 320)
+    pairs, clumps = pairs_and_clumps(radius, shape)
+    image = np.dstack([pairs.astype(np.uint8) * 200] * 3)
+
+    def network(view: np.ndarray, sigma: float, views: bool) -> tuple[np.ndarray, list[np.ndarray]]:
+        seen = clumps if view.shape[0] < shape[0] else pairs
+        return data.resize(seen.astype(np.float32), view.shape[:2])[None], []
+
+    predictor = make_predictor(brightness_runner, "percentile", scale="auto", min_area=1, h=50)
+    policy = replace(predictor.policy, fine_max_pixels=largest)
+    half = policy.probed(image, network, 0.5)
+    clump = sizes_of(half[0], half[1])["median"]
+    assert (clump * 0.5 < policy.fine_below * 16) == (radius == 3)
+    assert (policy.fine_diameter(image, network, half, clump) is not None) == fine
+    diameter = policy.sizing(image, network)[1]
+    assert diameter == pytest.approx(2 * radius + 1, rel=0.2) if fine else diameter == pytest.approx(clump)
+
+
 @pytest.mark.parametrize(
     ("width", "above", "margin", "shrunk"),
     [

@@ -148,6 +148,12 @@ class ScalePolicy:
     share: float = 0.1  # ... and found this share of the most nuclei such a probe found (not vanishing)
     larger: float = 1.5
     min_probe_side: int = 64  # a smaller probe image says nothing about size
+    # nuclei too small for the half-size probe (it sees clumps) are measured on finer probes of up
+    # to ``fine_max_pixels``: ``smaller`` times the rules' size or less, theirs is taken (:meth:`fine_diameter`)
+    fine_probes: tuple[float, ...] = (2.0,)
+    fine_below: float = 0.375
+    fine_max_pixels: int = 1_100_000
+    smaller: float = 1 / 1.25
     shrink: float = 0.5  # the second look's factor, relative to the first
     max_pixels: int = 64_000_000  # a rescaled image never exceeds this many pixels
 
@@ -181,6 +187,9 @@ class ScalePolicy:
         whole = self.pyramid_diameter(image, network, half)
         if whole is not None and (diameter is None or whole >= self.larger * diameter):
             diameter, large = whole, None  # the half-size probe's pieces were parts of larger nuclei
+        fine = self.fine_diameter(image, network, half, diameter)
+        if fine is not None and diameter is not None and fine <= self.smaller * diameter:
+            diameter, large = fine, None  # the half-size probe's nuclei were clumps of smaller ones
         return self.factor_of(diameter), diameter, large
 
     def probed(self, image: np.ndarray, network: Network, probe: float) -> tuple[np.ndarray, float, float]:
@@ -213,6 +222,27 @@ class ScalePolicy:
         inside = {p: f for p, f in found.items() if self.band[0] <= f[1] * p / target <= self.band[1]}
         most = max((count for count, _, _ in inside.values()), default=0)
         ranked = [(sure, median) for count, median, sure in inside.values() if count >= max(3, self.share * most)]
+        return max(ranked)[1] if ranked else None
+
+    def fine_diameter(
+        self, image: np.ndarray, network: Network, half: tuple[np.ndarray, float, float], diameter: float | None
+    ) -> float | None:
+        """The median diameter that the surest trusted fine probe finds (trusted: its median within
+        ``band`` times the learnt size at its scale, 3 nuclei or more), where the size so far
+        (``diameter``) is the half-size probe's (``half``) median, below ``fine_below`` times the
+        learnt size at its scale (not pieces taken for fragments, nor a coarse probe's); else None."""
+        target = self.settings.target_diameter
+        sizes = sizes_of(half[0], half[1])
+        if not sizes["count"] or diameter != sizes["median"] or diameter * self.probe >= self.fine_below * target:
+            return None
+        ranked = []
+        for probe in self.fine_probes:
+            if image.shape[0] * image.shape[1] * probe**2 > self.fine_max_pixels:
+                continue
+            labels, pixel_area, sure = self.probed(image, network, probe)
+            found = sizes_of(labels, pixel_area)
+            if found["count"] >= 3 and self.band[0] <= found["median"] * probe / target <= self.band[1]:
+                ranked.append((sure, found["median"]))
         return max(ranked)[1] if ranked else None
 
     def probe_diameters(self, labels: np.ndarray, pixel_area: float) -> tuple[float | None, float | None]:
