@@ -14,6 +14,7 @@ start-up, model loading and writing the zarr outputs.
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import resource
 import subprocess
@@ -97,7 +98,8 @@ def main() -> None:
             )
             seconds = time.perf_counter() - start
             report = json.loads(done.stdout.strip().splitlines()[-1])
-            summary = (Path(tmp) / f"out{size}" / "summary.csv").read_text().splitlines()[1].split(",")
+            with open(Path(tmp) / f"out{size}" / "summary.csv", newline="") as f:
+                summary = next(csv.DictReader(f))
             row = {
                 "size": size,
                 "engine": args.engine,
@@ -107,7 +109,7 @@ def main() -> None:
                 "megapixels_per_second": round(size * size / 1e6 / seconds, 3),
                 "seconds_per_megapixel": round(seconds / (size * size / 1e6), 3),
                 "peak_rss_mib": round(report["peak_rss_mib"]),
-                "nucleus_count": int(summary[4]),
+                "nucleus_count": int(summary["nucleus_count"]),
             }
             print(json.dumps(row), flush=True)
             results.append(row)

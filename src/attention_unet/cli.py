@@ -63,9 +63,9 @@ def _inference_args(p: argparse.ArgumentParser, microns: bool = False) -> None:
 def _setting_flags(p: argparse.ArgumentParser) -> None:
     """A flag for each setting users override per run, from its field (settings.user_settings); the
     default None keeps the model's own."""
-    for f in user_settings():
-        kind = {"bool": {"action": argparse.BooleanOptionalAction}, "int": {"type": int}, "float": {"type": float}}
-        p.add_argument("--" + f.name.replace("_", "-"), **kind.get(str(f.type), {}), **f.metadata)
+    kinds = {"bool": {"action": argparse.BooleanOptionalAction}, "int": {"type": int}, "float": {"type": float}}
+    for f in user_settings():  # a type not listed (scale: a number or 'auto') is read as text
+        p.add_argument("--" + f.name.replace("_", "-"), **kinds.get(str(f.type), {}), **f.metadata)
 
 
 def _limit_args(p: argparse.ArgumentParser) -> None:
