@@ -170,3 +170,10 @@ def test_predict_on_the_shipped_int8_starts_without_torch_or_onnx(tmp_path: Path
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.split()[-3:] == ["0", "False", "False"]
     assert list((tmp_path / "out").glob("*_labels.tif"))
+
+
+def test_the_old_home_of_the_onnx_runner_still_works_with_a_warning() -> None:
+    from attention_unet.model import export, runtime
+
+    with pytest.warns(DeprecationWarning, match="model.runtime.onnx_runner"):
+        assert export.onnx_runner is runtime.onnx_runner

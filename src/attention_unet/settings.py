@@ -62,8 +62,8 @@ class InferenceSettings:
     True
     """
 
-    # the settings a user overrides per run (the command line's flags, Segmenter.segment's keywords),
-    # each with its help text: cli.py builds the flags from these fields
+    # the settings a user overrides per run (the command line's flags, Segmenter.segment's keywords)
+    # are declared with _user: their help text, from which cli.py builds their flags
     tta: bool = _user(False, "average over flipped and turned views; default: the model's own setting")
     tta_views: int = _user(
         8,
@@ -76,18 +76,18 @@ class InferenceSettings:
         "rescale images before inference: 'auto' (to the nucleus size the model learnt) or a factor; "
         "default: the model's own recommendation, else 1",
     )
-    min_confidence: float = _user(
-        0.0,
-        "drop instances whose mean foreground probability is below P (0: keep every one); "
-        "default: the model's own setting (its card: attention-unet models)",
-        metavar="P",
-    )
     target_diameter: float = 16.0  # the nucleus size (px) the model learnt best
     contours: bool = True  # a contour output shapes the instance watershed
     distances: bool = False  # a distance output is the watershed's relief (h then in its 0..1 units)
     contour_threshold: float = 0.5  # contour probability from which a pixel counts as a border
     h: float = 1.0  # watershed seed depth (h-maxima)
     min_area: int = 8  # smaller instances are dropped (pixels)
+    min_confidence: float = _user(
+        0.0,
+        "drop instances whose mean foreground probability is below P (0: keep every one); "
+        "default: the model's own setting (its card: attention-unet models)",
+        metavar="P",
+    )
     # stained tissue (colour, bright background) sharper than the stained images the model learnt
     # from most is smoothed before the network (a Gaussian of this sigma, px; 0: off), where
     # sharper means a median |Laplacian| of the normalised image above stain_sharpness (docs/experiments)

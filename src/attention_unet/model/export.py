@@ -13,6 +13,7 @@ import sys
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -244,3 +245,17 @@ def export_torchscript(network: AttentionUNet, path: Path) -> Path:
     with replacing(path) as temporary:
         scripted.save(str(temporary), _extra_files={TORCHSCRIPT_INFO: json.dumps(network.info)})
     return path
+
+
+def __getattr__(name: str) -> Any:
+    """``onnx_runner`` moved to :mod:`.runtime` (no torch there); the old name works for one release."""
+    if name == "onnx_runner":
+        from . import runtime
+
+        warnings.warn(
+            "attention_unet.model.export.onnx_runner is deprecated: use attention_unet.model.runtime.onnx_runner",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return runtime.onnx_runner
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
