@@ -87,7 +87,7 @@ class SharedTiles:
             return found
 
     def keep(self, key: tuple[int, int], output: tuple[np.ndarray, list[np.ndarray]]) -> None:
-        size = output[0].nbytes + sum(m.nbytes for m in output[1])
+        size = _nbytes(output)
         with self._lock:
             if key in self._left and key not in self._kept and self.held + size <= self.limit:
                 self._kept[key] = output
@@ -97,8 +97,12 @@ class SharedTiles:
     def _release(self, key: tuple[int, int]) -> None:
         self._left[key] -= 1
         if self._left[key] <= 0 and key in self._kept:
-            probs, maps = self._kept.pop(key)
-            self.held -= probs.nbytes + sum(m.nbytes for m in maps)
+            self.held -= _nbytes(self._kept.pop(key))
+
+
+def _nbytes(output: tuple[np.ndarray, list[np.ndarray]]) -> int:
+    """The memory a tile's output holds: its probabilities and gate maps."""
+    return output[0].nbytes + sum(m.nbytes for m in output[1])
 
 
 def sliding_window(

@@ -4,9 +4,8 @@ that predict's default engine starts without either."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -14,6 +13,9 @@ from ..errors import InputError
 from ..io.limits import check_model_file
 from .config import ModelConfig
 from .files import parse_info
+
+if TYPE_CHECKING:
+    from ..inference.tiles import Runner
 
 ONNX_DOMAINS = {"", "ai.onnx"}  # the standard operators, the only ones our exports use
 
@@ -50,9 +52,6 @@ def edge_padded(batch: np.ndarray, multiple: int) -> np.ndarray:
     if pad_h >= height or pad_w >= width:
         return np.pad(batch, ((0, 0), (0, 0), (0, pad_h), (0, pad_w)), mode="edge")
     return batch
-
-
-Runner = Callable[[np.ndarray], tuple[np.ndarray, list[np.ndarray]]]
 
 
 def onnx_session(path: str | Path) -> Any:
