@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from attention_unet.inference.pipeline import Predictor, make_predictor
+from attention_unet.inference.plan import FragmentsRule
 from attention_unet.inference.tiles import Runner
 
 ARCHIVE = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "dsb2018" / "stage1_train.zip"
@@ -128,5 +129,5 @@ def fragments_predictor(runner: Runner, **settings: Any) -> Predictor:
     """A Predictor for :func:`fragments_and_large_nuclei`: auto scale with the fragments rule on
     (ratio 2, solidity 0.8), no watershed cuts (h 50, so a clump stays one non-convex piece) and
     nothing dropped for size; ``settings`` replace or add to these."""
-    defaults = {"tile": 128, "scale": "auto", "min_area": 1, "h": 50, "fragments_ratio": 2.0, "fragments_solidity": 0.8}
+    defaults = {"tile": 128, "scale": "auto", "min_area": 1, "h": 50, "fragments": FragmentsRule(solidity=0.8)}
     return make_predictor(runner, "percentile", **(defaults | settings))

@@ -302,7 +302,7 @@ def test_blockwise_takes_the_large_pieces_size_as_the_whole_image_does(tmp_path:
     from attention_unet.inference.plan import factor_for_diameter
 
     tifffile.imwrite(tmp_path / "nuclei.tif", fragments_and_large_nuclei(3)[..., 0])
-    predictor = fragments_predictor(sure_below(200, weak), tile=512, fragments_by_confidence=True)
+    predictor = fragments_predictor(sure_below(200, weak), tile=512)
     scale, (_, _, large) = scale_on_mosaic_and_whole(tmp_path / "nuclei.tif", predictor)
     assert large is not None
     assert scale == pytest.approx(factor_for_diameter(large, 16) if weak < 1 else 1.0)

@@ -18,7 +18,7 @@ from attention_unet.errors import InputError
 from attention_unet.inference.decode import Decoder
 from attention_unet.inference.engine import torch_runner
 from attention_unet.inference.pipeline import make_predictor
-from attention_unet.inference.plan import factor_for_diameter, size_statistics, sizes_of
+from attention_unet.inference.plan import FragmentsRule, factor_for_diameter, size_statistics, sizes_of
 from attention_unet.inference.tiles import gaussian_weights, run_views, tile_starts
 from attention_unet.instances import contours, distances, instances
 from attention_unet.io import data
@@ -399,6 +399,24 @@ def test_smoothing_must_be_a_sensible_sigma(tmp_path: Path) -> None:
         load_predictor(None, smoothing=20)
 
 
+def test_a_model_file_listing_auto_scales_own_numbers_loads_as_before(tmp_path: Path) -> None:
+    """Model files written before auto scale's numbers left the settings list them (the shipped
+    ones did, at these values): they load, those keys unread, and auto scale runs on its own
+    numbers; passed as a setting, such a name is refused."""
+    from attention_unet.inference.engine import load_predictor
+    from attention_unet.inference.plan import ScalePolicy
+
+    old = {"scale": "auto", "h": 2.0, "fragments_ratio": 2.0, "fragments_count": 30, "fragments_solidity": 0.85}
+    old |= {"shrink_above": 1.5, "shrink_margin": 0.01, "fragments_by_confidence": True}
+    assert InferenceSettings.from_metadata(old) == InferenceSettings(scale="auto", h=2.0)
+    save_model(AttentionUNet(ModelConfig(width=4, depth=2)).eval(), tmp_path / "old", {"inference": old})
+    predictor = load_predictor(tmp_path / "old", engine="torch")
+    assert predictor.settings == InferenceSettings(scale="auto", h=2.0)
+    assert predictor.policy == ScalePolicy(predictor.settings)
+    with pytest.raises(TypeError, match="unknown inference settings: shrink_above"):
+        predictor.with_settings(shrink_above=0.0)
+
+
 def test_tta_views_must_be_a_known_set() -> None:
     from attention_unet.inference.engine import load_predictor
 
@@ -459,26 +477,21 @@ def test_many_fragments_beside_large_nuclei_count_as_fragments(
     are clumps (not convex), the median (a speck, inside the range left alone) keeps scale 1; clumps
     pass for nuclei only with the solidity test off."""
     image = fragments_and_large_nuclei(specks, clumps)
-    predictor = fragments_predictor(brightness_runner, fragments_ratio=ratio, fragments_solidity=solidity)
+    predictor = fragments_predictor(brightness_runner, fragments=FragmentsRule(ratio=ratio, solidity=solidity))
     factor = predictor.policy.sizing(image, predictor.network(data.normalisation_range(image, "percentile")))[0]
     assert factor == pytest.approx(expected, rel=0.1)
 
 
-@pytest.mark.parametrize(
-    ("specks", "zoom", "by_confidence", "offered"),
-    [(3, 1, True, True), (3, 1, False, False), (40, 1, True, False), (0, 1, True, False), (3, 4, True, True)],
-)
-def test_an_undecided_fragments_rule_offers_the_large_pieces_size(
-    specks: int, zoom: int, by_confidence: bool, offered: bool
-) -> None:
+@pytest.mark.parametrize(("specks", "zoom", "offered"), [(3, 1, True), (40, 1, False), (0, 1, False), (3, 4, True)])
+def test_an_undecided_fragments_rule_offers_the_large_pieces_size(specks: int, zoom: int, offered: bool) -> None:
     """Three specks beside two 64-px nuclei: too few pieces for the fragments rule to call the
-    specks fragments, so the median (a speck) stands, and with ``fragments_by_confidence`` the
-    large pieces' size is offered to :meth:`Predictor.choose` beside it. With 40 specks the
+    specks fragments, so the median (a speck) stands, and the large pieces' size is offered to
+    :meth:`Predictor.choose` beside it. With 40 specks the
     rule decides (the large size, nothing offered); without specks the median is the large size.
     Four times larger too (the median, 40 px, then shrinks the image already: see
     :func:`test_auto_scale_keeps_the_large_pieces_size_where_its_nuclei_are_surer`)."""
     image = fragments_and_large_nuclei(specks).repeat(zoom, 0).repeat(zoom, 1)
-    predictor = fragments_predictor(brightness_runner, fragments_by_confidence=by_confidence)
+    predictor = fragments_predictor(brightness_runner)
     factor, diameter, large = predictor.policy.sizing(
         image, predictor.network(data.normalisation_range(image, "percentile"))
     )
@@ -499,7 +512,7 @@ def test_auto_scale_keeps_the_large_pieces_size_where_its_nuclei_are_surer(weak:
     lose confidence; the shrink margin of the half-size look plays no part)."""
     image = fragments_and_large_nuclei(3)
     value_range = data.normalisation_range(image, "percentile")
-    predictor = fragments_predictor(sure_below(200, weak), tile=512, fragments_by_confidence=True, shrink_margin=0.5)
+    predictor = fragments_predictor(sure_below(200, weak), tile=512, shrink_margin=0.5)
     factor, diameter, large = predictor.policy.sizing(image, predictor.network(value_range))
     assert factor == 1.0 and large is not None
     plan, (probs, _) = predictor.choose(image, value_range, (factor, diameter, large))
@@ -516,7 +529,7 @@ def test_an_image_shrunk_already_is_not_shrunk_further_for_the_large_pieces() ->
     image = fragments_and_large_nuclei(3).repeat(4, 0).repeat(4, 1)
     value_range = data.normalisation_range(image, "percentile")
     predictor = fragments_predictor(  # sure of the quarter-size probe (320 px wide), weak on 512-px tiles
-        sure_below(400, 0.5), tile=512, probe=0.25, fragments_by_confidence=True
+        sure_below(400, 0.5), tile=512, probe=0.25
     )
     factor, diameter, large = predictor.policy.sizing(image, predictor.network(value_range))
     assert factor < 1 and large is not None

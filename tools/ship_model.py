@@ -40,23 +40,6 @@ def main() -> None:
         "--distances", action="store_true", help="instances use the distance output (--h then in its 0..1 units)"
     )
     parser.add_argument("--h", type=float, default=1.0, help="watershed seed depth, tools/tune_instances.py")
-    parser.add_argument(
-        "--fragments-ratio", type=float, default=0.0, help="auto scale's fragments rule (0: off), tools/size_check.py"
-    )
-    parser.add_argument("--fragments-count", type=int, default=InferenceSettings.fragments_count)
-    parser.add_argument("--fragments-solidity", type=float, default=InferenceSettings.fragments_solidity)
-    parser.add_argument(
-        "--shrink-above",
-        type=float,
-        default=InferenceSettings.shrink_above,
-        help="auto scale also tries half its factor from nuclei this many times the target (0: off), tools/size_check.py",
-    )
-    parser.add_argument("--shrink-margin", type=float, default=InferenceSettings.shrink_margin)
-    parser.add_argument(
-        "--fragments-by-confidence",
-        action="store_true",
-        help="where the fragments rule is undecided, auto scale keeps the surer size, tools/size_check.py",
-    )
     parser.add_argument("--out", help="write here instead of into the package (a candidate to tune or compare)")
     parser.add_argument(
         "--int8-calibrate", nargs="+", metavar="INPUT", help="also write model.int8.onnx calibrated on these images"
@@ -78,12 +61,6 @@ def main() -> None:
         min_confidence=args.min_confidence,
         stain_smoothing=args.stain_smoothing,
         stain_sharpness=args.stain_sharpness,
-        fragments_ratio=args.fragments_ratio,
-        fragments_count=args.fragments_count,
-        fragments_solidity=args.fragments_solidity,
-        shrink_above=args.shrink_above,
-        shrink_margin=args.shrink_margin,
-        fragments_by_confidence=args.fragments_by_confidence,
     )
     info["inference"] = settings.to_metadata()
     saved = save_model(model, args.out or pretrained_path().parent, info)

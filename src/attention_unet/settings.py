@@ -1,6 +1,8 @@
 """How a model turns images into nuclei: the inference settings, with their defaults in this one
 place. A shipped or fine-tuned model carries its own (tuned on valid, tools/tune_instances.py) in
-its metadata under ``inference``; ``predict``, ``evaluate`` and :class:`Segmenter` start from them."""
+its metadata under ``inference``; ``predict``, ``evaluate`` and :class:`Segmenter` start from them.
+Auto scale's procedure is not a setting: its numbers are :class:`~attention_unet.inference.plan.ScalePolicy`'s,
+the same for every model (older model files that list some of them load as before, those keys unread)."""
 
 from __future__ import annotations
 
@@ -93,23 +95,6 @@ class InferenceSettings:
     # sharper means a median |Laplacian| of the normalised image above stain_sharpness (docs/experiments)
     stain_smoothing: float = 0.0
     stain_sharpness: float = 0.025
-    # auto scale's typical nucleus is the probe's median one, unless it found at least
-    # fragments_count nuclei, the one the median foreground pixel lies in is fragments_ratio times
-    # larger or more (0: off) and the large ones are convex (solidity >= fragments_solidity): then
-    # the small ones are fragments of large textured nuclei. See plan.ScalePolicy.
-    fragments_ratio: float = 0.0
-    fragments_count: int = 30
-    fragments_solidity: float = 0.85
-    # auto scale also predicts at half its factor when the typical nucleus is still shrink_above
-    # times target_diameter or more at the network's scale (0: off), and keeps that prediction when
-    # its instances' mean probability is higher by more than shrink_margin (plan.choose)
-    shrink_above: float = 0.0
-    shrink_margin: float = 0.01
-    # where the fragments rule is undecided (the ratio test passes, the count or solidity test
-    # does not: few large nuclei, or dense tissue) and the image would not be shrunk, auto scale
-    # also predicts at the factor the large pieces ask for and keeps the prediction whose
-    # instances are surer (plan.choose)
-    fragments_by_confidence: bool = False
 
     def __post_init__(self) -> None:
         check_tta_views(self.tta_views, "tta_views")
@@ -150,11 +135,6 @@ RANGES: dict[str, tuple[float, float]] = {
     "h": (0.0, 1000.0),
     "min_area": (0, 10_000_000),
     "stain_sharpness": (0.0, 10.0),
-    "fragments_ratio": (0.0, 100.0),
-    "fragments_count": (0, 10_000_000),
-    "fragments_solidity": (0.0, 1.0),
-    "shrink_above": (0.0, 100.0),
-    "shrink_margin": (0.0, 1.0),
 }
 MAX_SCALE = 8.0  # a larger factor multiplies the work by its square for no nucleus size the model serves
 

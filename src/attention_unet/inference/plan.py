@@ -3,9 +3,11 @@
 The scale policy measures the nuclei on a half-size probe (and on coarser ones, where large
 nuclei are whole) and brings them towards the size the model learnt (a ramp in log size,
 :func:`factor_for_diameter`); where its rules are unsure (large textured nuclei, or the fragments
-rule undecided) it predicts candidate factors and keeps the one whose instances are surer. The stain policy smooths stained tissue sharper than what the model
-learnt from. Both read :class:`~attention_unet.settings.InferenceSettings`; the network is reached
-through a callable, so this module runs nothing itself.
+rule undecided) it predicts candidate factors and keeps the one whose instances are surer. Of a
+model's settings it reads two, ``scale`` and ``target_diameter``: the procedure's own numbers are
+:class:`ScalePolicy`'s, the same for every model. The stain policy smooths stained tissue sharper
+than what the model learnt from. Both read :class:`~attention_unet.settings.InferenceSettings`; the
+network is reached through a callable, so this module runs nothing itself.
 """
 
 from __future__ import annotations
@@ -129,6 +131,34 @@ class StainPolicy:
 
 
 @dataclass(frozen=True)
+class FragmentsRule:
+    """When the small pieces a probe found are fragments of large textured nuclei: it found at
+    least ``count``, the piece the median foreground pixel lies in is ``ratio`` times the median
+    one or more (0: never), and the large pieces are convex (area-weighted solidity at least
+    ``solidity``; clumps of nuclei are not)."""
+
+    ratio: float = 2.0
+    count: int = 30
+    solidity: float = 0.85
+
+    def typical(self, labels: np.ndarray, pixel_area: float) -> tuple[float | None, float | None]:
+        """(the typical nucleus's diameter, or None when none was found; the large pieces' where the
+        rule is undecided, else None): the median nucleus, or the large pieces where the rule holds.
+        Undecided: the ratio test passes and the count or solidity test does not (few large
+        nuclei, or dense tissue)."""
+        sizes = sizes_of(labels, pixel_area)
+        if not sizes["count"]:
+            return None, None
+        median, weighted = sizes["median"], sizes["weighted"]
+        if self.ratio <= 0 or weighted < self.ratio * median:
+            return median, None
+        # solidity last: it traces the large pieces, so only on the images the other tests pick
+        if sizes["count"] >= self.count and large_solidity(labels, weighted, pixel_area) >= self.solidity:
+            return weighted, None
+        return median, weighted
+
+
+@dataclass(frozen=True)
 class ScalePolicy:
     """The factor an image is predicted at: ``settings.scale`` when it is a number; under "auto",
     measured on a ``probe``-size pass (and on coarser ones, where large nuclei are whole) and
@@ -154,7 +184,13 @@ class ScalePolicy:
     fine_below: float = 0.375
     fine_max_pixels: int = 1_100_000
     smaller: float = 1 / 1.25
-    shrink: float = 0.5  # the second look's factor, relative to the first
+    fragments: FragmentsRule = field(default_factory=FragmentsRule)  # the half-size probe's typical nucleus
+    # the second look at ``shrink`` times the factor, where the typical nucleus is still
+    # shrink_above times the learnt size or more at the chosen factor (0: never), kept when its
+    # instances' mean probability is higher by more than shrink_margin (:func:`choose`)
+    shrink: float = 0.5
+    shrink_above: float = 1.5
+    shrink_margin: float = 0.01
     max_pixels: int = 64_000_000  # a rescaled image never exceeds this many pixels
 
     @property
@@ -183,7 +219,7 @@ class ScalePolicy:
         if not self.auto:
             return float(self.settings.scale), None, None
         half = self.probed(image, network, self.probe)
-        diameter, large = self.probe_diameters(half[0], half[1])
+        diameter, large = self.fragments.typical(half[0], half[1])
         whole = self.pyramid_diameter(image, network, half)
         if whole is not None and (diameter is None or whole >= self.larger * diameter):
             diameter, large = whole, None  # the half-size probe's pieces were parts of larger nuclei
@@ -245,33 +281,14 @@ class ScalePolicy:
                 ranked.append((sure, found["median"]))
         return max(ranked)[1] if ranked else None
 
-    def probe_diameters(self, labels: np.ndarray, pixel_area: float) -> tuple[float | None, float | None]:
-        """(the typical nucleus's diameter, or None when none was found; the large pieces' where the
-        fragments rule is undecided and fragments_by_confidence is on, else None). The typical
-        nucleus is the median one, unless there are fragments_count or more, the one the median
-        foreground pixel lies in is fragments_ratio times larger (when set) and the large ones are
-        convex (fragments_solidity): then the small ones are fragments of large textured nuclei."""
-        s = self.settings
-        sizes = sizes_of(labels, pixel_area)
-        if not sizes["count"]:
-            return None, None
-        median, weighted = sizes["median"], sizes["weighted"]
-        if s.fragments_ratio <= 0 or weighted < s.fragments_ratio * median:
-            return median, None
-        # solidity last: it traces the large pieces, so only on the images the other tests pick
-        if sizes["count"] >= s.fragments_count and large_solidity(labels, weighted, pixel_area) >= s.fragments_solidity:
-            return weighted, None
-        return median, weighted if s.fragments_by_confidence else None
-
     def tries_smaller(self, factor: float, diameter: float | None) -> bool:
         """Whether auto scale also predicts at ``shrink`` times ``factor``: its typical nucleus is
         still shrink_above times target_diameter or more there (0: never)."""
-        s = self.settings
         return (
             self.auto
-            and s.shrink_above > 0
+            and self.shrink_above > 0
             and diameter is not None
-            and diameter * factor >= s.shrink_above * s.target_diameter
+            and diameter * factor >= self.shrink_above * self.settings.target_diameter
         )
 
     def cap(self, height: int, width: int) -> float:
@@ -320,6 +337,6 @@ def _surer_of_sizes(
     smaller = factor * policy.shrink
     other = predict_at(smaller, diameter)
     sure, other_sure = confidence(result[0]), confidence(other[0])
-    if other_sure > sure + policy.settings.shrink_margin:
+    if other_sure > sure + policy.shrink_margin:
         return Plan(smaller, diameter), other, other_sure
     return Plan(factor, diameter), result, sure
