@@ -654,6 +654,26 @@ def test_auto_scale_keeps_the_half_size_pass_where_its_nuclei_are_surer(
     assert predictor.probability(image) == pytest.approx(probs[0])  # what predict and evaluate get
 
 
+@pytest.mark.parametrize(("width", "threshold", "decoded"), [(48, 0.5, 2), (200, 0.5, 2), (48, 0.6, 3)])
+def test_the_scale_kept_is_not_decoded_again(
+    width: int, threshold: float, decoded: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Auto scale decodes both candidates of its second look to compare them; segment_image returns
+    the kept one's labels from that (two watersheds, not three) and they are the labels decoded
+    afresh; at another threshold than the comparison's, the kept one is decoded again."""
+    from attention_unet.inference import decode
+    from attention_unet.inference.pipeline import segment_image
+
+    centres = [(y, x) for y in (24, 64, 104) for x in (24, 64, 104)]
+    image = np.dstack([(disks((128, 128), centres, 20) > 0).astype(np.uint8) * 200] * 3)
+    predictor = make_predictor(sure_below(width), "percentile", tile=128, scale="auto", min_area=1, min_confidence=0.5)
+    calls = []
+    monkeypatch.setattr(decode, "instances", lambda *a, **k: calls.append(1) or instances(*a, **k))
+    probs, _, labels = segment_image(predictor, image, threshold)
+    assert len(calls) == decoded
+    assert np.array_equal(labels, predictor.labels(probs, threshold)) and labels.max() == 9
+
+
 def test_a_fixed_scale_is_never_second_guessed() -> None:
     """--scale or --diameter: the user's factor is the one predicted at, one pass."""
     calls: list[tuple[int, ...]] = []

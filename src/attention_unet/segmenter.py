@@ -20,7 +20,7 @@ import numpy as np
 
 from .errors import InputError
 from .inference.engine import load_predictor
-from .inference.pipeline import Predictor
+from .inference.pipeline import Predictor, segment_image
 from .io import data, limits
 from .io.images import check_pixel_size
 from .settings import check_threshold
@@ -165,8 +165,7 @@ class Segmenter:
             predictor = predictor.for_diameter(diameter)
         if smoothing is not None:
             predictor = dataclasses.replace(predictor, smoothing=smoothing)
-        probs, gates = predictor.probabilities(array)
-        labels = predictor.labels(probs, threshold)
+        probs, gates, labels = segment_image(predictor, array, threshold)
         table = None
         if measure:
             from .io.measure import measurements

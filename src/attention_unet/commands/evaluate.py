@@ -20,7 +20,7 @@ import numpy as np
 from .. import metrics
 from ..errors import InputError
 from ..inference.engine import load_predictor
-from ..inference.pipeline import Predictor
+from ..inference.pipeline import Predictor, segment_image
 from ..io import data, limits
 from ..io.images import to_uint8
 from ..io.outputs import OutputFolder, spreadsheet_cell
@@ -92,7 +92,7 @@ def score_records(
     for r in tqdm(records, desc=f"evaluate ({protocol})", unit="image", file=sys.stderr):
         image, labels = zoomed(*data.protocol_view(r, protocol), zoom)
         chosen = predictor.for_image(image)
-        probs = chosen.probabilities(image)[0]
+        probs, _, labelled = segment_image(chosen, image)
         pred = probs[0] > 0.5
         row: dict[str, Any] = {
             "id": r.id,
@@ -101,7 +101,7 @@ def score_records(
             "width": r.image.shape[1],
         }
         row.update(metrics.pixel_scores(pred, labels > 0))
-        row.update(metrics.object_scores(labels, chosen.labels(probs)))
+        row.update(metrics.object_scores(labels, labelled))
         row["model"] = chosen.name
         rows.append(row)
         if save_strip is not None:

@@ -31,7 +31,7 @@ from ..inference.blockwise import (
 )
 from ..inference.choice import AUTO
 from ..inference.engine import ENGINES, load_predictor
-from ..inference.pipeline import Predictor
+from ..inference.pipeline import Predictor, segment_image
 from ..io import data, limits
 from ..io.images import check_pixel_size, find_inputs, heat_map, is_zarr, open_image, overlay, write_png
 from ..io.measure import MeasureSettings, geojson_features, keep, measurements, outlines, write_geojson
@@ -415,11 +415,9 @@ def predict_file(
         for k, plane in enumerate(source.planes()):
             image = plane_image(plane, channel, path, first=k == 0)
             chosen = for_diameter(predictor.for_image(image), diameter, source.pixel_size, path)
-            probs, gates = chosen.probabilities(image)
+            probs, gates, labels = segment_image(chosen, image, options.threshold)
             measure = options.measure
-            labels = keep(
-                chosen.labels(probs, options.threshold), min_size=measure.min_size, exclude_edges=measure.exclude_edges
-            )
+            labels = keep(labels, min_size=measure.min_size, exclude_edges=measure.exclude_edges)
             where = {"plane": k, **{axis.lower(): v for axis, v in plane.position.items()}} if stack else {}
             table = measurements(labels, plane.channels, channel_names=names, pixel_size=source.pixel_size)
             collected.add(k, where, labels, table, options)

@@ -3,6 +3,7 @@ and the confidence of the instances found (what the scale policy compares)."""
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -21,12 +22,25 @@ class Decoder:
 
     settings: InferenceSettings = field(default_factory=InferenceSettings)
     outputs: tuple[str, ...] = OUTPUTS
+    # where given: the instances decoded so far, by (id of the probabilities, threshold), each
+    # forgotten when its probabilities are (a candidate scale's confidence, then its labels)
+    decoded: dict[tuple[int, float], np.ndarray] | None = field(default=None, compare=False, repr=False)
 
     def labels(self, probs: np.ndarray, threshold: float = 0.5, *, keep_weak: bool = False) -> np.ndarray:
         """Instance labels, using the contour and distance outputs where the model has them and the
         settings ask for them; ``keep_weak`` keeps the instances min_confidence would drop."""
+        key = (id(probs), threshold)
+        labels = self.decoded.get(key) if self.decoded is not None else None
+        if labels is None:
+            labels = self._instances(probs, threshold)
+            if self.decoded is not None:
+                self.decoded[key] = labels
+                weakref.finalize(probs, self.decoded.pop, key, None)
+        return labels if keep_weak or self.settings.min_confidence <= 0 else self._without_weak(probs[0], labels)
+
+    def _instances(self, probs: np.ndarray, threshold: float) -> np.ndarray:
         s = self.settings
-        labels = instances(
+        return instances(
             probs[0],
             contour=self._output(probs, "contour", s.contours),
             threshold=threshold,
@@ -35,7 +49,6 @@ class Decoder:
             contour_threshold=s.contour_threshold,
             distance=self._output(probs, "distance", s.distances),
         )
-        return labels if keep_weak or s.min_confidence <= 0 else self._without_weak(probs[0], labels)
 
     def confidence(self, probs: np.ndarray) -> float:
         """The mean over the instances (none dropped for weakness) of each one's mean foreground

@@ -29,6 +29,7 @@ class Predictor:
     smoothing: float | None = None
     scale_policy: ScalePolicy | None = None  # its ranges (None: the defaults); its settings are always ``settings``
     name: str = ""  # the model's name in the zoo, else its path (summary.csv's model column)
+    decoded: dict | None = field(default=None, compare=False, repr=False)  # Decoder.decoded, in :func:`segment_image`
 
     def __post_init__(self) -> None:
         if self.smoothing is not None:
@@ -36,7 +37,7 @@ class Predictor:
 
     @property
     def decoder(self) -> Decoder:
-        return Decoder(self.settings, self.outputs)
+        return Decoder(self.settings, self.outputs, self.decoded)
 
     @property
     def policy(self) -> ScalePolicy:
@@ -177,3 +178,17 @@ def make_predictor(run: Runner, norm: str = "fixed", **knobs: Any) -> Predictor:
     settings = InferenceSettings(**parts[InferenceSettings])
     policy = ScalePolicy(settings, **parts[ScalePolicy]) if parts[ScalePolicy] else None
     return Predictor(run, norm, settings, Tiling(**parts[Tiling]), scale_policy=policy, **own)
+
+
+def segment_image(
+    predictor: Predictor, image: np.ndarray, threshold: float = 0.5
+) -> tuple[np.ndarray, list[np.ndarray], np.ndarray]:
+    """(probabilities, gates, instance labels) of an image by a predictor (what predict, evaluate
+    and Segmenter take): the labels of the scale auto scale kept are those it decoded to compare
+    its candidates, not decoded again."""
+    decoded: dict = {}
+    remembering = replace(predictor, decoded=decoded)
+    probs, gates = remembering.probabilities(image)
+    labels = remembering.labels(probs, threshold)
+    decoded.clear()  # not held while the caller writes its outputs
+    return probs, gates, labels
