@@ -601,3 +601,28 @@ def test_random_options_and_bytes_never_give_a_traceback(
         except SystemExit as exc:  # argparse's own usage errors
             code = exc.code
         assert code in (0, 1, 2)
+
+
+def test_a_file_whose_outputs_cannot_be_written_mid_batch_is_reported_and_the_batch_goes_on(
+    tmp_path: Path, tiny_model: Path, capsys
+) -> None:
+    """The user's own file under one output's name of the second of three files: that file
+    fails (the user's file untouched), the files around it finish, and summary.csv lists them in
+    input order."""
+    import csv
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for k, name in enumerate(("a", "b", "c")):
+        iio.imwrite(folder / f"{name}.png", synthetic(k)[0])
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "b_overlay.png").write_bytes(b"the user's own overlay")
+    assert main(["predict", str(folder), "--out", str(out), "--model", str(tiny_model)]) == 1
+    err = capsys.readouterr().err
+    assert "b_overlay.png: exists and was not written by attention-unet" in err
+    assert "1 file(s) failed: " in err and str(folder / "b.png") in err
+    assert (out / "b_overlay.png").read_bytes() == b"the user's own overlay"
+    assert (out / "a_nuclei.csv").is_file() and (out / "c_nuclei.csv").is_file()
+    with open(out / "summary.csv", newline="") as f:
+        assert [Path(row["input"]).name for row in csv.DictReader(f)] == ["a.png", "c.png"]
