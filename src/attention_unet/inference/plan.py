@@ -176,7 +176,7 @@ class ScalePolicy:
     coarse_probes: tuple[float, ...] = (0.25, 0.125)
     band: tuple[float, float] = (0.5, 2.0)  # a probe is trusted where its nuclei are this near the learnt size
     share: float = 0.1  # ... and found this share of the most nuclei such a probe found (not vanishing)
-    larger: float = 1.5
+    larger: float = 1.25
     min_probe_side: int = 64  # a smaller probe image says nothing about size
     # nuclei too small for the half-size probe (it sees clumps) are measured on finer probes of up
     # to ``fine_max_pixels``: ``smaller`` times the rules' size or less, theirs is taken (:meth:`fine_diameter`)
