@@ -403,3 +403,22 @@ def test_a_shared_tile_is_kept_until_its_last_window_took_it_and_within_the_limi
     full.keep((0, 0), output)
     full.keep((0, 512), output)  # past the limit: that window's neighbour runs it again
     assert full.take((0, 512)) is None and full.take((0, 0)) is output
+
+
+def test_probabilities_are_stored_as_numpy_would_round_them_to_float16() -> None:
+    """pass 1's float16 conversion equals NumPy's bit for bit: every float16 subnormal and each
+    tie between two of them (rounded to the even one), both signs, the edges of the normal range,
+    zeros, infinities and NaN, and random probabilities spread over 24 octaves."""
+    from attention_unet.inference.blockwise import as_float16
+
+    steps = np.arange(0, 2049, dtype=np.float32) * np.float32(2.0**-25)  # subnormals, their ties, 2**-14
+    edges = np.array([2.0**-14, np.nextafter(np.float32(2.0**-14), 0), 65504, 65520, 1e6, np.inf, np.nan, 0.0])
+    spread = np.random.default_rng(0).random(100_000) * 2.0 ** -np.random.default_rng(1).integers(0, 24, 100_000)
+    values = np.concatenate(
+        [steps, -steps, edges.astype(np.float32), -edges.astype(np.float32), spread.astype(np.float32)]
+    )
+    with np.errstate(over="ignore"):
+        expected = values.astype(np.float16)
+    got = as_float16(values.reshape(2, -1)).ravel()
+    assert got.dtype == np.float16
+    assert np.array_equal(got.view(np.uint16), expected.view(np.uint16))
