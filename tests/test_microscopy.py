@@ -189,6 +189,41 @@ def test_intensities_equal_regionprops() -> None:
         assert np.allclose(table[f"integrated_ch{c}"], reference[f"intensity_mean-{c}"] * reference["area"])
 
 
+def test_shapes_equal_regionprops() -> None:
+    """The shape columns are regionprops_table's: integers and centroids exactly, the moment-based
+    ones to 1e-12 (orientation's symmetric cases too: squares, discs, crosses, lines, single
+    pixels, where regionprops' own mu11 is 0); ellipses, nuclei cut by others and holes; no
+    nuclei at all."""
+    from skimage.draw import ellipse
+    from skimage.measure import regionprops_table
+
+    from attention_unet.io.measure import polygon_solidity, shape_table
+
+    rng = np.random.default_rng(1)
+    labels = np.zeros((200, 200), np.int32)
+    for k in range(1, 40):
+        y, x = rng.integers(12, 188, 2)
+        rr, cc = ellipse(y, x, rng.uniform(1, 10), rng.uniform(1, 10), (200, 200), rng.uniform(-np.pi, np.pi))
+        labels[rr, cc] = k
+    labels[5:12, 5:12], labels[5, 20], labels[3:6, 30:39] = 41, 42, 43  # a square, a pixel, a line
+    labels[30:40, 150:153], labels[33:36, 146:157] = 44, 44  # a cross
+    labels[60:70, 5:15], labels[64:66, 9:11] = 45, 0  # a square with a hole
+    names = ["label", "centroid", "bbox", "area", "perimeter", "equivalent_diameter_area", "axis_major_length"]
+    names += ["axis_minor_length", "eccentricity", "orientation"]
+    reference = regionprops_table(labels, properties=names, extra_properties=(polygon_solidity,))
+    table = shape_table(labels)
+    assert list(table)[:8] == ["label", "centroid_y", "centroid_x", "bbox_y0", "bbox_x0", "bbox_y1", "bbox_x1", "area"]
+    exact = {"label": "label", "centroid_y": "centroid-0", "centroid_x": "centroid-1", "bbox_y0": "bbox-0"}
+    exact |= {"bbox_x1": "bbox-3", "area": "area", "perimeter": "perimeter", "solidity": "polygon_solidity"}
+    for ours, theirs in exact.items():
+        assert np.array_equal(table[ours], reference[theirs]), ours
+    close = {"equivalent_diameter": "equivalent_diameter_area", "major_axis": "axis_major_length"}
+    close |= {"minor_axis": "axis_minor_length", "eccentricity": "eccentricity", "orientation": "orientation"}
+    for ours, theirs in close.items():
+        assert np.allclose(table[ours], reference[theirs], rtol=1e-12, atol=1e-12), ours
+    assert all(len(v) == 0 for v in shape_table(np.zeros((9, 9), np.int32)).values())
+
+
 def test_inputs_are_files_folders_and_globs_each_file_once(tmp_path: Path) -> None:
     """Relative paths (which the outputs mirror) start below a folder or a glob's fixed part; a
     path or a glob that finds nothing is an error, as a typo must not pass for an empty batch."""

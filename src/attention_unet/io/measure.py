@@ -1,5 +1,5 @@
-"""Per-nucleus measurements and the outlines other tools import: a table (skimage's
-regionprops_table), ImageJ/Fiji ROI sets (roifile) and QuPath GeoJSON.
+"""Per-nucleus measurements and the outlines other tools import: a table (skimage's regionprops
+definitions, all nuclei at once), ImageJ/Fiji ROI sets (roifile) and QuPath GeoJSON.
 
 Outlines are traced at the 0.5 level of each nucleus's mask (skimage.measure.find_contours), so
 they run along pixel edges and cut each outer corner by 1/8 pixel: their areas match the pixel
@@ -19,23 +19,6 @@ from scipy import ndimage
 
 from .outputs import spreadsheet_cell
 
-# regionprops_table's names -> the table's, in the order of the table's columns
-SHAPE = {
-    "label": "label",
-    "centroid-0": "centroid_y",
-    "centroid-1": "centroid_x",
-    "bbox-0": "bbox_y0",
-    "bbox-1": "bbox_x0",
-    "bbox-2": "bbox_y1",
-    "bbox-3": "bbox_x1",
-    "area": "area",
-    "perimeter": "perimeter",
-    "equivalent_diameter_area": "equivalent_diameter",
-    "axis_major_length": "major_axis",
-    "axis_minor_length": "minor_axis",
-    "eccentricity": "eccentricity",
-    "orientation": "orientation",
-}
 LENGTHS = (
     "centroid_y",
     "centroid_x",
@@ -90,21 +73,12 @@ def measurements(
     >>> [float(table[key][0]) for key in ("area", "area_um2", "integrated_gfp", "touches_border")]
     [20.0, 5.0, 60.0, 0.0]
     """
-    from skimage.measure import regionprops_table
-
     channels = 0 if intensity is None else (intensity.shape[2] if intensity.ndim == 3 else 1)
     if intensity is not None and intensity.ndim == 2:
         intensity = intensity[..., None]
     names = list(channel_names or [f"ch{c}" for c in range(channels)])
-    props = list(dict.fromkeys(k.split("-")[0] for k in SHAPE))
     labels = labels.astype(np.int32)
-    raw = regionprops_table(labels, properties=props, extra_properties=(polygon_solidity,))
-    integers = ("label", "bbox", "area")
-    table = {
-        new: np.asarray(raw[old], dtype=np.int64 if old.split("-")[0] in integers else float)
-        for old, new in SHAPE.items()
-    }
-    table["solidity"] = np.asarray(raw["polygon_solidity"], float)
+    table = shape_table(labels)
     table["touches_border"] = (
         (table["bbox_y0"] == 0)
         | (table["bbox_x0"] == 0)
@@ -117,6 +91,60 @@ def measurements(
         for key in LENGTHS:
             table[f"{key}_um"] = table[key] * pixel_size
     return table
+
+
+def shape_table(labels: np.ndarray) -> dict[str, np.ndarray]:
+    """Label, centroid, bounding box, area, perimeter, equivalent diameter, major/minor axis,
+    eccentricity, orientation and solidity of every nucleus, as skimage's regionprops defines them:
+    the moments of all nuclei at once (bincount over their pixels), perimeter and solidity one
+    nucleus at a time. Equal to regionprops_table to 1e-12 (tests/test_microscopy.py) in under
+    half its time (BENCHMARKS.md)."""
+    from skimage.measure import perimeter
+
+    boxes = ndimage.find_objects(labels)
+    present = np.array([i for i, box in enumerate(boxes, start=1) if box is not None], np.int64)
+    corners = np.zeros((len(boxes) + 1, 4), np.int64)  # by label: y0, x0, y1, x1
+    corners[present] = np.array([[b[0].start, b[1].start, b[0].stop, b[1].stop] for b in boxes if b], int).reshape(
+        -1, 4
+    )
+    table = {"label": present}
+    ids = labels[labels > 0]
+    rows, cols = np.nonzero(labels > 0)
+    area = np.bincount(ids, minlength=len(boxes) + 1)[present]
+    table["centroid_y"], table["centroid_x"] = (
+        np.bincount(ids, a, len(boxes) + 1)[present] / area for a in (rows, cols)
+    )
+    table |= {k: corners[present, j] for j, k in enumerate(("bbox_y0", "bbox_x0", "bbox_y1", "bbox_x1"))}
+    masks = [labels[boxes[i - 1]] == i for i in present]
+    table |= {"area": area, "perimeter": np.array([perimeter(m, 4) for m in masks], float)}
+    table["equivalent_diameter"] = np.sqrt(4 * area / np.pi)
+    mu20, mu02, mu11 = _second_moments(ids, rows - corners[ids, 0], cols - corners[ids, 1], present, area)
+    a, b, c = mu02 / area, -mu11 / area, mu20 / area  # the inertia tensor, as regionprops'
+    spread = np.sqrt(((a - c) / 2) ** 2 + b**2)
+    big, small = np.clip((a + c) / 2 + spread, 0, None), np.clip((a + c) / 2 - spread, 0, None)
+    table |= {"major_axis": 4 * np.sqrt(big), "minor_axis": 4 * np.sqrt(small)}
+    table["eccentricity"] = np.sqrt(1 - np.divide(small, big, out=np.ones_like(big), where=big > 0))
+    tilt = np.where(b < 0, np.pi / 4, -np.pi / 4)
+    table["orientation"] = np.where(a - c == 0, tilt, 0.5 * np.arctan2(-2 * b, c - a))
+    table["solidity"] = np.array([polygon_solidity(m) for m in masks], float)
+    return table
+
+
+def _second_moments(
+    ids: np.ndarray, y: np.ndarray, x: np.ndarray, present: np.ndarray, area: np.ndarray
+) -> tuple[np.ndarray, ...]:
+    """The central moments mu20, mu02, mu11 of each nucleus in ``present`` from its pixels'
+    coordinates in its box (y, x): n mu = n sum(uv) - sum(u) sum(v) in integers, exact (a
+    symmetric nucleus's mu11 is 0, as regionprops finds it) wherever that fits in int64."""
+    n = int(present.max(initial=0)) + 1
+    total = {k: np.bincount(ids, w, n)[present].astype(np.int64) for k, w in (("y", y), ("x", x))}
+    moments = []
+    for u, v in (("y", "y"), ("x", "x"), ("y", "x")):
+        cross = np.bincount(ids, {"y": y, "x": x}[u] * {"y": y, "x": x}[v], n)[present].astype(np.int64)
+        exact = area * cross - total[u] * total[v]
+        rounded = area * cross.astype(float) - total[u] * total[v].astype(float)
+        moments.append(np.where(area * cross.astype(float) < 2.0**62, exact, rounded) / area)
+    return tuple(moments)
 
 
 def intensity_table(
