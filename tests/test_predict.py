@@ -42,13 +42,24 @@ SHIPPED_SAMPLE_F1 = 0.920  # `attention-unet evaluate --split all` on the sample
 
 
 @settings(max_examples=100, deadline=None, derandomize=True)
-@given(st.integers(1, 3000), st.integers(16, 600))
-def test_tiles_cover_evenly_with_the_last_flush(length: int, tile: int) -> None:
-    starts = tile_starts(length, tile)
+@given(st.integers(1, 3000), st.integers(16, 600), st.sampled_from([0.0, 0.125, 0.25, 0.5]))
+def test_tiles_cover_evenly_with_the_last_flush(length: int, tile: int, overlap: float) -> None:
+    starts = tile_starts(length, tile, overlap)
     assert starts[0] == 0
     assert starts[-1] + min(tile, length) == max(length, min(tile, length))
     gaps = np.diff(starts)
-    assert (gaps > 0).all() and (gaps <= tile * 0.75 + 1).all()
+    assert (gaps > 0).all() and (gaps <= tile * (1 - overlap) + 1).all()
+
+
+def test_tiles_overlap_by_an_eighth() -> None:
+    """The default grid: 512-px tiles whose neighbours share at least 64 px (a 4000-px side in 9
+    tiles, not the 11 of a quarter's overlap); an image up to a tile's size is one tile."""
+    from attention_unet.inference.tiles import Tiling
+
+    rows, cols, height, width = Tiling().grid(4000, 1000)
+    assert len(rows) == 9 and len(cols) == 3 and (height, width) == (512, 512)
+    assert min(np.diff(rows)) >= 1 and 512 - max(np.diff(rows)) >= 64
+    assert Tiling().grid(512, 300)[:2] == ([0], [0])
 
 
 def test_gaussian_weights_have_no_zeros() -> None:
