@@ -108,8 +108,8 @@ def shape_table(labels: np.ndarray) -> dict[str, np.ndarray]:
         -1, 4
     )
     table = {"label": present}
-    ids = labels[labels > 0]
-    rows, cols = np.nonzero(labels > 0)
+    inside = labels > 0
+    ids, (rows, cols) = labels[inside], np.nonzero(inside)
     area = np.bincount(ids, minlength=len(boxes) + 1)[present]
     table["centroid_y"], table["centroid_x"] = (
         np.bincount(ids, a, len(boxes) + 1)[present] / area for a in (rows, cols)
