@@ -16,6 +16,7 @@ import ctypes
 import ctypes.util
 import os
 import platform
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cache
@@ -23,7 +24,8 @@ from functools import cache
 _M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4  # mallopt parameters, from glibc's malloc.h
 _DEFAULT = {_M_TRIM_THRESHOLD: 128 * 1024, _M_MMAP_MAX: 65536}  # glibc's (static) defaults
 _KEEP = {_M_TRIM_THRESHOLD: 2**31 - 1, _M_MMAP_MAX: 0}
-_state = {"kept": False}
+_state = {"kept": False, "inside": 0}  # inside: blocks in kept() now (images predicted side by side)
+_lock = threading.Lock()
 
 
 @cache  # find_library runs ldconfig: once per process, not once per predicted image
@@ -48,16 +50,22 @@ def keep_freed_memory(keep: bool = True) -> bool:
 
 @contextmanager
 def kept() -> Iterator[None]:
-    """Keep freed memory inside the block; afterwards, unless it was kept before (or the setting
-    does not apply here), map large blocks again and give the heap's free memory back."""
-    before = _state["kept"]
-    applied = keep_freed_memory()
+    """Keep freed memory inside the block; when the last block of those running in threads ends,
+    unless it was kept before (or the setting does not apply here), map large blocks again and
+    give the heap's free memory back."""
+    with _lock:
+        if not _state["inside"]:
+            _state["before"] = _state["kept"]
+            _state["applied"] = keep_freed_memory()
+        _state["inside"] += 1
     try:
         yield
     finally:
-        if applied and not before:
-            keep_freed_memory(False)
-            release()
+        with _lock:
+            _state["inside"] -= 1
+            if not _state["inside"] and _state["applied"] and not _state["before"]:
+                keep_freed_memory(False)
+                release()
 
 
 def release() -> None:

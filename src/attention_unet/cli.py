@@ -166,6 +166,12 @@ def _predict_parser(sub: Any) -> None:
         help="auto: the shipped model's int8 ONNX on a CPU (BENCHMARKS.md), torch otherwise",
     )
     p.add_argument("--threshold", type=float, default=0.5)
+    p.add_argument(
+        "--jobs",
+        type=int,
+        metavar="N",
+        help="images predicted at once, side by side (default 2; an image above a block-wise window runs alone)",
+    )
     _block_args(p)
 
 
@@ -334,6 +340,7 @@ def _predict(args: argparse.Namespace) -> int:
         skip_existing=args.skip_existing,
         blockwise=args.blockwise,
         blocks=blocks,
+        **({"jobs": args.jobs} if args.jobs is not None else {}),
     )
     return predict_files(args.inputs, out=args.out, predictor=predictor, options=options, recipe=recipe)
 

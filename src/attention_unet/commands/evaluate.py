@@ -24,6 +24,7 @@ from ..inference.pipeline import Predictor, segment_image
 from ..io import data, limits
 from ..io.images import to_uint8
 from ..io.outputs import OutputFolder, spreadsheet_cell
+from .jobs import JOBS, in_order
 
 OBJECT_METRICS = ("dsb_score", "tp_fp_fn_ratio_at_0.5", "relative_count_error", "f1d", "aji", "pq")
 
@@ -88,8 +89,7 @@ def score_records(
     picture)`` takes each image | truth | prediction strip when given."""
     from tqdm import tqdm
 
-    rows = []
-    for r in tqdm(records, desc=f"evaluate ({protocol})", unit="image", file=sys.stderr):
+    def score(r: data.Record) -> dict[str, Any]:
         image, labels = zoomed(*data.protocol_view(r, protocol), zoom)
         chosen = predictor.for_image(image)
         probs, _, labelled = segment_image(chosen, image)
@@ -103,10 +103,12 @@ def score_records(
         row.update(metrics.pixel_scores(pred, labels > 0))
         row.update(metrics.object_scores(labels, labelled))
         row["model"] = chosen.name
-        rows.append(row)
         if save_strip is not None:
             save_strip(r.id, strip(image, labels, pred))
-    return rows
+        return row
+
+    scored = in_order(score, records, JOBS)  # images side by side, rows in the records' order
+    return list(tqdm(scored, total=len(records), desc=f"evaluate ({protocol})", unit="image", file=sys.stderr))
 
 
 def summarise(rows: list[dict[str, Any]], protocol: str) -> dict[str, Any]:

@@ -42,6 +42,7 @@ from ..io.reports import predict_index
 from ..model import zoo
 from ..model.zoo import licence_notes
 from ..settings import check_threshold
+from .jobs import JOBS, Admission, check_jobs, in_order
 
 BLOCKWISE = ("auto", "always", "never")
 __all__ = ["ENGINES", "PredictOptions", "load_predictor", "predict_files"]
@@ -64,6 +65,7 @@ class PredictOptions:
     skip_existing: bool = False  # leave out inputs whose outputs an earlier run here completed
     blockwise: str = "auto"  # auto: zarr inputs and TIFF planes above blocks.above pixels; always; never
     blocks: BlockSettings = field(default_factory=BlockSettings)
+    jobs: int = JOBS  # images predicted at once (.jobs: those above a block-wise window run alone)
 
 
 def parse_diameter(text: str) -> tuple[float, str]:
@@ -146,6 +148,7 @@ def predict_files(
 def check_options(options: PredictOptions, predictor: Predictor) -> tuple[float, str] | None:
     """One line for a bad option before any file is read; the parsed --diameter."""
     check_threshold(options.threshold, "--threshold")
+    check_jobs(options.jobs, "--jobs")
     if options.blockwise not in BLOCKWISE:
         raise InputError(f"--blockwise must be one of {', '.join(BLOCKWISE)}, not {options.blockwise}")
     options.blocks.check()
@@ -182,44 +185,61 @@ def _predict_files(
         if not folder.made_with(run_stamp(predictor, options, recipe)) and earlier:
             print(f"note: {out} holds outputs made with another model or other options; --skip-existing redoes them")
             earlier = {}
+        given = {"folder": folder, "predictor": predictor, "options": options, "diameter": diameter}
+        job = FileJob(given, earlier, recipe, client, Admission(options.blocks.window))
         unwritten = False  # summary rows not yet in summary.csv
-        stems = unique_stems([r for _, r in files])
-        for k, ((path, _), stem) in enumerate(tqdm(list(zip(files, stems)), desc="predict", unit="file"), start=1):
-            if options.skip_existing and folder.done(folder.root / f"{stem}_nuclei.csv") and str(path) in earlier:
-                summary.rows += earlier[str(path)]  # the nuclei table is written last: the file was finished
-                summary.skipped += 1
+        items = list(zip(files, unique_stems([r for _, r in files])))
+        with contextlib.closing(in_order(job.run, items, options.jobs)) as outcomes:
+            progress = tqdm(zip(items, outcomes), total=len(items), desc="predict", unit="file")
+            for k, (((path, _), _), (outcome, found)) in enumerate(progress, start=1):
+                if outcome == "failed":
+                    summary.failed[str(path)] = found
+                    unwritten = bool(summary.rows)  # the index lists it, once there is an index
+                    continue
+                summary.rows += found
+                summary.skipped += outcome == "skipped"
                 unwritten = True
-                continue
-            try:
-                given = {
-                    "folder": folder,
-                    "stem": stem,
-                    "predictor": predictor,
-                    "options": options,
-                    "diameter": diameter,
-                }
-                if wants_blocks(path, options):
-                    rows = predict_blockwise(path, **given, recipe=recipe, client=client)
-                else:
-                    rows = predict_file(path, **given)
-            except (InputError, OSError) as exc:  # OSError: an output name too long, a full disk
-                reason = (
-                    str(exc) if isinstance(exc, InputError) else f"{path}: cannot write its outputs ({exc.strerror})"
-                )
-                tqdm.write(f"warning: {reason}", file=sys.stderr)  # on its own line, not after the bar
-                summary.failed[str(path)] = reason
-                unwritten = bool(summary.rows)  # the index lists it, once there is an index
-                continue
-            summary.rows += [{"input": str(path), **row} for row in rows]
-            unwritten = True
-            if due(k, len(files)):  # as images finish: a stopped run keeps what it did
-                write_summary(folder, summary.rows, summary.failed)
-                unwritten = False
+                if outcome == "done" and due(k, len(files)):  # as images finish: a stopped run keeps what it did
+                    write_summary(folder, summary.rows, summary.failed)
+                    unwritten = False
         if unwritten:  # rows since the last write, --skip-existing's, or a failure after the last one done
             write_summary(folder, summary.rows, summary.failed)
     finally:
         folder.release()  # also when interrupted: a rerun in this process may lock it again
     return report_run(summary, len(files), out)
+
+
+@dataclass(frozen=True)
+class FileJob:
+    """One input file of a batch, run beside others (:func:`.jobs.in_order`): ``given`` are the
+    keywords every file's prediction takes; ``earlier`` the summary rows of files an earlier run
+    finished (--skip-existing)."""
+
+    given: dict
+    earlier: dict[str, list[dict]]
+    recipe: dict
+    client: object
+    admission: Admission
+
+    def run(self, item: tuple[tuple[Path, Path], str]) -> tuple[str, Any]:
+        """("done", its summary rows), ("skipped", the earlier run's rows) or ("failed", why)."""
+        from tqdm import tqdm
+
+        (path, _), stem = item
+        folder, options = self.given["folder"], self.given["options"]
+        if options.skip_existing and folder.done(folder.root / f"{stem}_nuclei.csv") and str(path) in self.earlier:
+            return "skipped", self.earlier[str(path)]  # the nuclei table is written last: the file was finished
+        try:
+            if wants_blocks(path, options):
+                with self.admission.admit(math.inf):  # alone: its blocks run on --workers threads
+                    rows = predict_blockwise(path, stem=stem, **self.given, recipe=self.recipe, client=self.client)
+            else:
+                rows = predict_file(path, stem=stem, **self.given, admission=self.admission)
+        except (InputError, OSError) as exc:  # OSError: an output name too long, a full disk
+            reason = str(exc) if isinstance(exc, InputError) else f"{path}: cannot write its outputs ({exc.strerror})"
+            tqdm.write(f"warning: {reason}", file=sys.stderr)  # on its own line, not after the bar
+            return "failed", reason
+        return "done", [{"input": str(path), **row} for row in rows]
 
 
 def run_stamp(predictor: Predictor, options: PredictOptions, recipe: dict) -> str:
@@ -229,6 +249,7 @@ def run_stamp(predictor: Predictor, options: PredictOptions, recipe: dict) -> st
     names = list(zoo.entries()) if str(model) == AUTO else [model]
     given = dataclasses.asdict(options)
     given.pop("skip_existing")
+    given.pop("jobs")
     for key in ("workers", "scheduler"):
         given["blocks"].pop(key, None)
     recipe = {k: v for k, v in recipe.items() if k not in ("local", "device", "batch_size")}
@@ -401,9 +422,28 @@ def predict_file(
     predictor: Predictor,
     options: PredictOptions,
     diameter: tuple[float, str] | None,
+    admission: Admission | None = None,
 ) -> list[dict]:
-    """Segment one file (every plane of a stack) and write its outputs; its summary rows."""
+    """Segment one file (every plane of a stack) and write its outputs; its summary rows.
+    ``admission``: whether it may run beside other files now (:mod:`.jobs`)."""
     source = open_image(path, axes=options.axes, pixel_size=options.pixel_size)
+    with (admission or Admission(math.inf)).admit(math.prod(source.shape_yx)):
+        return _predict_source(
+            source, path, folder=folder, stem=stem, predictor=predictor, options=options, diameter=diameter
+        )
+
+
+def _predict_source(
+    source: Any,
+    path: Path,
+    *,
+    folder: OutputFolder,
+    stem: str,
+    predictor: Predictor,
+    options: PredictOptions,
+    diameter: tuple[float, str] | None,
+) -> list[dict]:
+    """:func:`predict_file` of a file opened as ``source``."""
     channel = nuclei_channel(source, path, options)
     names = distinct([n or f"ch{c}" for c, n in enumerate(source.channel_names)])
     names = names if len(source.channel_names) == source.n_channels else None

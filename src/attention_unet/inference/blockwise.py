@@ -85,10 +85,15 @@ class BlockSettings:
         if not (isinstance(self.workers, int) and 1 <= self.workers <= 256):
             raise InputError(f"--workers must be a whole number from 1 to 256, not {self.workers}")
 
+    @property
+    def window(self) -> int:
+        """The pixels a worker holds at most: a block and its margins."""
+        return (self.block + 2 * max(self.context, self.halo)) ** 2
+
     def memory(self, height: int, width: int) -> float:
         """Bytes a local run on a height x width image is estimated to hold at its peak: the process
         and model, and a window (a block and its margins, within the image) per worker at work."""
-        edge = self.block + 2 * max(self.context, self.halo)
+        edge = math.isqrt(self.window)
         blocks = -(-height // self.block) * -(-width // self.block)
         window = min(edge, height) * min(edge, width)
         return BLOCKWISE_BASE_BYTES + min(self.workers, blocks) * window * BLOCKWISE_BYTES_PER_PIXEL

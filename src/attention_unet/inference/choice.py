@@ -5,6 +5,7 @@ a kind no card claims, or one that cannot be classified, goes to the default mod
 from __future__ import annotations
 
 import sys
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,6 +26,8 @@ class ModelChoice:
     routes: dict[str, str]  # image kind -> model name
     default: str
     loaded: dict[str, Predictor] = field(default_factory=dict)
+    # images of a batch are predicted side by side (commands.jobs): a model is loaded once
+    _loading: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     @property
     def name(self) -> str:
@@ -40,9 +43,14 @@ class ModelChoice:
         return self.for_default().for_diameter(diameter)
 
     def for_default(self) -> Predictor:
-        if self.default not in self.loaded:
-            self.loaded[self.default] = self.load(self.default)
-        return self.loaded[self.default]
+        return self.named(self.default)
+
+    def named(self, name: str) -> Predictor:
+        """The predictor of the model ``name``, loaded on first use."""
+        with self._loading:
+            if name not in self.loaded:
+                self.loaded[name] = self.load(name)
+            return self.loaded[name]
 
     def name_for(self, image: np.ndarray) -> str:
         """The model for an image of this kind (the default for a kind no model claims)."""
@@ -54,7 +62,4 @@ class ModelChoice:
         return self.routes.get(kind, self.default)
 
     def for_image(self, image: np.ndarray) -> Predictor:
-        name = self.name_for(image)
-        if name not in self.loaded:
-            self.loaded[name] = self.load(name)
-        return self.loaded[name]
+        return self.named(self.name_for(image))

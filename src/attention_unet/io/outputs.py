@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -96,6 +97,7 @@ class OutputFolder:
             raise InputError(f"--out {self.root}: is a file, not a folder")
         self.ours = listed(self.root)
         self.stamps = stamps(self.root)
+        self._listing = threading.Lock()  # files of a batch are written from several threads (commands.jobs)
 
     def lock(self) -> None:
         """Hold the folder for this process (until it exits): a second run into it is an error.
@@ -177,22 +179,25 @@ class OutputFolder:
         temporary = path.with_name(f".partial-{os.getpid()}-{path.name}")
         try:
             yield temporary
-            if relative not in self.ours:  # listed before it appears, so a crash cannot orphan it
-                self.ours.add(relative)
-                self._list(relative)
+            self._own(relative)  # listed before it appears, so a crash cannot orphan it
             os.replace(temporary, path)
-            self.stamps[relative] = stamp_of(path)  # as written: a later change is the user's
-            self._list(f"{relative}\t{self.stamps[relative]}")
+            with self._listing:
+                self.stamps[relative] = stamp_of(path)  # as written: a later change is the user's
+                self._list(f"{relative}\t{self.stamps[relative]}")
         finally:
             temporary.unlink(missing_ok=True)
 
     def claim(self, path: Path) -> Path:
         """``path`` (a work folder, say) listed as this tool's; one line if it is someone else's."""
-        relative = self.check(path, "touching")
-        if relative not in self.ours:
-            self.ours.add(relative)
-            self._list(relative)
+        self._own(self.check(path, "touching"))
         return path
+
+    def _own(self, relative: str) -> None:
+        """List ``relative`` as this tool's (once)."""
+        with self._listing:
+            if relative not in self.ours:
+                self.ours.add(relative)
+                self._list(relative)
 
     def place(self, source: Path, path: Path) -> None:
         """Move a finished folder ``source`` (written inside the output folder) to ``path``,

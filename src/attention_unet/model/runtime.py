@@ -58,8 +58,12 @@ def onnx_session(path: str | Path) -> Any:
     """An ONNX Runtime session on the CPU, or one line naming the file."""
     import onnxruntime as ort
 
+    options = ort.SessionOptions()
+    # threads that wait sleep instead of spinning: predict runs images (and blocks) side by side,
+    # and a spinning pool would take the cores the other image's post-processing needs
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
-        return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # noqa: BLE001 - ORT raises its own error types for any graph it cannot run
         reason = str(exc).splitlines()[0][:200]
         raise InputError(f"{path}: ONNX Runtime cannot run it ({reason})") from None
