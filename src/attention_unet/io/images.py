@@ -7,7 +7,7 @@ import glob
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -119,6 +119,8 @@ class ImageFile:
     channel_names: list[str]
     pixel_size: float | None  # µm per pixel, from OME or ImageJ metadata or a centimetre resolution
     rgb: bool  # the channels are the colours of one image (S axis), not stains
+    # a PNG, JPEG or BMP as decoded when it was opened (its shape is only known so): not decoded twice
+    decoded: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     @property
     def stack_axes(self) -> str:
@@ -158,7 +160,7 @@ class ImageFile:
     def planes(self) -> Iterator[Plane]:
         """Each plane in file order (the last stack axis fastest)."""
         if self.path.suffix.lower() not in (".tif", ".tiff"):
-            image = data.decode_image(self.path)
+            image = self.decoded if self.decoded is not None else data.decode_image(self.path)
             yield Plane(_channels_last(image[..., :3] if image.ndim == 3 else image, "YXS" if self.rgb else "YX"), {})
             return
         import tifffile
@@ -255,7 +257,8 @@ def open_image(
         image = data.decode_image(path)
         file_axes = "YX" if image.ndim == 2 else "YXS"
         shape = image.shape if image.ndim == 2 else (*image.shape[:2], min(3, image.shape[2]))  # alpha is no channel
-        found = ImageFile(path, file_axes, shape, [], None, image.ndim == 3)
+        image.setflags(write=False)  # each pass over the planes sees the file's pixels
+        found = ImageFile(path, file_axes, shape, [], None, image.ndim == 3, image)
     else:
         import tifffile
 
