@@ -1,7 +1,7 @@
 """Images predicted side by side. Most of an image's time outside the network (its instances,
 measurements and outputs) runs on one core; with two images in flight, one's network runs while
 the other's post-processing does (BENCHMARKS.md). Threads, not processes: the model is loaded once,
-and ONNX Runtime, OpenCV, SciPy and NumPy let go of the GIL while they compute.
+and ONNX Runtime and OpenCV let go of the GIL while they compute, as many NumPy routines do.
 
 Images are admitted by size (:class:`Admission`): one of at most a block-wise window's pixels runs
 beside others; a larger one runs alone, so a batch never holds two large images at once.
