@@ -234,7 +234,9 @@ class FileJob:
                 with self.admission.admit(math.inf):  # alone: its blocks run on --workers threads
                     rows = predict_blockwise(path, stem=stem, **self.given, recipe=self.recipe, client=self.client)
             else:
-                rows = predict_file(path, stem=stem, **self.given, admission=self.admission)
+                source = open_image(path, axes=options.axes, pixel_size=options.pixel_size)
+                with self.admission.admit(math.prod(source.shape_yx)):  # small images run side by side
+                    rows = predict_file(source, stem=stem, **self.given)
         except (InputError, OSError) as exc:  # OSError: an output name too long, a full disk
             reason = str(exc) if isinstance(exc, InputError) else f"{path}: cannot write its outputs ({exc.strerror})"
             tqdm.write(f"warning: {reason}", file=sys.stderr)  # on its own line, not after the bar
@@ -415,27 +417,7 @@ def plane_image(plane: Any, channel: int | None, path: Path, first: bool) -> np.
 
 
 def predict_file(
-    path: Path,
-    *,
-    folder: OutputFolder,
-    stem: str,
-    predictor: Predictor,
-    options: PredictOptions,
-    diameter: tuple[float, str] | None,
-    admission: Admission | None = None,
-) -> list[dict]:
-    """Segment one file (every plane of a stack) and write its outputs; its summary rows.
-    ``admission``: whether it may run beside other files now (:mod:`.jobs`)."""
-    source = open_image(path, axes=options.axes, pixel_size=options.pixel_size)
-    with (admission or Admission(math.inf)).admit(math.prod(source.shape_yx)):
-        return _predict_source(
-            source, path, folder=folder, stem=stem, predictor=predictor, options=options, diameter=diameter
-        )
-
-
-def _predict_source(
     source: Any,
-    path: Path,
     *,
     folder: OutputFolder,
     stem: str,
@@ -443,7 +425,9 @@ def _predict_source(
     options: PredictOptions,
     diameter: tuple[float, str] | None,
 ) -> list[dict]:
-    """:func:`predict_file` of a file opened as ``source``."""
+    """Segment one file opened as ``source`` (:func:`open_image`; every plane of a stack) and write
+    its outputs; its summary rows."""
+    path = source.path
     channel = nuclei_channel(source, path, options)
     names = distinct([n or f"ch{c}" for c, n in enumerate(source.channel_names)])
     names = names if len(source.channel_names) == source.n_channels else None
