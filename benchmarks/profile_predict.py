@@ -9,8 +9,8 @@ int8 limit (the speed issue's profile).
    included), the sliding window around it (``tiles.sliding_window`` less the network), the
    instances (``Decoder.labels``, which also runs inside auto scale's choice), the measurements,
    reading and writing. Stages can nest (the probes' decoding is inside the plan), so they are not
-   summed to the total. Whole-image prediction only: block-wise prediction runs its blocks in
-   dask's threads, which cProfile (main thread only) does not see.
+   summed to the total. One image at a time (``--jobs 1``), whole-image prediction only: cProfile
+   sees the main thread, not the threads of several images or of block-wise prediction's blocks.
 2. The machine's rates: one 3 x 3 convolution, 64 to 64 channels, on 1 x 64 x 256 x 256, in ONNX
    Runtime as fp32 and statically quantised (QDQ: int8 weights, uint8 activations), in GOP/s (two
    operations per multiply-add), median of ``--repeats`` runs.
@@ -50,7 +50,7 @@ def profile_predict(inputs: str) -> dict[str, float]:
     profiler = cProfile.Profile()
     with tempfile.TemporaryDirectory() as out:
         profiler.enable()
-        main(["predict", inputs, "--out", out])
+        main(["predict", inputs, "--out", out, "--jobs", "1"])  # cProfile sees the main thread only
         profiler.disable()
     stats = pstats.Stats(profiler).stats  # type: ignore[attr-defined]
     seconds = dict.fromkeys(STAGES, 0.0)
