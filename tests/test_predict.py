@@ -356,7 +356,9 @@ def test_auto_scale_probe_is_one_view_under_tta() -> None:
     predictor.policy.probed(image, predictor.network(data.normalisation_range(image, "percentile")), 0.5)
     assert len(calls) == 1
     predictor.probability(image)
-    assert len(calls) == 1 + 1 + 4  # probe (auto scale), then the full pass's views
+    # auto scale's probes, one view each (half size, and 64 px a side: the image is under 128 px),
+    # then the full pass's views
+    assert len(calls) == 1 + 2 + 4 and calls[1:3] == [(1, 3, 48, 48), (1, 3, 64, 64)]
 
 
 def he_like(sharp: bool, seed: int = 0) -> np.ndarray:
@@ -583,7 +585,7 @@ def test_pieces_far_from_the_learnt_size_set_no_bar_for_the_coarse_probes() -> N
     network = predictor.network(data.normalisation_range(image, "percentile"))
     half = predictor.policy.probed(image, network, 0.5)
     assert half[0].max() > 10 * 20 and sizes_of(half[0], half[1])["median"] * 0.5 < 8
-    assert predictor.policy.pyramid_diameter(image, network, half) == pytest.approx(96, rel=0.15)
+    assert predictor.policy.pyramid_diameter(image, network, half, 0.5) == pytest.approx(96, rel=0.15)
     assert predictor.policy.sizing(image, network)[1] == pytest.approx(96, rel=0.15)
 
 
@@ -623,7 +625,7 @@ def test_a_fine_probe_measures_small_nuclei_the_half_size_probe_sees_in_clumps(
     half = policy.probed(image, network, 0.5)
     clump = sizes_of(half[0], half[1])["median"]
     assert (clump * 0.5 < policy.fine_below * 16) == (radius == 3)
-    assert (policy.fine_diameter(image, network, half, clump) is not None) == fine
+    assert (policy.fine_diameter(image, network, half, clump, 0.5) is not None) == fine
     diameter = policy.sizing(image, network)[1]
     assert diameter == pytest.approx(2 * radius + 1, rel=0.2) if fine else diameter == pytest.approx(clump)
 
@@ -719,3 +721,37 @@ def test_pictures_written_by_opencv_decode_to_the_same_pixels(tmp_path: Path) ->
     for picture in (rng.integers(0, 256, (17, 23), dtype=np.uint8), rng.integers(0, 256, (17, 23, 3), dtype=np.uint8)):
         write_png(tmp_path / "p.png", picture)
         np.testing.assert_array_equal(iio.imread(tmp_path / "p.png"), picture)
+
+
+def test_a_tiny_image_is_measured_on_a_probe_large_enough_to_see_its_nuclei() -> None:
+    """A 64 x 80 image of nuclei 5 px across, which a network sees merged into large clumps in any
+    view smaller than the image: a half-size probe (32 x 40) would measure the clumps (no fine
+    probe is tried for pieces that large) and leave the image at its size; the first probe is the
+    image's own size, which sees the nuclei, and the fine probe confirms them."""
+    shape = (64, 80)
+    centres = [(y, x) for y in range(6, 60, 9) for x in range(6, 76, 9)]
+    nuclei = disks(shape, centres, 2) > 0
+    clumps = ndimage.binary_dilation(nuclei, iterations=3)
+    image = np.dstack([nuclei.astype(np.uint8) * 200] * 3)
+
+    def network(view: np.ndarray, sigma: float, views: bool) -> tuple[np.ndarray, list[np.ndarray]]:
+        seen = clumps if view.shape[0] < shape[0] else nuclei
+        return data.resize(seen.astype(np.float32), view.shape[:2])[None], []
+
+    policy = make_predictor(brightness_runner, "percentile", scale="auto", min_area=1, h=50).policy
+    half = policy.probed(image, network, 0.5)
+    assert sizes_of(half[0], half[1])["median"] * 0.5 >= policy.fine_below * 16  # clumps: no fine probe
+    assert policy.first_probed(image, network)[0] == 1.0
+    factor, diameter, _ = policy.sizing(image, network)
+    assert diameter == pytest.approx(5, rel=0.2)
+    assert factor > 2
+
+    def blind_at_full_size(view: np.ndarray, sigma: float, views: bool) -> tuple[np.ndarray, list[np.ndarray]]:
+        found = network(view, sigma, views)[0]
+        return (found * 0 if view.shape[0] == shape[0] else found), []
+
+    # where the larger probe is less sure (here: it finds nothing), the half-size probe is kept
+    assert policy.first_probed(image, blind_at_full_size)[0] == 0.5
+    # an image of 128 px or more a side is measured at half size, as before
+    large = np.dstack([disks((128, 160), [(y, x) for y in range(8, 120, 16) for x in range(8, 150, 16)], 4) > 0] * 3)
+    assert policy.first_probed(large.astype(np.uint8) * 200, network)[0] == 0.5

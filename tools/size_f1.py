@@ -7,6 +7,10 @@ mean per dataset and zoom and writes a row per image.
     python tools/size_f1.py --out runs/size/f1.csv --zooms 0.25 0.5 1 2 4 8 [--model nuclei] \
         [--limit 24] [--split-file S] [--crop SIDE] ../shared/data/dsb2018/stage1_train.zip ...
 
+``--model auto``: each image with the model ``predict``'s default picks for it (its name in the
+``model`` column), auto and oracle alike; the default engine (int8 where a model has it). No
+``--model``: the default model, the default engine; another name: that model on torch.
+
 ``--crop 1024 --zooms 2.5`` on DSB-2018's large-nucleus group (tools/splits/dsb2018_large_nuclei.json)
 gives images of few nuclei 64-226 px across, where auto scale's half-size probe fails most.
 """
@@ -39,7 +43,8 @@ def main() -> None:
     parser = study_parser(__doc__)
     parser.add_argument("--no-oracle", action="store_true")
     args = parser.parse_args()
-    base = load_predictor(args.model, engine="torch" if args.model else "auto")
+    # the default engine for the default model and for auto's choice (int8 where a model has it)
+    base = load_predictor(args.model, engine="torch" if args.model not in (None, "auto") else "auto")
     rows, means = [], defaultdict(list)
     for path in args.data:
         for record in part_records(path, args):
@@ -49,10 +54,11 @@ def main() -> None:
                 if not (areas > 0).any():
                     continue
                 row = {"dataset": Path(path).stem, "id": record.id, "zoom": zoom, "used": round(used, 3)}
-                row |= {f"auto_{k}": v for k, v in scored(base, image, labels).items()}
+                chosen = base.for_image(image)  # --model auto: the model auto picks for this image
+                row |= {"model": chosen.name, **{f"auto_{k}": v for k, v in scored(chosen, image, labels).items()}}
                 if not args.no_oracle:
                     true = size_statistics(areas[areas > 0])["median"]
-                    oracle = base.for_diameter(max(true, base.settings.target_diameter / 8))
+                    oracle = chosen.for_diameter(max(true, chosen.settings.target_diameter / 8))
                     row |= {f"oracle_{k}": v for k, v in scored(oracle, image, labels).items()}
                 rows.append(row)
                 means[row["dataset"], zoom].append(row)

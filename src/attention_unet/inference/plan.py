@@ -218,15 +218,26 @@ class ScalePolicy:
         that :func:`choose` also tries where the fragments rule is undecided)."""
         if not self.auto:
             return float(self.settings.scale), None, None
-        half = self.probed(image, network, self.probe)
+        probe, half = self.first_probed(image, network)
         diameter, large = self.fragments.typical(half[0], half[1])
-        whole = self.pyramid_diameter(image, network, half)
+        whole = self.pyramid_diameter(image, network, half, probe)
         if whole is not None and (diameter is None or whole >= self.larger * diameter):
             diameter, large = whole, None  # the half-size probe's pieces were parts of larger nuclei
-        fine = self.fine_diameter(image, network, half, diameter)
+        fine = self.fine_diameter(image, network, half, diameter, probe)
         if fine is not None and diameter is not None and fine <= self.smaller * diameter:
             diameter, large = fine, None  # the half-size probe's nuclei were clumps of smaller ones
         return self.factor_of(diameter), diameter, large
+
+    def first_probed(self, image: np.ndarray, network: Network) -> tuple[float, tuple[np.ndarray, float, float]]:
+        """(size, :meth:`probed`) of the probe the rules measure on: the half-size one, or where that
+        is under ``min_probe_side`` pixels (a 64 x 80 image's 32 x 40 probe may see clumps of its tiny
+        nuclei) the surer of it and a probe of that side (at most the image's own size)."""
+        half = self.probed(image, network, self.probe)
+        larger = min(1.0, self.min_probe_side / min(image.shape[:2]))
+        if larger <= self.probe:
+            return self.probe, half
+        other = self.probed(image, network, larger)
+        return (larger, other) if other[2] > half[2] else (self.probe, half)
 
     def probed(self, image: np.ndarray, network: Network, probe: float) -> tuple[np.ndarray, float, float]:
         """The instances of the image at ``probe`` size (the mask's watershed; one view: a sizing
@@ -238,19 +249,19 @@ class ScalePolicy:
         return labels, (image.shape[1] / small.shape[1]) ** 2, mean_probability(probs[0], labels)
 
     def pyramid_diameter(
-        self, image: np.ndarray, network: Network, half: tuple[np.ndarray, float, float]
+        self, image: np.ndarray, network: Network, half: tuple[np.ndarray, float, float], first: float
     ) -> float | None:
-        """The median diameter that the surest trusted probe of the pyramid (the half-size probe,
-        ``half``, and the coarse probes; each at least ``min_probe_side`` pixels) finds: trusted
+        """The median diameter that the surest trusted probe of the pyramid (the first probe,
+        ``half`` at size ``first``, and the coarse probes; each at least ``min_probe_side`` pixels) finds: trusted
         where its median nucleus is within ``band`` times the learnt size at its scale and it found
         at least ``share`` of the most nuclei such a probe found (a probe of pieces far from that
         size sets no bar), the surest having the highest mean instance probability; None where no
         probe is trusted."""
         found = {}
-        for probe in (self.probe, *self.coarse_probes):
+        for probe in (first, *self.coarse_probes):
             if min(round(side * probe) for side in image.shape[:2]) < self.min_probe_side:
                 continue
-            labels, pixel_area, sure = half if probe == self.probe else self.probed(image, network, probe)
+            labels, pixel_area, sure = half if probe == first else self.probed(image, network, probe)
             sizes = sizes_of(labels, pixel_area)
             if sizes["count"]:
                 found[probe] = (sizes["count"], sizes["median"], sure)
@@ -261,15 +272,20 @@ class ScalePolicy:
         return max(ranked)[1] if ranked else None
 
     def fine_diameter(
-        self, image: np.ndarray, network: Network, half: tuple[np.ndarray, float, float], diameter: float | None
+        self,
+        image: np.ndarray,
+        network: Network,
+        half: tuple[np.ndarray, float, float],
+        diameter: float | None,
+        first: float,
     ) -> float | None:
         """The median diameter that the surest trusted fine probe finds (trusted: its median within
         ``band`` times the learnt size at its scale, 3 nuclei or more), where the size so far
-        (``diameter``) is the half-size probe's (``half``) median, below ``fine_below`` times the
-        learnt size at its scale (not pieces taken for fragments, nor a coarse probe's); else None."""
+        (``diameter``) is the first probe's (``half``, at size ``first``) median, below ``fine_below``
+        times the learnt size at its scale (not pieces taken for fragments, nor a coarse probe's); else None."""
         target = self.settings.target_diameter
         sizes = sizes_of(half[0], half[1])
-        if not sizes["count"] or diameter != sizes["median"] or diameter * self.probe >= self.fine_below * target:
+        if not sizes["count"] or diameter != sizes["median"] or diameter * first >= self.fine_below * target:
             return None
         ranked = []
         for probe in self.fine_probes:
