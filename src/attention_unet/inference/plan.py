@@ -27,6 +27,7 @@ from .tiles import rescaled
 # (image at the network's scale, Gaussian sigma of its tiles, test-time views on) -> its probabilities
 Network = Callable[[np.ndarray, float, bool], tuple[np.ndarray, list[np.ndarray]]]
 Predicted = tuple[np.ndarray, list[np.ndarray]]
+Probed = tuple[np.ndarray, float, float]  # a probe's instances, the image area one pixel covers, their mean probability
 
 
 @dataclass(frozen=True)
@@ -228,7 +229,7 @@ class ScalePolicy:
             diameter, large = fine, None  # the half-size probe's nuclei were clumps of smaller ones
         return self.factor_of(diameter), diameter, large
 
-    def first_probed(self, image: np.ndarray, network: Network) -> tuple[float, tuple[np.ndarray, float, float]]:
+    def first_probed(self, image: np.ndarray, network: Network) -> tuple[float, Probed]:
         """(size, :meth:`probed`) of the probe the rules measure on: the half-size one, or where that
         is under ``min_probe_side`` pixels (a 64 x 80 image's 32 x 40 probe may see clumps of its tiny
         nuclei) the surer of it and a probe of that side (at most the image's own size)."""
@@ -239,7 +240,7 @@ class ScalePolicy:
         other = self.probed(image, network, larger)
         return (larger, other) if other[2] > half[2] else (self.probe, half)
 
-    def probed(self, image: np.ndarray, network: Network, probe: float) -> tuple[np.ndarray, float, float]:
+    def probed(self, image: np.ndarray, network: Network, probe: float) -> Probed:
         """The instances of the image at ``probe`` size (the mask's watershed; one view: a sizing
         pass, not the answer), the image area one of their pixels covers, and their mean probability."""
         small = rescaled(image, probe)
@@ -248,9 +249,7 @@ class ScalePolicy:
         labels = instances(probs[0], threshold=0.5, min_area=smallest, h=self.settings.h)
         return labels, (image.shape[1] / small.shape[1]) ** 2, mean_probability(probs[0], labels)
 
-    def pyramid_diameter(
-        self, image: np.ndarray, network: Network, half: tuple[np.ndarray, float, float], first: float
-    ) -> float | None:
+    def pyramid_diameter(self, image: np.ndarray, network: Network, half: Probed, first: float) -> float | None:
         """The median diameter that the surest trusted probe of the pyramid (the first probe,
         ``half`` at size ``first``, and the coarse probes; each at least ``min_probe_side`` pixels) finds: trusted
         where its median nucleus is within ``band`` times the learnt size at its scale and it found
@@ -272,12 +271,7 @@ class ScalePolicy:
         return max(ranked)[1] if ranked else None
 
     def fine_diameter(
-        self,
-        image: np.ndarray,
-        network: Network,
-        half: tuple[np.ndarray, float, float],
-        diameter: float | None,
-        first: float,
+        self, image: np.ndarray, network: Network, half: Probed, diameter: float | None, first: float
     ) -> float | None:
         """The median diameter that the surest trusted fine probe finds (trusted: its median within
         ``band`` times the learnt size at its scale, 3 nuclei or more), where the size so far
