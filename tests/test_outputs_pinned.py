@@ -1,8 +1,10 @@
 """The shipped model's label images on the embedded sample, pinned bit for bit (sha256 of the
 pixels) for both engines: a refactoring of the inference code must not change them. The hashes
-were recorded by ``tools/output_hashes.py`` before the inference redesign and checked equal after
-it; they hold for the machine recorded with them (int8 and fp32 kernels differ between CPU
-instruction sets and library versions), and the test says so and skips elsewhere."""
+were recorded before the inference redesign and checked equal after it, and are recorded again
+(``tools/output_hashes.py``'s hashing of ``predict --model nuclei``, with the machine) only when a
+change meant to change outputs lands, measured on valid data (the longer tiles of 2026-12-07:
+docs/experiments). They hold for the machine recorded with them (int8 and fp32 kernels differ
+between CPU instruction sets and library versions), and the test says so and skips elsewhere."""
 
 from __future__ import annotations
 

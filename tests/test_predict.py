@@ -53,13 +53,43 @@ def test_tiles_cover_evenly_with_the_last_flush(length: int, tile: int, overlap:
 
 def test_tiles_overlap_by_an_eighth() -> None:
     """The default grid: 512-px tiles whose neighbours share at least 64 px (a 4000-px side in 9
-    tiles, not the 11 of a quarter's overlap); an image up to a tile's size is one tile."""
+    tiles, not the 11 of a quarter's overlap), 576-px ones where they cover a side with fewer
+    pixels (1000 px in two, not three); an image up to a tile's size is one tile."""
     from attention_unet.inference.tiles import Tiling
 
     rows, cols, height, width = Tiling().grid(4000, 1000)
-    assert len(rows) == 9 and len(cols) == 3 and (height, width) == (512, 512)
-    assert min(np.diff(rows)) >= 1 and 512 - max(np.diff(rows)) >= 64
+    assert len(rows) == 9 and len(cols) == 2 and (height, width) == (512, 576)
+    assert min(np.diff(rows)) >= 1 and 512 - max(np.diff(rows)) >= 64 and 576 - (cols[1] - cols[0]) >= 72
     assert Tiling().grid(512, 300)[:2] == ([0], [0])
+
+
+@settings(max_examples=200, deadline=None, derandomize=True)
+@given(st.integers(1, 5000), st.integers(32, 600), st.sampled_from([0.0, 0.125, 0.25]))
+def test_a_side_takes_longer_tiles_only_where_they_cover_it_with_fewer_pixels(
+    length: int, tile: int, overlap: float
+) -> None:
+    from attention_unet.inference.tiles import Tiling
+
+    starts, side = Tiling(tile=tile, overlap=overlap).side(length)
+    plain = tile_starts(length, tile, overlap)
+    assert starts[0] == 0 and starts[-1] + side == length  # covered, the last tile flush with the end
+    assert side <= tile + round(tile * overlap)
+    assert len(starts) * side <= len(plain) * min(tile, length)
+    if len(starts) > 1:
+        assert side - max(np.diff(starts)) >= overlap * side - 1  # neighbours still share an overlap
+
+
+def test_a_side_just_over_a_tile_is_one_tile_not_two_that_share_almost_all() -> None:
+    """A 520 x 696 image (BBBC039's size) runs 2 tiles of 520 x 512, not 4 of 512 x 512."""
+    shapes: list[tuple[int, ...]] = []
+
+    def runner(batch: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+        shapes.append(batch.shape)
+        return brightness_runner(batch)
+
+    image = np.dstack([synthetic(4, (520, 696))[0]] * 3)
+    make_predictor(runner, "percentile", batch_size=1).probability(image)
+    assert shapes == [(1, 3, 520, 512)] * 2
 
 
 def test_gaussian_weights_have_no_zeros() -> None:
@@ -137,7 +167,7 @@ def test_tiled_equals_whole_image_on_1024() -> None:
     whole = make_predictor(run, "percentile", tile=1024).probability(brightfield.image)
     tiled = make_predictor(run, "percentile", tile=512, batch_size=4).probability(
         brightfield.image
-    )  # the default tile: 9 tiles
+    )  # the default tile: 4 tiles of 576
     assert np.abs(whole - tiled).mean() <= 1e-3
 
 
