@@ -24,9 +24,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from size_f1 import scores_of  # this folder's: scored as size_f1 scores
 from size_table import part_records, study_parser, zoomed_record  # this folder's: the same images and zooms
 
-from attention_unet import metrics
 from attention_unet.inference.engine import load_predictor
 from attention_unet.inference.pipeline import Predictor
 from attention_unet.inference.plan import FragmentsRule, ScalePolicy, choose
@@ -71,24 +71,23 @@ def compared(predictor: Predictor, image: np.ndarray, labels: np.ndarray) -> dic
     }
     if all(s == sizings["shipped"] for s in sizings.values()):
         return row
-    scores: dict[tuple, tuple[float, float]] = {}
+    scores: dict[tuple, dict[str, float]] = {}
     plans = {}
     for name, policy in policies.items():
         plan, predicted = choose(policy, sizings[name][:3], at, predictor.decoder.confidence)
         plans[name] = (plan.factor, plan.diameter)
         if plans[name] not in scores:
-            probs = predicted[0]
-            found = predictor.labels(probs)
-            scores[plans[name]] = (
-                metrics.pixel_scores(probs[0] > 0.5, labels > 0)["f1"],
-                metrics.object_scores(labels, found)["dsb_score"],
-            )
+            scores[plans[name]] = scores_of(predicted[0], predictor.labels(predicted[0]), labels)
     shipped = scores[plans["shipped"]]
-    row |= {"f1": shipped[0], "dsb": shipped[1]}
+    row |= shipped
     for name in VARIANTS:
         if plans[name] != plans["shipped"]:
-            f1, dsb = scores[plans[name]]
-            row[name] = {"factor": plans[name][0], "d_f1": f1 - shipped[0], "d_dsb": dsb - shipped[1]}
+            own = scores[plans[name]]
+            row[name] = {
+                "factor": plans[name][0],
+                "d_f1": own["f1"] - shipped["f1"],
+                "d_dsb": own["dsb"] - shipped["dsb"],
+            }
     return row
 
 

@@ -30,13 +30,18 @@ from attention_unet.inference.engine import load_predictor
 from attention_unet.inference.plan import size_statistics
 
 
+def scores_of(probs: np.ndarray, found: np.ndarray, labels: np.ndarray) -> dict:
+    """Pixel F1 of the foreground probability against the labels, and the DSB score of the instances ``found``."""
+    pixel = metrics.pixel_scores(probs[0] > 0.5, labels > 0)
+    return {"f1": pixel["f1"], "dsb": metrics.object_scores(labels, found)["dsb_score"]}
+
+
 def scored(predictor, image: np.ndarray, labels: np.ndarray) -> dict:
     start = time.perf_counter()
     probs = predictor.probabilities(image)[0]
     pred = predictor.labels(probs)
     seconds = time.perf_counter() - start
-    pixel = metrics.pixel_scores(probs[0] > 0.5, labels > 0)
-    return {"f1": pixel["f1"], "dsb": metrics.object_scores(labels, pred)["dsb_score"], "s": round(seconds, 2)}
+    return scores_of(probs, pred, labels) | {"s": round(seconds, 2)}
 
 
 def main() -> None:
