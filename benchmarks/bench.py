@@ -34,7 +34,7 @@ from attention_unet import AttentionUNet, allocator
 from attention_unet.inference.engine import torch_runner
 from attention_unet.inference.pipeline import make_predictor
 from attention_unet.io import data
-from attention_unet.model import PRESETS
+from attention_unet.model import PRESETS, ModelConfig
 from attention_unet.model.export import calibration_tiles, export_onnx, fold_batchnorm, quantize_onnx
 from attention_unet.model.runtime import onnx_runner
 
@@ -173,42 +173,9 @@ def main() -> None:
     huge = (rng.random((4096, 4096, 3)) * 255).astype(np.uint8)
     tiles = calibration_tiles([r.image for r in data.load_records(data.SAMPLE_DIR)], "percentile")
     for preset in args.presets:
-        config = PRESETS[preset]
         for impl in ("ours", "monai"):
             name = f"{preset}/{impl}"
-            make = (
-                (lambda config=config: AttentionUNet(config))
-                if impl == "ours"
-                else (lambda config=config: monai_model(config.width, config.depth))
-            )
-            row: dict = {}
-            row["train_256_img_s"], row["train_gflop_per_img"], row["train_peak_rss_mib"] = train_speed(
-                make(), 256, repeats
-            )
-            row["train_128_img_s"] = train_speed(make(), 128, repeats)[0]
-            row["train_gflop_s"] = row["train_256_img_s"] * row["train_gflop_per_img"]
-            model = make().eval()
-            row["infer_256_img_s"], row["infer_gflop_per_img"] = inference_speed(model, repeats)
-            row["infer_gflop_s"] = row["infer_256_img_s"] * row["infer_gflop_per_img"]
-            if impl == "ours":
-                folded = fold_batchnorm(model)
-                row["infer_256_folded_img_s"] = inference_speed(folded, repeats)[0]
-                with tempfile.TemporaryDirectory() as tmp:
-                    onnx_path = export_onnx(model, Path(tmp) / "m.onnx")
-                    int8_path = quantize_onnx(onnx_path, Path(tmp) / "m.int8.onnx", tiles)
-                    batch = np.random.default_rng(1).random((8, 3, 256, 256), dtype=np.float32)
-                    for key, path in (("onnx_fp32", onnx_path), ("onnx_int8", int8_path)):
-                        run = onnx_runner(path)
-                        row[f"infer_256_{key}_img_s"] = 8 / timed(lambda run=run, batch=batch: run(batch), repeats)
-                runner = torch_runner(folded)
-            else:
-                runner = torch_runner(model)
-            predictor = make_predictor(runner, "percentile", tile=512, batch_size=4)
-            row["predict_1024_s"] = timed(lambda predictor=predictor: predictor.probability(big), max(1, repeats // 2))
-            if preset in args.huge:
-                with PeakRSS() as mem:
-                    row["predict_4096_tiled_s"] = timed(lambda predictor=predictor: predictor.probability(huge), 1, 0)
-                row["predict_4096_peak_rss_mib"] = mem.mib
+            row = model_row(PRESETS[preset], impl, repeats, big, huge if preset in args.huge else None, tiles)
             results["models"][name] = {k: round(v, 3) for k, v in row.items()}
             print(name, results["models"][name], flush=True)
     machine["matmul_gflops_at_end"] = round(matmul_gflops(), 1)  # the machine's state drifts over a run
@@ -218,6 +185,41 @@ def main() -> None:
     print(f"machine: {machine}", flush=True)
     Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
     print_table(results)
+
+
+def model_row(
+    config: ModelConfig, impl: str, repeats: int, big: np.ndarray, huge: np.ndarray | None, tiles: list[np.ndarray]
+) -> dict:
+    """One model's measurements (``impl``: "ours" or "monai" at the same widths): training and
+    inference speed, our ONNX engines, and whole-image prediction (of ``huge`` too where given)."""
+    make = (lambda: AttentionUNet(config)) if impl == "ours" else (lambda: monai_model(config.width, config.depth))
+    row: dict = {}
+    row["train_256_img_s"], row["train_gflop_per_img"], row["train_peak_rss_mib"] = train_speed(make(), 256, repeats)
+    row["train_128_img_s"] = train_speed(make(), 128, repeats)[0]
+    row["train_gflop_s"] = row["train_256_img_s"] * row["train_gflop_per_img"]
+    model = make().eval()
+    row["infer_256_img_s"], row["infer_gflop_per_img"] = inference_speed(model, repeats)
+    row["infer_gflop_s"] = row["infer_256_img_s"] * row["infer_gflop_per_img"]
+    if impl == "ours":
+        folded = fold_batchnorm(model)
+        row["infer_256_folded_img_s"] = inference_speed(folded, repeats)[0]
+        with tempfile.TemporaryDirectory() as tmp:
+            onnx_path = export_onnx(model, Path(tmp) / "m.onnx")
+            int8_path = quantize_onnx(onnx_path, Path(tmp) / "m.int8.onnx", tiles)
+            batch = np.random.default_rng(1).random((8, 3, 256, 256), dtype=np.float32)
+            for key, path in (("onnx_fp32", onnx_path), ("onnx_int8", int8_path)):
+                run = onnx_runner(path)
+                row[f"infer_256_{key}_img_s"] = 8 / timed(lambda run=run, batch=batch: run(batch), repeats)
+        runner = torch_runner(folded)
+    else:
+        runner = torch_runner(model)
+    predictor = make_predictor(runner, "percentile", tile=512, batch_size=4)
+    row["predict_1024_s"] = timed(lambda: predictor.probability(big), max(1, repeats // 2))
+    if huge is not None:
+        with PeakRSS() as mem:
+            row["predict_4096_tiled_s"] = timed(lambda: predictor.probability(huge), 1, 0)
+        row["predict_4096_peak_rss_mib"] = mem.mib
+    return row
 
 
 def print_table(results: dict) -> None:
