@@ -265,6 +265,11 @@ def test_several_dataset_split_file_is_read_per_dataset(tmp_path: Path) -> None:
     assert data.load_split(path, str(tmp_path / "two"))["train"] == ["d"]
     with pytest.raises(InputError, match="no split for dataset"):
         data.load_split(path, str(tmp_path / "three"))
+    # read from another folder (a run folder copied, data elsewhere): the one dataset of that name
+    assert data.load_split(path, str(tmp_path / "elsewhere" / "two"))["train"] == ["d"]
+    path.write_text(json.dumps({"a/two": split, "b/two": {**split, "train": ["d"]}}))
+    with pytest.raises(InputError, match="no split for dataset"):  # two of that name: which is unknown
+        data.load_split(path, str(tmp_path / "two"))
 
 
 def test_raw_mask_of_another_size_is_named(tmp_path: Path) -> None:

@@ -379,13 +379,18 @@ def default_split(ids: Sequence[str]) -> dict[str, list[str]]:
 
 def load_split(path: str | Path, dataset: str | None = None) -> dict[str, list[str]]:
     """A split file's {train, valid, test} lists; in a several-dataset file ({dataset: {train,
-    valid, test}}, as multi-dataset training writes), those of ``dataset`` (matched by resolved path)."""
+    valid, test}}, as multi-dataset training writes), those of ``dataset``: matched by resolved path,
+    else by name where one dataset has it (the file read from another folder or machine; the ids
+    are still checked by :func:`select`)."""
     try:
         split = json.loads(Path(path).read_text())
     except (OSError, ValueError) as exc:  # ValueError: not JSON, or not text at all (UnicodeDecodeError)
         raise InputError(f"{path}: cannot read split file ({type(exc).__name__}: {exc})") from None
     if isinstance(split, dict) and not {"train", "valid", "test"} <= set(split) and dataset is not None:
         matches = [v for k, v in split.items() if Path(k).resolve() == Path(dataset).resolve()]
+        if not matches:
+            named = [v for k, v in split.items() if Path(k).name == Path(dataset).name]
+            matches = named if len(named) == 1 else []
         if not matches:
             raise InputError(f"{path}: no split for dataset {dataset} (it has {', '.join(split)})")
         split = matches[0]
