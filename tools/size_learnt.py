@@ -10,7 +10,9 @@ same images and zooms (its rows zoomed as asked, not capped).
 
 Estimates: ``style-ridge`` and ``style-trees`` (each probe's style predicts the size at its scale,
 one regression for every probe; the image's estimate is the median of the probes'), and
-``probes-trees`` (gradient-boosted trees on every probe's measurements at once).
+``probes-trees`` (gradient-boosted trees on every probe's measurements at once) and
+``probes-equivariant`` (trees on one probe's measurements predict the size at its scale, one
+regression for every probe; the median of the probes').
 """
 
 from __future__ import annotations
@@ -70,12 +72,8 @@ def style_estimate(fit: Fit) -> Callable[[dict, dict], np.ndarray]:
 
 
 def probe_columns(stats: np.ndarray) -> np.ndarray:
-    """Every probe's measurements in one row: sizes as log2 of their ratio to the learnt size at the
-    image's scale (NaN where a probe found nothing), density as a log, the rest as they are."""
-    sizes = np.log2(np.where(stats[..., 1:5] > 0, stats[..., 1:5], np.nan) / TARGET)
-    sizes = sizes - np.log2(PROBES)[None, :, None]
-    rest = np.stack([np.log2(stats[..., 0] + 1e-3), stats[..., 5], stats[..., 6]], axis=-1)
-    return np.concatenate([sizes, rest], axis=-1).reshape(len(stats), -1)
+    """Every probe's :func:`probe_measures` in one row."""
+    return np.concatenate([probe_measures(stats[:, i]) for i in range(len(PROBES))], axis=1)
 
 
 def probes_estimate(train: dict, valid: dict) -> np.ndarray:
@@ -83,10 +81,36 @@ def probes_estimate(train: dict, valid: dict) -> np.ndarray:
     return TARGET * 2 ** predict(probe_columns(valid["stats"]))
 
 
+def probe_measures(stats: np.ndarray) -> np.ndarray:
+    """One probe's measurements (rows x :data:`size_features.STATS`): sizes as log2 of their ratio
+    to the learnt size at the probe's scale (NaN where it found nothing), density as a log, the rest
+    as they are."""
+    sizes = np.log2(np.where(stats[:, 1:5] > 0, stats[:, 1:5], np.nan) / TARGET)
+    return np.concatenate([sizes, np.log2(stats[:, :1] + 1e-3), stats[:, 5:7]], axis=1)
+
+
+def probes_equivariant(train: dict, valid: dict) -> np.ndarray:
+    """Each probe's measurements predict the size at its scale, one regression (trees) for every
+    probe; the image's estimate is the median of its probes'."""
+    xs, ys = [], []
+    for i, probe in enumerate(PROBES):
+        ok = ~np.isnan(train["stats"][:, i, 0])
+        xs.append(probe_measures(train["stats"][ok, i]))
+        ys.append(np.log2(train["true"][ok] * probe / TARGET))
+    predict = trees(np.concatenate(xs), np.concatenate(ys))
+    at_image = np.full((len(valid["true"]), len(PROBES)), np.nan)
+    for i, probe in enumerate(PROBES):
+        ok = ~np.isnan(valid["stats"][:, i, 0])
+        if ok.any():
+            at_image[ok, i] = predict(probe_measures(valid["stats"][ok, i])) - math.log2(probe)
+    return TARGET * 2 ** np.nanmedian(at_image, axis=1)
+
+
 ESTIMATES = {
     "style-ridge": style_estimate(ridge),
     "style-trees": style_estimate(trees),
     "probes-trees": probes_estimate,
+    "probes-equivariant": probes_equivariant,
 }
 
 
