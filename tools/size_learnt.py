@@ -9,8 +9,8 @@ same images and zooms (its rows zoomed as asked, not capped).
     python tools/size_learnt.py runs/size/features [--shipped runs/size/ablation-*.json]
 
 Estimates: ``style-ridge`` and ``style-trees`` (each probe's style predicts the size at its scale,
-one regression for every probe; the image's estimate is the median of the probes'), and
-``probes-trees`` (gradient-boosted trees on every probe's measurements at once) and
+one regression for every probe; the image's estimate is the median of the probes');
+``probes-trees`` (gradient-boosted trees on every probe's measurements at once);
 ``probes-equivariant`` (trees on one probe's measurements predict the size at its scale, one
 regression for every probe; the median of the probes').
 """
