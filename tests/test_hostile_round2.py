@@ -604,7 +604,7 @@ def test_running_out_of_memory_is_one_line(tmp_path: Path, tiny_model: Path, mon
     def no_memory(*args: object, **kwargs: object) -> None:
         raise MemoryError
 
-    monkeypatch.setattr(pipeline.Predictor, "probabilities", no_memory)
+    monkeypatch.setattr(pipeline.Predictor, "planned", no_memory)
     _image(tmp_path / "a.png")
     assert main(["predict", str(tmp_path / "a.png"), "--model", str(tiny_model), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err

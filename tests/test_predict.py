@@ -1,5 +1,6 @@
 """Sliding-window inference, instance separation and the predict command's outputs."""
 
+import csv
 from dataclasses import replace
 from pathlib import Path
 
@@ -206,7 +207,7 @@ def test_predict_writes_every_output_and_mirrors_folders(tmp_path: Path, tiny_mo
     )
     assert not (out / "sub/c_mask.png").exists()  # a stack's planes are not written as unrelated images
     lines = (out / "summary.csv").read_text().splitlines()
-    header = "input,file,model,height,width,nucleus_count,foreground_fraction,mean_area_px,median_area_px,plane"
+    header = "input,file,model,height,width,nucleus_count,foreground_fraction,mean_area_px,median_area_px,scale,plane"
     assert lines[0] == header
     assert len(lines) == 1 + 2 + 5
 
@@ -712,9 +713,44 @@ def test_the_scale_kept_is_not_decoded_again(
     predictor = make_predictor(sure_below(width), "percentile", tile=128, scale="auto", min_area=1, min_confidence=0.5)
     calls = []
     monkeypatch.setattr(decode, "instances", lambda *a, **k: calls.append(1) or instances(*a, **k))
-    probs, _, labels = segment_image(predictor, image, threshold)
+    probs, _, labels, plan = segment_image(predictor, image, threshold)
     assert len(calls) == decoded
     assert np.array_equal(labels, predictor.labels(probs, threshold)) and labels.max() == 9
+    # the plan kept: the factor predicted at (half the ramp's where the second look won), and the
+    # disks' diameter as auto scale measured it
+    assert plan.factor == pytest.approx(factor_for_diameter(40, 16) / (2 if width == 48 else 1), rel=0.1)
+    assert plan.diameter == pytest.approx(40, rel=0.15)
+
+
+def test_summary_names_the_scale_and_the_diameter_auto_scale_measured(tmp_path: Path, tiny_model: Path) -> None:
+    """summary.csv says at what scale each image was predicted and, under auto scale, the nucleus
+    diameter it measured (the number to give --diameter where it is wrong); a given diameter is the
+    scale that brings it to the learnt 16 px, with no measured diameter."""
+    from attention_unet.commands.predict import summary_row
+    from attention_unet.inference.plan import Plan
+
+    row = summary_row("a", (10, 10), np.array([4, 6]), "m", Plan(0.5, 31.96))
+    assert (row["scale"], row["auto_diameter_px"]) == (0.5, 32.0)
+    assert "auto_diameter_px" not in summary_row("a", (10, 10), np.array([4]), "m", Plan(2.0))
+    iio.imwrite(tmp_path / "a.png", synthetic(1)[0])
+    assert (
+        main(
+            [
+                "predict",
+                str(tmp_path / "a.png"),
+                "--out",
+                str(tmp_path / "out"),
+                "--model",
+                str(tiny_model),
+                "--diameter",
+                "32",
+            ]
+        )
+        == 0
+    )
+    with open(tmp_path / "out" / "summary.csv", newline="", encoding="utf-8-sig") as f:
+        (written,) = list(csv.DictReader(f))
+    assert float(written["scale"]) == 0.5 and not written.get("auto_diameter_px")
 
 
 def test_a_fixed_scale_is_never_second_guessed() -> None:

@@ -2,7 +2,7 @@
 labels' true median diameter, and what the network finds at each probe factor (the image resized
 by it; one view, the mask's watershed): how many instances, their median and pixel-weighted
 diameters (image pixels), and their confidence (mean instance probability). With ``--plan``, also
-the factor the model's own policy chooses (``Predictor.plan``). Size rules are then compared on
+the factor the model's own policy chooses (``pipeline.mosaic_plan``). Size rules are then compared on
 this table without running the network again (tools/size_rules.py).
 
     python tools/size_table.py --out runs/size/table.csv --zooms 0.25 0.5 1 2 4 8 \
@@ -24,7 +24,7 @@ import numpy as np
 
 from attention_unet.commands.evaluate import zoomed
 from attention_unet.inference.engine import load_predictor
-from attention_unet.inference.pipeline import Predictor
+from attention_unet.inference.pipeline import Predictor, mosaic_plan
 from attention_unet.inference.plan import size_statistics, sizes_of
 from attention_unet.inference.tiles import rescaled
 from attention_unet.instances import instances, mean_probability
@@ -73,7 +73,7 @@ def image_row(predictor: Predictor, record: data.Record, zoom: float, plan: bool
         row |= {f"p{probe:g}_{k}": v for k, v in probe_row(predictor, image, value_range, probe).items()}
     if plan:
         start = time.perf_counter()
-        row |= {"rule_factor": predictor.plan(image, value_range).factor}
+        row |= {"rule_factor": mosaic_plan(predictor, image, value_range).factor}
         row |= {"rule_seconds": round(time.perf_counter() - start, 2)}
     return row
 

@@ -165,7 +165,7 @@ class Segmenter:
             predictor = predictor.for_diameter(diameter)
         if smoothing is not None:
             predictor = dataclasses.replace(predictor, smoothing=smoothing)
-        probs, gates, labels = segment_image(predictor, array, threshold)
+        probs, gates, labels, _ = segment_image(predictor, array, threshold)
         table = None
         if measure:
             from .io.measure import measurements

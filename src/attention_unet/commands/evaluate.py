@@ -92,7 +92,7 @@ def score_records(
     def score(r: data.Record) -> dict[str, Any]:
         image, labels = zoomed(*data.protocol_view(r, protocol), zoom)
         chosen = predictor.for_image(image)
-        probs, _, labelled = segment_image(chosen, image)
+        probs, _, labelled, _ = segment_image(chosen, image)
         pred = probs[0] > 0.5
         row: dict[str, Any] = {
             "id": r.id,

@@ -32,6 +32,7 @@ from ..inference.blockwise import (
 from ..inference.choice import AUTO
 from ..inference.engine import ENGINES, load_predictor
 from ..inference.pipeline import Predictor, segment_image
+from ..inference.plan import Plan
 from ..io import data, limits
 from ..io.images import check_pixel_size, find_inputs, heat_map, is_zarr, open_image, overlay, write_png
 from ..io.measure import MeasureSettings, geojson_features, keep, measurements, outlines, write_geojson
@@ -91,13 +92,17 @@ class Summary:
     skipped: int = 0  # inputs whose outputs an earlier run finished (--skip-existing)
 
 
-def summarise(name: str, labels: np.ndarray, model: str = "") -> dict:
+def summarise(name: str, labels: np.ndarray, model: str = "", plan: Plan | None = None) -> dict:
     areas = np.bincount(labels.ravel())[1:]
-    return summary_row(name, labels.shape, areas[areas > 0], model)
+    return summary_row(name, labels.shape, areas[areas > 0], model, plan)
 
 
-def summary_row(name: str, shape: tuple[int, ...], areas: np.ndarray, model: str = "") -> dict:
-    """summary.csv's row for an image of ``shape`` whose nuclei have these areas (pixels), and the model used."""
+def summary_row(
+    name: str, shape: tuple[int, ...], areas: np.ndarray, model: str = "", plan: Plan | None = None
+) -> dict:
+    """summary.csv's row for an image of ``shape`` whose nuclei have these areas (pixels), the
+    model used, and the plan it was predicted by: the scale, and the typical nucleus diameter
+    auto scale measured (image pixels; blank where it measured none: a scale or diameter given)."""
     return {
         "file": name,
         "model": model,
@@ -107,6 +112,8 @@ def summary_row(name: str, shape: tuple[int, ...], areas: np.ndarray, model: str
         "foreground_fraction": round(float(areas.sum()) / (shape[0] * shape[1]), 6),
         "mean_area_px": round(float(areas.mean()), 2) if len(areas) else 0.0,
         "median_area_px": float(np.median(areas)) if len(areas) else 0.0,
+        **({"scale": round(plan.factor, 4)} if plan is not None else {}),
+        **({"auto_diameter_px": round(plan.diameter, 1)} if plan is not None and plan.diameter else {}),
     }
 
 
@@ -439,13 +446,13 @@ def predict_file(
         for k, plane in enumerate(source.planes()):
             image = plane_image(plane, channel, path, first=k == 0)
             chosen = for_diameter(predictor.for_image(image), diameter, source.pixel_size, path)
-            probs, gates, labels = segment_image(chosen, image, options.threshold)
+            probs, gates, labels, plan = segment_image(chosen, image, options.threshold)
             measure = options.measure
             labels = keep(labels, min_size=measure.min_size, exclude_edges=measure.exclude_edges)
             where = {"plane": k, **{axis.lower(): v for axis, v in plane.position.items()}} if stack else {}
             table = measurements(labels, plane.channels, channel_names=names, pixel_size=source.pixel_size)
             collected.add(k, where, labels, table, options)
-            collected.rows.append({**summarise(stem, labels, chosen.name), **({"plane": k} if stack else {})})
+            collected.rows.append({**summarise(stem, labels, chosen.name, plan), **({"plane": k} if stack else {})})
             if not stack:
                 write_picture_outputs(folder, target, image, probs[0], labels, gates, options, source.pixel_size)
             elif options.save_prob:
@@ -583,7 +590,7 @@ def predict_blockwise(
         write_block_shapes(folder, target, job, kept, table, options)
     folder.write(Path(f"{target}_nuclei.csv"), lambda t: write_measurement_csv(t, [({}, table)]))
     shutil.rmtree(work, ignore_errors=True)
-    return [summary_row(stem, source.shape_yx, table["area"], predictor.name)]
+    return [summary_row(stem, source.shape_yx, table["area"], predictor.name, Plan(job.factor))]
 
 
 def lazy_source(path: Path, options: PredictOptions) -> tuple[Any, float | None]:

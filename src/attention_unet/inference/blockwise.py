@@ -41,7 +41,7 @@ from ..errors import InputError, unreadable
 from ..io import data
 from ..io.images import is_zarr
 from ..io.limits import machine_memory
-from .pipeline import Predictor
+from .pipeline import Predictor, mosaic_plan
 from .plan import Plan
 from .tiles import SharedTiles, Tiling
 
@@ -662,7 +662,7 @@ def prepare(
     step = data.sample_step(*source.shape_yx)
     value_range = data.range_of_sample(strided_sample(source, step * max(1, 1024 // step)), predictor.norm)
     # decided on the mosaic, as auto scale is
-    plan = predictor.plan(mosaic, value_range)
+    plan = mosaic_plan(predictor, mosaic, value_range)
     job = Job(
         source,
         str(work),

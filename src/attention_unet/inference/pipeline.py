@@ -4,7 +4,7 @@ Whole images and block-wise prediction take the same :class:`~.plan.Plan`."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields, replace
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -74,25 +74,23 @@ class Predictor:
         ``value_range`` is the normalisation range (default: the image's own; a block of a larger
         image takes the whole image's). A fluorescence image in one colour is predicted as the grey
         image of that colour's channel (:func:`data.signal_channel`)."""
+        return self.planned(image, value_range=value_range, plan=plan)[1]
+
+    def planned(
+        self, image: np.ndarray, *, value_range: tuple[float, float] | None = None, plan: Plan | None = None
+    ) -> tuple[Plan, Predicted]:
+        """The plan the image was predicted by (its factor within ``max_pixels``; the nucleus
+        diameter where auto scale measured one) and :meth:`probabilities`."""
         if value_range is None and (channel := data.signal_channel(image)) is not None:
             image = np.repeat(image[..., channel : channel + 1], 3, axis=2)  # the grey the network learnt
         value_range = value_range or data.normalisation_range(image, self.norm)
         with allocator.kept():  # the tiles' activations reuse one another's memory
             cap = self.policy.cap(*image.shape[:2])
             if plan is not None:
-                return self.predicted_at(image, value_range, min(plan.factor, cap), plan.diameter, plan.smoothing)
+                plan = replace(plan, factor=min(plan.factor, cap))
+                return plan, self.predicted_at(image, value_range, plan.factor, plan.diameter, plan.smoothing)
             factor, diameter, large = self.policy.sizing(image, self.network(value_range))
-            return self.choose(image, value_range, (min(factor, cap), diameter, large))[1]
-
-    def plan(self, image: np.ndarray, value_range: tuple[float, float]) -> Plan:
-        """The plan an image (a block-wise prediction's mosaic) gets, with its smoothing decided;
-        predicting candidates only where the policy has more than one."""
-        factor, diameter, large = self.policy.sizing(image, self.network(value_range))
-        if self.policy.tries_smaller(factor, diameter) or large is not None:
-            chosen = self.choose(image, value_range, (factor, diameter, large))[0]
-            factor, diameter = chosen.factor, chosen.diameter
-        scaled = rescaled(image, factor)
-        return Plan(factor, diameter, self._sigma(scaled, value_range, diameter, factor))
+            return self.choose(image, value_range, (min(factor, cap), diameter, large))
 
     def labels(self, probs: np.ndarray, threshold: float = 0.5) -> np.ndarray:
         """Instance labels from :meth:`probabilities`' output (:class:`.decode.Decoder`)."""
@@ -126,7 +124,7 @@ class Predictor:
         """:meth:`probabilities` of the image predicted at ``factor``, at the image's size."""
         height, width = image.shape[:2]
         scaled = rescaled(image, factor)
-        sigma = smoothing if smoothing is not None else self._sigma(scaled, value_range, diameter, factor)
+        sigma = smoothing if smoothing is not None else self.sigma(scaled, value_range, diameter, factor)
         prob, gates = self._tiles(scaled, value_range, sigma)
         if scaled is image:
             return prob, gates
@@ -144,9 +142,11 @@ class Predictor:
 
         return choose(self.policy, sizing, predict_at, self.decoder.confidence)
 
-    def _sigma(
+    def sigma(
         self, scaled: np.ndarray, value_range: tuple[float, float], diameter: float | None, factor: float
     ) -> float:
+        """The Gaussian sigma of the tiles of ``scaled`` (the image at ``factor``): ``smoothing``
+        where given, else the stain policy's for nuclei of ``diameter`` image pixels."""
         if self.smoothing is not None:
             return self.smoothing
         at_network = diameter * factor if diameter is not None else None
@@ -168,6 +168,16 @@ class Predictor:
         return sliding_window(image, self.run, sigma=sigma, **grid)
 
 
+def mosaic_plan(predictor: Predictor, image: np.ndarray, value_range: tuple[float, float]) -> Plan:
+    """The plan an image (a block-wise prediction's mosaic) gets, with its smoothing decided;
+    predicting candidates only where the policy has more than one."""
+    factor, diameter, large = predictor.policy.sizing(image, predictor.network(value_range))
+    if predictor.policy.tries_smaller(factor, diameter) or large is not None:
+        chosen = predictor.choose(image, value_range, (factor, diameter, large))[0]
+        factor, diameter = chosen.factor, chosen.diameter
+    return Plan(factor, diameter, predictor.sigma(rescaled(image, factor), value_range, diameter, factor))
+
+
 def make_predictor(run: Runner, norm: str = "fixed", **knobs: Any) -> Predictor:
     """A :class:`Predictor` from keywords of :class:`~attention_unet.settings.InferenceSettings`,
     :class:`~.tiles.Tiling`, :class:`~.plan.ScalePolicy` and :class:`Predictor` itself, each routed
@@ -180,15 +190,22 @@ def make_predictor(run: Runner, norm: str = "fixed", **knobs: Any) -> Predictor:
     return Predictor(run, norm, settings, Tiling(**parts[Tiling]), scale_policy=policy, **own)
 
 
-def segment_image(
-    predictor: Predictor, image: np.ndarray, threshold: float = 0.5
-) -> tuple[np.ndarray, list[np.ndarray], np.ndarray]:
-    """(probabilities, gates, instance labels) of an image by a predictor (what predict, evaluate
-    and Segmenter take): the labels of the scale auto scale kept are those it decoded to compare
-    its candidates, not decoded again."""
+class Segmented(NamedTuple):
+    """An image segmented (:func:`segment_image`): its probabilities, the gates' maps, its instance
+    labels, and the plan it was predicted by (the scale, and the nucleus diameter auto scale measured)."""
+
+    probs: np.ndarray
+    gates: list[np.ndarray]
+    labels: np.ndarray
+    plan: Plan
+
+
+def segment_image(predictor: Predictor, image: np.ndarray, threshold: float = 0.5) -> Segmented:
+    """An image segmented by a predictor (what predict, evaluate and Segmenter take): the labels of
+    the scale auto scale kept are those it decoded to compare its candidates, not decoded again."""
     decoded: dict = {}
     remembering = replace(predictor, decoded=decoded)
-    probs, gates = remembering.probabilities(image)
+    plan, (probs, gates) = remembering.planned(image)
     labels = remembering.labels(probs, threshold)
     decoded.clear()  # not held while the caller writes its outputs
-    return probs, gates, labels
+    return Segmented(probs, gates, labels, plan)
