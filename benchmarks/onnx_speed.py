@@ -2,10 +2,14 @@
 8 x 256 x 256 and one 512 x 512 tile (predict's CPU default), runs alternated between the files
 so that drift in the machine's load falls on all of them; median of ``--repeats`` after a warm-up,
 with the spread (max / min). ``--profile`` instead prints where the time of the 8 x 256² batch goes,
-by operator type (ONNX Runtime's profiler, one thread, mean of ``--repeats`` runs).
+by operator type (ONNX Runtime's profiler, one thread, mean of ``--repeats`` runs). ``--views``
+times two views of a 512 x 512 tile (predict's default of two views) one after the other on every
+core, and side by side, each on its share of the cores (``runtime.SessionRunner.side_by_side``),
+alternated; medians of ``--repeats``.
 
     python benchmarks/onnx_speed.py --repeats 5 OLD.int8.onnx src/attention_unet/weights/model.int8.onnx
     python benchmarks/onnx_speed.py --profile --repeats 3 src/attention_unet/weights/model.int8.onnx
+    python benchmarks/onnx_speed.py --views --repeats 15 src/attention_unet/weights/model.int8.onnx
 """
 
 from __future__ import annotations
@@ -28,7 +32,12 @@ def main() -> None:
     parser.add_argument("models", nargs="+")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--profile", action="store_true", help="time per operator type instead")
+    parser.add_argument("--views", action="store_true", help="two views one after the other and side by side")
     args = parser.parse_args()
+    if args.views:
+        for m in args.models:
+            views(m, args.repeats)
+        return
     if args.profile:
         batch = np.random.default_rng(1).random((8, 3, 256, 256), dtype=np.float32)
         for m in args.models:
@@ -52,6 +61,26 @@ def main() -> None:
     print("| model | input | median ms | spread |\n|---|---|---|---|")
     for (m, k), t in times.items():
         print(f"| {m} | {k} | {statistics.median(t) * 1e3:.0f} | {max(t) / min(t):.2f} |")
+
+
+def views(model: str, repeats: int) -> None:
+    from attention_unet.model.runtime import SessionRunner, core_count
+
+    runner = SessionRunner(model)
+    tile = np.random.default_rng(2).random((1, 3, 512, 512), dtype=np.float32)
+    pair = [tile, np.ascontiguousarray(tile.transpose(0, 1, 3, 2))]
+    ways = {"one after the other": lambda: [runner(b) for b in pair], "side by side": lambda: runner.side_by_side(pair)}
+    times: dict[str, list[float]] = {k: [] for k in ways}
+    for run in ways.values():  # warm-up (and the side-by-side sessions made)
+        run()
+    for _ in range(repeats):
+        for k, run in ways.items():
+            start = time.perf_counter()
+            run()
+            times[k].append(time.perf_counter() - start)
+    print(f"{model}, two views of a 512² tile on {core_count()} cores:")
+    for k, t in times.items():
+        print(f"  {k}: median {statistics.median(t) * 1e3:.1f} ms (spread {max(t) / min(t):.2f})")
 
 
 def profile(model: str, batch: np.ndarray, repeats: int) -> None:

@@ -177,3 +177,47 @@ def test_the_old_home_of_the_onnx_runner_still_works_with_a_warning() -> None:
 
     with pytest.warns(DeprecationWarning, match="model.runtime.onnx_runner"):
         assert export.onnx_runner is runtime.onnx_runner
+
+
+def test_views_side_by_side_give_the_probabilities_of_one_after_the_other(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The shipped int8 graph runs a tile's views at once, each session on its share of the cores:
+    the average is bit for bit the one of the views run one after the other on every core, with
+    two cores as here and with more views than cores; a batch's outputs come back in its order."""
+    from attention_unet.inference.tiles import run_views
+    from attention_unet.model import runtime
+    from attention_unet.settings import TTA_VIEWS
+
+    runner, _ = runtime.shipped_onnx(pretrained_path().with_suffix(".int8.onnx"))
+    image = load_records(SAMPLE_DIR)[0].image[:96, :80]
+    batch = np.ascontiguousarray(np.stack([image, image[::-1]]).transpose(0, 3, 1, 2), np.float32) / 255
+
+    def one_after_the_other(b: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+        return runner(b)
+
+    for cores in (2, 3):
+        monkeypatch.setattr(runtime, "core_count", lambda cores=cores: cores)
+        for views in (2, 8):
+            expected, _ = run_views(one_after_the_other, batch, TTA_VIEWS[views])
+            got, _ = run_views(runner, batch, TTA_VIEWS[views])
+            assert np.array_equal(got, expected)
+    monkeypatch.setattr(runtime, "core_count", lambda: 1)  # one core: one after the other, on the first session
+    assert np.array_equal(runner.side_by_side([batch[:1], batch[1:]])[1][0], runner(batch[1:])[0])
+
+
+def test_sessions_share_one_arena_once_registered_and_run_without_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The process's shared arena is registered once (a second call does not register again, which
+    ONNX Runtime refuses); where it cannot be, sessions are still built, with their own arenas."""
+    import onnxruntime as ort
+
+    from attention_unet.model import runtime
+
+    assert runtime.shared_arena() and runtime.shared_arena()
+
+    def refused(*args: object) -> None:
+        raise RuntimeError("an allocator is already registered")
+
+    monkeypatch.setattr(runtime, "_ARENA", [])
+    monkeypatch.setattr(ort, "create_and_register_allocator", refused)
+    assert not runtime.shared_arena()
+    runner, _ = runtime.shipped_onnx(pretrained_path().with_suffix(".int8.onnx"))
+    assert runner(np.zeros((1, 3, 32, 32), np.float32))[0].shape == (1, 2, 32, 32)

@@ -209,21 +209,29 @@ def _tile_outputs(
 
 def run_views(run: Runner, batch: np.ndarray, views: Sequence[View] | None) -> tuple[np.ndarray, list[np.ndarray]]:
     """Probabilities (and gate maps) of an N x C x H x W batch averaged over ``views``
-    (settings.TTA_VIEWS), each mapped back onto the batch; None runs the batch as it is."""
+    (settings.TTA_VIEWS), each mapped back onto the batch; None runs the batch as it is. A runner
+    with a ``side_by_side`` method (ONNX Runtime's) runs the views at once; the sum is in the
+    views' order either way."""
     if views is None:
         return run(batch)
+    turned = [_view(batch, k, flip) for k, flip in views]
+    side_by_side = getattr(run, "side_by_side", None)
+    outputs = side_by_side(turned) if side_by_side is not None else [run(view) for view in turned]
     probs, maps = None, None
-    for k, flip in views:
-        view = np.rot90(batch, k, axes=(2, 3))
-        view = view[..., ::-1] if flip else view
-        # a copy, not np.ascontiguousarray: along a side of 1 pixel numpy calls the flipped
-        # view contiguous and keeps its negative stride, which torch refuses
-        p, m = run(view.copy())
+    for (k, flip), (p, m) in zip(views, outputs):
         p, m = _undo_view(p, k, flip), [_undo_view(a, k, flip) for a in m]
         probs = p if probs is None else probs + p
         maps = m if maps is None else [s + a for s, a in zip(maps, m)]
     assert probs is not None
     return probs / len(views), [m / len(views) for m in maps or []]
+
+
+def _view(batch: np.ndarray, k: int, flip: bool) -> np.ndarray:
+    """A batch turned by k quarter turns and maybe mirrored, as a copy (not np.ascontiguousarray:
+    along a side of 1 pixel numpy calls a flipped view contiguous and keeps its negative stride,
+    which torch refuses)."""
+    view = np.rot90(batch, k, axes=(2, 3))
+    return (view[..., ::-1] if flip else view).copy()
 
 
 def _undo_view(a: np.ndarray, k: int, flip: bool) -> np.ndarray:

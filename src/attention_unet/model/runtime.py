@@ -4,6 +4,9 @@ that predict's default engine starts without either."""
 
 from __future__ import annotations
 
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -54,43 +57,110 @@ def edge_padded(batch: np.ndarray, multiple: int) -> np.ndarray:
     return batch
 
 
-def onnx_session(path: str | Path) -> Any:
-    """An ONNX Runtime session on the CPU, or one line naming the file."""
+def core_count() -> int:
+    """The CPU cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+_ARENA: list[bool] = []  # whether this process's ONNX Runtime environment holds the shared arena
+_ARENA_LOCK = threading.Lock()
+
+
+def shared_arena() -> bool:
+    """Register one memory arena with ONNX Runtime's environment, once per process, for every
+    session to draw on: the sessions of a model's views and of the models `--model auto` opens then
+    hold one arena's peak between them, not one each. False where it cannot be registered (another
+    library registered one first): sessions then keep their own arenas."""
+    import onnxruntime as ort
+
+    with _ARENA_LOCK:
+        if not _ARENA:
+            memory = ort.OrtMemoryInfo("Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT)
+            try:
+                ort.create_and_register_allocator(memory, ort.OrtArenaCfg(0, -1, -1, -1))
+                _ARENA.append(True)
+            except Exception:  # noqa: BLE001 - ORT's error types; the arena is an economy, not a need
+                _ARENA.append(False)
+        return _ARENA[0]
+
+
+def onnx_session(model: str | Path | bytes, threads: int = 0, name: str | Path = "") -> Any:
+    """An ONNX Runtime session on the CPU (``threads``: its intra-op threads, 0: every core), or
+    one line naming the file. ``model``: a path, or the file's bytes (``name`` names it)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
     # threads that wait sleep instead of spinning: predict runs images (and blocks) side by side,
     # and a spinning pool would take the cores the other image's post-processing needs
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    if shared_arena():
+        options.add_session_config_entry("session.use_env_allocators", "1")
     try:
-        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        source = model if isinstance(model, bytes) else str(model)
+        return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # noqa: BLE001 - ORT raises its own error types for any graph it cannot run
         reason = str(exc).splitlines()[0][:200]
-        raise InputError(f"{path}: ONNX Runtime cannot run it ({reason})") from None
+        raise InputError(f"{name or model}: ONNX Runtime cannot run it ({reason})") from None
 
 
-def session_runner(session: Any, info: dict) -> Runner:
-    """A session as a predict runner, for the network its metadata ``info`` describes."""
-    multiple = 2 ** ModelConfig.from_dict(info["model"]).depth
+class SessionRunner:
+    """An ONNX model as a predict runner (:data:`~attention_unet.inference.tiles.Runner`): one
+    batch on one session with every core; ``side_by_side`` runs independent batches (a tile's
+    views) at once, each on its share of the cores. On 2 cores two single-thread runs of a 512-px
+    tile take less time than the two one after the other on both cores (BENCHMARKS.md), and give
+    the same numbers: the integer kernels do not depend on the thread count."""
 
-    def run(batch: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+    def __init__(self, path: str | Path, info: dict | None = None) -> None:
+        self.path = Path(path)
+        self.model = self.path.read_bytes()  # kept: a package's or an export's file may go once loaded
+        self.session = onnx_session(self.model, name=path)
+        if info is None:  # a shipped file's metadata, read from the session (no ``onnx`` import)
+            info = parse_info(self.session.get_modelmeta().custom_metadata_map.get("attention_unet", ""), path)
+        self.info = info
+        self.multiple = 2 ** ModelConfig.from_dict(info["model"]).depth
+        self._shares: dict[int, tuple[list[Any], ThreadPoolExecutor]] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, batch: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+        return self._run(self.session, batch)
+
+    def _run(self, session: Any, batch: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
         height, width = batch.shape[-2:]
-        logits = session.run(None, {"image": edge_padded(batch, multiple).astype(np.float32, copy=False)})[0]
+        logits = session.run(None, {"image": edge_padded(batch, self.multiple).astype(np.float32, copy=False)})[0]
         logits = logits[..., :height, :width]
         return 1.0 / (1.0 + np.exp(-logits)), []
 
-    return run
+    def side_by_side(self, batches: list[np.ndarray]) -> list[tuple[np.ndarray, list[np.ndarray]]]:
+        """Each batch's output, in order; ``min(len(batches), cores)`` of them run at once."""
+        ways = min(len(batches), core_count())
+        if ways < 2:
+            return [self(batch) for batch in batches]
+        sessions, pool = self._share(ways)
+        return list(pool.map(self._run, [sessions[i % ways] for i in range(len(batches))], batches))
+
+    def _share(self, ways: int) -> tuple[list[Any], ThreadPoolExecutor]:
+        """``ways`` sessions that split the cores between them, and threads to run them (made once)."""
+        with self._lock:
+            if ways not in self._shares:
+                threads = max(1, core_count() // ways)
+                sessions = [onnx_session(self.model, threads, self.path) for _ in range(ways)]
+                self._shares[ways] = sessions, ThreadPoolExecutor(ways, thread_name_prefix="attention-unet-view")
+            return self._shares[ways]
 
 
 def onnx_runner(path: str | Path, info: dict | None = None) -> Runner:
     """An exported .onnx file as a predict runner; ``info``: its metadata, if already read (else
     read and checked here, before a session is built)."""
-    return session_runner(onnx_session(path), info or onnx_info(path))
+    info = info or onnx_info(path)  # first: a file that is no model is one line, before a session is built
+    return SessionRunner(path, info)
 
 
 def shipped_onnx(path: Path) -> tuple[Runner, dict]:
     """A shipped ONNX file (the package's own: no checks, no ``onnx`` import) as a runner, and its
     metadata, read from the session."""
-    session = onnx_session(path)
-    info = parse_info(session.get_modelmeta().custom_metadata_map.get("attention_unet", ""), path)
-    return session_runner(session, info), info
+    runner = SessionRunner(path)
+    return runner, runner.info
