@@ -5,8 +5,9 @@ int8 limit (the speed issue's profile).
 
 1. ``attention-unet predict`` of the inputs (default: the embedded sample, 39 files) with its
    defaults (the shipped int8 ONNX, two views), under cProfile. Each stage is the cumulative time of
-   the functions that are it: the network (ONNX Runtime's ``session.run``, auto scale's probes
-   included), the sliding window around it (``tiles.sliding_window`` less the network), the
+   the functions that are it: the network (``runtime.SessionRunner``'s calls, auto scale's probes
+   included; the wall time the main thread waits for it, a tile's views side by side on other
+   threads included), the sliding window around it (``tiles.sliding_window`` less the network), the
    instances (``Decoder.labels``, which also runs inside auto scale's choice), the measurements,
    reading and writing. Stages can nest (the probes' decoding is inside the plan), so they are not
    summed to the total. One image at a time (``--jobs 1``), whole-image prediction only: cProfile
@@ -16,7 +17,7 @@ int8 limit (the speed issue's profile).
    operations per multiply-add), median of ``--repeats`` runs.
 3. The network's operations per pixel (torch's FlopCounterMode on a 512 x 512 input, the fp32
    network) and the network step's achieved rate: operations per pixel x pixels through
-   ``session.run``, over its time, as a share of the int8 convolution's rate.
+   ``session.run``, over the network's time, as a share of the int8 convolution's rate.
 """
 
 from __future__ import annotations
@@ -32,15 +33,15 @@ from pathlib import Path
 
 import numpy as np
 
-STAGES = {  # stage -> (file ending, function name) whose cumulative time it is
-    "network (session.run)": ("onnxruntime_inference_collection.py", "run"),
-    "sliding window (with the network)": ("inference/tiles.py", "sliding_window"),
-    "instances (Decoder.labels)": ("inference/decode.py", "labels"),
-    "auto scale and stain plan": ("inference/plan.py", "sizing"),
-    "measurements": ("io/measure.py", "measurements"),
-    "reading images": ("commands/predict.py", "plane_image"),
-    "writing outputs (OutputFolder.write)": ("io/outputs.py", "write"),
-    "whole predict": ("commands/predict.py", "_predict_files"),
+STAGES = {  # stage -> (file ending, function names) whose cumulative time it is (never nested)
+    "network (SessionRunner)": ("model/runtime.py", ("__call__", "side_by_side")),
+    "sliding window (with the network)": ("inference/tiles.py", ("sliding_window",)),
+    "instances (Decoder.labels)": ("inference/decode.py", ("labels",)),
+    "auto scale and stain plan": ("inference/plan.py", ("sizing",)),
+    "measurements": ("io/measure.py", ("measurements",)),
+    "reading images": ("commands/predict.py", ("plane_image",)),
+    "writing outputs (OutputFolder.write)": ("io/outputs.py", ("write",)),
+    "whole predict": ("commands/predict.py", ("_predict_files",)),
 }
 
 
@@ -55,8 +56,8 @@ def profile_predict(inputs: str) -> dict[str, float]:
     stats = pstats.Stats(profiler).stats  # type: ignore[attr-defined]
     seconds = dict.fromkeys(STAGES, 0.0)
     for (path, _, name), (_, _, _, cumulative, _) in stats.items():
-        for stage, (ending, function) in STAGES.items():
-            if path.endswith(ending) and name == function:
+        for stage, (ending, functions) in STAGES.items():
+            if path.endswith(ending) and name in functions:
                 seconds[stage] += cumulative
     return seconds
 
@@ -140,12 +141,12 @@ def main() -> None:
     args = parser.parse_args()
     stages = profile_predict(args.inputs)
     stages["sliding window less the network"] = (
-        stages.pop("sliding window (with the network)") - stages["network (session.run)"]
+        stages.pop("sliding window (with the network)") - stages["network (SessionRunner)"]
     )
     rates = conv_rates(args.repeats)
     per_pixel = network_operations_per_pixel()
     pixels = network_pixels(args.inputs)
-    achieved = per_pixel * pixels / stages["network (session.run)"] / 1e9
+    achieved = per_pixel * pixels / stages["network (SessionRunner)"] / 1e9
     total = stages["whole predict"]
     print("| stage | seconds | share of predict |\n|---|---|---|")
     for stage, seconds in stages.items():

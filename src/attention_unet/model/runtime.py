@@ -138,7 +138,7 @@ class SessionRunner:
         """Each batch's output, in order; ``min(len(batches), cores)`` of them run at once."""
         ways = min(len(batches), core_count())
         if ways < 2:
-            return [self(batch) for batch in batches]
+            return [self._run(self.session, batch) for batch in batches]
         sessions, pool = self._share(ways)
         return list(pool.map(self._run, [sessions[i % ways] for i in range(len(batches))], batches))
 
